@@ -1,0 +1,3 @@
+from proofmarket.cli import main
+
+main()

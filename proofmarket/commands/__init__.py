@@ -1,0 +1,1 @@
+"""Subcommands of `proofmarket`; each module keeps its heavy imports inside the command."""

@@ -1,0 +1,222 @@
+"""Typed wire messages: one MessagePack schema per kind.
+
+Untrusted bytes decode straight into these types with msgspec: unknown fields, wrong
+types and out-of-range values are refused by the decoder itself, so a message object
+that exists is well formed. Money is always an integer in the market's smallest unit.
+
+Each body is a MessagePack map whose "kind" field names its schema and whose "v" field
+is that schema's version (only version 1 exists).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Final, Literal
+
+import msgspec
+from msgspec import Meta
+
+SCHEMA_VERSION: Final = 1
+
+# Bounds that keep every integer well inside int64 and every field a sane size.
+Money = Annotated[int, Meta(ge=0, le=2**53)]
+Count = Annotated[int, Meta(ge=0, le=2**31)]
+Positive = Annotated[int, Meta(ge=1, le=2**31)]
+Round = Annotated[int, Meta(ge=0, le=2**53)]
+Millis = Annotated[int, Meta(ge=0, le=2**53)]
+MarketId = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
+TaskId = Annotated[str, Meta(min_length=1, max_length=128)]
+PublicKeyHex = Annotated[str, Meta(min_length=64, max_length=64, pattern=r"^[0-9a-f]{64}$")]
+TaskInput = Annotated[bytes, Meta(max_length=4096)]
+ProofBytes = Annotated[bytes, Meta(max_length=4096)]
+Digest = Annotated[bytes, Meta(min_length=16, max_length=32)]
+Version = Annotated[int, Meta(ge=SCHEMA_VERSION, le=SCHEMA_VERSION)]
+Text = Annotated[str, Meta(max_length=512)]
+
+
+class _Body(
+    msgspec.Struct,
+    frozen=True,
+    forbid_unknown_fields=True,
+    tag_field="kind",
+    kw_only=True,
+):
+    v: Version = SCHEMA_VERSION
+
+
+class MarketParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """A market's rules, announced with every round so any party can check them."""
+
+    market: MarketId
+    p_max: Money  # refund limit and highest fee a task may carry
+    epoch_rounds: Positive  # E: rounds per capacity-lock epoch
+    capacity_factor: Positive  # m: capacity may change by at most this factor per epoch
+    mechanism: Annotated[str, Meta(min_length=1, max_length=32)]
+    difficulty: Positive  # sloth square roots per task
+    setup: Count  # per-batch setup work (sloth steps) a prover pays once per batch
+    bid_window_ms: Positive
+    prove_window_ms: Positive
+
+
+class RoundAnnouncement(_Body, tag="round_announcement"):
+    """Coordinator -> everyone (signed, public): round r is open for bids."""
+
+    market: MarketId
+    round: Round
+    epoch: Round
+    bid_deadline: Millis
+    prove_deadline: Millis
+    params: MarketParams
+
+
+class CapacityDeclaration(_Body, tag="capacity_declaration"):
+    """Prover -> coordinator: the capacity it locks for a whole epoch."""
+
+    market: MarketId
+    epoch: Round
+    capacity: Positive
+
+
+class ProverCostBid(_Body, tag="prover_bid"):
+    """Prover -> coordinator: its unit cost for one round (capacity is fixed per epoch)."""
+
+    market: MarketId
+    round: Round
+    cost: Money
+
+
+class TaskBidMessage(_Body, tag="task_bid"):
+    """User -> coordinator: one proving task and the fee the user offers for it."""
+
+    market: MarketId
+    round: Round
+    task_id: TaskId
+    fee: Money
+    task_input: TaskInput
+    carry_over: bool = False
+
+
+class BidReceipt(_Body, tag="bid_receipt"):
+    """Coordinator -> bidder: the bid referenced by `ref` is accepted (and escrowed)."""
+
+    market: MarketId
+    round: Round
+    ref: Digest
+    escrowed: Money = 0
+
+
+class ClearingResult(_Body, tag="clearing_result"):
+    """Coordinator -> everyone (signed, public): the round's outcome, no bid contents."""
+
+    market: MarketId
+    round: Round
+    mechanism: Annotated[str, Meta(max_length=32)]
+    tasks_bid: Count
+    provers_bid: Count
+    allocated_provers: Count
+    allocated_tasks: Count
+    user_price: Money | None
+    prover_price: Money | None
+    winners: list[PublicKeyHex]
+    surplus: Money
+    prove_deadline: Millis
+
+
+class AssignedTask(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    task_id: TaskId
+    task_input: TaskInput
+
+
+class Assignment(_Body, tag="assignment"):
+    """Coordinator -> allocated prover: its batch, to be proven before the deadline."""
+
+    market: MarketId
+    round: Round
+    prove_deadline: Millis
+    difficulty: Positive
+    setup: Count
+    payment: Money
+    tasks: Annotated[list[AssignedTask], Meta(max_length=100_000)]
+
+
+class UserReceipt(_Body, tag="user_receipt"):
+    """Coordinator -> user: whether its task was allocated, to whom, at what price."""
+
+    market: MarketId
+    round: Round
+    task_id: TaskId
+    allocated: bool
+    price: Money | None = None
+    prover: PublicKeyHex | None = None
+    carried_to: Round | None = None  # set when the unallocated bid carries into that round
+
+
+class TaskProof(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    task_id: TaskId
+    proof: ProofBytes
+
+
+class ProofSubmission(_Body, tag="proof_submission"):
+    """Prover -> coordinator: proofs for (part of) its batch."""
+
+    market: MarketId
+    round: Round
+    proofs: Annotated[list[TaskProof], Meta(max_length=100_000)]
+
+
+SettlementOutcome = Literal["charged", "refunded", "released", "paid", "slashed"]
+
+
+class SettlementNotice(_Body, tag="settlement"):
+    """Coordinator -> user or prover: how one task or one batch settled.
+
+    A user whose task was proven gets the verified proof with its `charged` notice.
+    """
+
+    market: MarketId
+    round: Round
+    outcome: SettlementOutcome
+    amount: Money
+    task_id: TaskId | None = None
+    proof: ProofBytes | None = None
+
+
+class Reject(_Body, tag="reject"):
+    """Coordinator -> sender: the referenced input was refused and changed nothing."""
+
+    market: MarketId
+    code: Annotated[str, Meta(min_length=1, max_length=48)]
+    reason: Text
+    ref: Digest
+    round: Round | None = None
+
+
+Message = (
+    RoundAnnouncement
+    | CapacityDeclaration
+    | ProverCostBid
+    | TaskBidMessage
+    | BidReceipt
+    | ClearingResult
+    | Assignment
+    | UserReceipt
+    | ProofSubmission
+    | SettlementNotice
+    | Reject
+)
+
+KINDS: Final[dict[str, type[Message]]] = {
+    cls.__struct_config__.tag: cls  # type: ignore[misc]
+    for cls in (
+        RoundAnnouncement,
+        CapacityDeclaration,
+        ProverCostBid,
+        TaskBidMessage,
+        BidReceipt,
+        ClearingResult,
+        Assignment,
+        UserReceipt,
+        ProofSubmission,
+        SettlementNotice,
+        Reject,
+    )
+}
