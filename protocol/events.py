@@ -1,0 +1,55 @@
+"""Sans-IO events and effects shared by every role's pure core.
+
+A core is `handle(event) -> list[effect]`. Events are values that happened (a message
+arrived, time passed, work finished); effects are values the adapter must carry out, in
+order. Cores never read a clock: time arrives as `now`, in integer milliseconds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from protocol.messages import Message
+
+
+@dataclass(frozen=True, slots=True)
+class MessageReceived:
+    """An opened, signature-checked message from `sender` (hex Ed25519 public key).
+
+    `ref` is the digest of the envelope it came in, used to reference it in receipts and
+    rejects; `now` is the adapter's clock when the message was opened.
+    """
+
+    sender: str
+    message: Message
+    ref: bytes
+    now: int
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """Time has reached `now` (ms); deadlines at or before it may fire."""
+
+    now: int
+
+
+@dataclass(frozen=True, slots=True)
+class Publish:
+    """Send `message`: to one party (hex public key), or to everyone when `to` is None."""
+
+    message: Message
+    to: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """Durably record `event` before any later effect of the same step is carried out."""
+
+    event: MessageReceived | Tick
+
+
+@dataclass(frozen=True, slots=True)
+class WakeAt:
+    """Deliver a `Tick` no later than `at` (ms)."""
+
+    at: int
