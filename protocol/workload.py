@@ -5,7 +5,7 @@ checking it is the same number of squarings run backwards, so verifying is hundr
 times cheaper than proving and no step can be parallelised. A batch also pays a setup
 cost once, like a circuit setup that a real prover amortises over the tasks it proves.
 
-One step of the chain is the sloth permutation rho followed by adding one:
+One step of the chain is the sloth permutation rho followed by adding a constant:
 
 - rho(x) is the square root of x whose parity is even when x is a quadratic residue,
   and otherwise the square root of -x whose parity is odd. Because p = 3 (mod 4), -1 is a
