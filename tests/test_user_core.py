@@ -1,0 +1,260 @@
+"""The user's pure core and fleet: task bids per round, receipts, settlements, summary."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from protocol.events import MessageReceived, Publish, Tick
+from protocol.messages import (
+    BidReceipt,
+    MarketParams,
+    Message,
+    Reject,
+    RoundAnnouncement,
+    SettlementNotice,
+    TaskBidMessage,
+    UserReceipt,
+)
+from user_client.core import UserCore, UserFleet
+
+USER = "b" * 64
+USER2 = "d" * 64
+COORD = "c" * 64
+OTHER = "e" * 64
+MARKET = "m1"
+REF = b"r" * 32
+
+
+def params(p_max: int = 100, difficulty: int = 8) -> MarketParams:
+    return MarketParams(
+        market=MARKET,
+        p_max=p_max,
+        epoch_rounds=4,
+        capacity_factor=2,
+        mechanism="prooph",
+        difficulty=difficulty,
+        setup=2,
+        bid_window_ms=1000,
+        prove_window_ms=2000,
+    )
+
+
+def announce(round: int, p_max: int = 100, market: str = MARKET) -> RoundAnnouncement:
+    return RoundAnnouncement(
+        market=market,
+        round=round,
+        epoch=0,
+        bid_deadline=1000,
+        prove_deadline=3000,
+        params=params(p_max),
+    )
+
+
+def received(msg: Message, sender: str = COORD) -> MessageReceived:
+    return MessageReceived(sender=sender, message=msg, ref=REF, now=0)
+
+
+def fake_verify(task_input: bytes, proof: bytes, difficulty: int) -> bool:
+    """A stand-in proof scheme: the proof is the input reversed, tagged with difficulty."""
+    return proof == task_input[::-1] + bytes([difficulty])
+
+
+def make(
+    tasks: int = 3, fee_range: tuple[int, int] = (10, 50), seed: int = 1, carry: bool = False
+) -> UserCore:
+    return UserCore(
+        USER, COORD, MARKET, random.Random(seed), tasks, fee_range, carry, verify=fake_verify
+    )
+
+
+def bids(effects: list[Publish]) -> list[TaskBidMessage]:
+    out = []
+    for effect in effects:
+        assert COORD == effect.to
+        assert isinstance(effect.message, TaskBidMessage)
+        out.append(effect.message)
+    return out
+
+
+def test_announcement_yields_k_task_bids_within_fee_range() -> None:
+    """Each round a user sends tasks_per_round bids, fees in range, unique ids and inputs."""
+    core = make(tasks=5)
+    sent = bids(core.handle(received(announce(7))))
+    assert 5 == len(sent)
+    assert all(10 <= b.fee <= 50 for b in sent)
+    assert [f"{USER[:8]}-7-{i}" for i in range(5)] == [b.task_id for b in sent]
+    assert 5 == len({b.task_input for b in sent})
+    assert all(7 == b.round and MARKET == b.market for b in sent)
+    assert 5 == core.summary.tasks_bid
+    assert sum(b.fee for b in sent) == core.summary.fees_bid
+
+
+def test_fees_are_clipped_to_p_max() -> None:
+    """A fee drawn above the market's P_max is lowered to P_max."""
+    core = make(tasks=4, fee_range=(200, 300))
+    sent = bids(core.handle(received(announce(0, p_max=120))))
+    assert [120] * 4 == [b.fee for b in sent]
+
+
+def test_same_seed_same_bids() -> None:
+    """Two users with the same seed bid identically: randomness comes only from rng."""
+    first = bids(make(seed=42).handle(received(announce(0))))
+    second = bids(make(seed=42).handle(received(announce(0))))
+    assert first == second
+
+
+def test_carry_over_flag_is_set_on_bids() -> None:
+    """A user configured to carry over marks every bid so."""
+    sent = bids(make(carry=True).handle(received(announce(0))))
+    assert all(b.carry_over for b in sent)
+
+
+def test_duplicate_announcement_bids_once() -> None:
+    """A redelivered announcement does not produce a second set of bids."""
+    core = make()
+    core.handle(received(announce(0)))
+    assert [] == core.handle(received(announce(0)))
+    assert 3 == core.summary.tasks_bid
+
+
+def test_ignores_non_coordinator_and_other_market() -> None:
+    """Announcements from another key or for another market produce no bids."""
+    core = make()
+    assert [] == core.handle(received(announce(0), sender=OTHER))
+    assert [] == core.handle(received(announce(0, market="zz")))
+    assert [] == core.handle(Tick(now=5))
+    assert 0 == core.summary.tasks_bid
+
+
+def test_receipts_are_tracked_per_task() -> None:
+    """Bid receipts, allocated and unallocated user receipts are counted once each."""
+    core = make(tasks=3)
+    ids = [b.task_id for b in bids(core.handle(received(announce(0))))]
+    for _ in ids:
+        core.handle(received(BidReceipt(market=MARKET, round=0, ref=REF, escrowed=10)))
+    alloc = UserReceipt(market=MARKET, round=0, task_id=ids[0], allocated=True, price=9)
+    core.handle(received(alloc))
+    core.handle(received(alloc))
+    core.handle(received(UserReceipt(market=MARKET, round=0, task_id=ids[1], allocated=False)))
+    core.handle(
+        received(UserReceipt(market=MARKET, round=0, task_id=ids[2], allocated=False, carried_to=1))
+    )
+    s = core.summary
+    assert (3, 1, 1, 1) == (s.bids_accepted, s.allocated, s.unallocated, s.carried)
+    assert "allocated" == core.task_state(ids[0])
+
+
+def test_receipt_for_unknown_task_is_ignored() -> None:
+    """A receipt naming a task this user never bid changes nothing."""
+    core = make()
+    core.handle(received(UserReceipt(market=MARKET, round=0, task_id="nope", allocated=True)))
+    assert 0 == core.summary.allocated
+
+
+def charged(task_id: str, amount: int, proof: bytes | None) -> SettlementNotice:
+    return SettlementNotice(
+        market=MARKET, round=0, outcome="charged", amount=amount, task_id=task_id, proof=proof
+    )
+
+
+def test_charged_settlement_verifies_the_proof() -> None:
+    """A charged task's proof is checked against the task input and the round's difficulty."""
+    core = make(tasks=3)
+    sent = bids(core.handle(received(announce(0))))
+    good = sent[0].task_input[::-1] + bytes([8])
+    core.handle(received(charged(sent[0].task_id, 9, good)))
+    core.handle(received(charged(sent[1].task_id, 9, b"wrong")))
+    core.handle(received(charged(sent[2].task_id, 9, None)))
+    s = core.summary
+    assert (3, 27, 1, 2) == (s.charged, s.charged_total, s.proofs_verified, s.proofs_invalid)
+
+
+def test_refund_and_release_are_totalled() -> None:
+    """Refunded and released settlements add to their counts and totals."""
+    core = make(tasks=3)
+    ids = [b.task_id for b in bids(core.handle(received(announce(0))))]
+    core.handle(
+        received(
+            SettlementNotice(market=MARKET, round=0, outcome="refunded", amount=100, task_id=ids[0])
+        )
+    )
+    core.handle(
+        received(
+            SettlementNotice(market=MARKET, round=0, outcome="released", amount=33, task_id=ids[1])
+        )
+    )
+    s = core.summary
+    assert (1, 100, 1, 33) == (s.refunded, s.refunded_total, s.released, s.released_total)
+
+
+def test_a_task_settles_once() -> None:
+    """A redelivered or contradictory second settlement of a task is ignored."""
+    core = make(tasks=1)
+    [bid] = bids(core.handle(received(announce(0))))
+    core.handle(received(charged(bid.task_id, 9, None)))
+    core.handle(received(charged(bid.task_id, 9, None)))
+    core.handle(
+        received(
+            SettlementNotice(
+                market=MARKET, round=0, outcome="refunded", amount=100, task_id=bid.task_id
+            )
+        )
+    )
+    s = core.summary
+    assert (1, 9, 0) == (s.charged, s.charged_total, s.refunded)
+
+
+def test_forged_settlement_is_ignored() -> None:
+    """A settlement from someone other than the coordinator is not counted."""
+    core = make(tasks=1)
+    [bid] = bids(core.handle(received(announce(0))))
+    core.handle(received(charged(bid.task_id, 9, None), sender=OTHER))
+    assert 0 == core.summary.charged
+
+
+def test_rejects_are_counted() -> None:
+    """Each reject from the coordinator is counted."""
+    core = make()
+    core.handle(received(Reject(market=MARKET, code="fee_too_high", reason="x", ref=REF)))
+    assert 1 == core.summary.rejects
+
+
+@pytest.mark.parametrize(
+    ("tasks", "fee_range"), [(-1, (1, 2)), (1, (5, 2)), (1, (-1, 2)), (1, (1.5, 2))]
+)
+def test_bad_configuration_is_refused(tasks: int, fee_range: tuple[int, int]) -> None:
+    """Negative task counts and malformed fee ranges raise ValueError."""
+    with pytest.raises(ValueError):
+        UserCore(USER, COORD, MARKET, random.Random(0), tasks, fee_range)
+
+
+def test_fleet_broadcast_reaches_every_identity() -> None:
+    """A fleet answers an announcement with each identity's bids, signed by that identity."""
+    fleet = UserFleet([USER, USER2], COORD, MARKET, random.Random(3), 2, (1, 9))
+    effects = fleet.handle(received(announce(0)))
+    assert [USER, USER, USER2, USER2] == [key for key, _ in effects]
+    ids = [e.message.task_id for _, e in effects if isinstance(e.message, TaskBidMessage)]
+    assert 4 == len(set(ids))
+    assert 4 == fleet.summary().tasks_bid
+
+
+def test_fleet_directed_message_reaches_only_its_identity() -> None:
+    """A receipt addressed to one identity updates that identity only."""
+    fleet = UserFleet([USER, USER2], COORD, MARKET, random.Random(3), 1, (1, 9))
+    fleet.handle(received(announce(0)))
+    receipt = BidReceipt(market=MARKET, round=0, ref=REF)
+    fleet.handle(received(receipt), recipient=USER2)
+    fleet.handle(received(receipt), recipient="f" * 64)
+    assert 0 == fleet.users[USER].summary.bids_accepted
+    assert 1 == fleet.users[USER2].summary.bids_accepted
+    assert 1 == fleet.summary().bids_accepted
+
+
+def test_fleet_refuses_duplicate_or_no_identities() -> None:
+    """A fleet needs distinct identities and at least one."""
+    with pytest.raises(ValueError):
+        UserFleet([USER, USER], COORD, MARKET, random.Random(0), 1, (1, 2))
+    with pytest.raises(ValueError):
+        UserFleet([], COORD, MARKET, random.Random(0), 1, (1, 2))

@@ -1,0 +1,281 @@
+"""A user's pure core: post task bids each round, follow them to their settlement.
+
+A user bids `tasks_per_round` tasks on every round it hears announced, with fees drawn
+from its range and inputs drawn from its generator, then keeps score: which bids were
+accepted and allocated, what it was charged or refunded, and whether the proof it paid
+for really verifies (it checks each one itself rather than trusting the coordinator).
+
+`UserFleet` runs many such users, each with its own key, inside one core: the shape of a
+load generator acting for M identities from one process.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, fields
+from typing import Final, Literal, TypeAlias
+
+from protocol.events import MessageReceived, Publish, Tick
+from protocol.messages import (
+    BidReceipt,
+    Reject,
+    RoundAnnouncement,
+    SettlementNotice,
+    TaskBidMessage,
+    UserReceipt,
+)
+
+UserEvent: TypeAlias = MessageReceived | Tick
+UserEffect: TypeAlias = Publish
+Verifier: TypeAlias = Callable[[bytes, bytes, int], bool]
+
+TASK_INPUT_BYTES: Final = 32
+# How many rounds back a user keeps its tasks' state; older tasks are long settled.
+RETAIN_ROUNDS: Final = 1024
+
+TaskState: TypeAlias = Literal["bid", "allocated", "unallocated", "settled"]
+
+
+def _workload_verify(task_input: bytes, proof: bytes, difficulty: int) -> bool:
+    from protocol import workload
+
+    return workload.verify(task_input, proof, difficulty=difficulty)
+
+
+@dataclass(slots=True)
+class UserSummary:
+    """A user's running score; money in the market's smallest unit."""
+
+    rounds_seen: int = 0
+    tasks_bid: int = 0
+    fees_bid: int = 0
+    bids_accepted: int = 0
+    allocated: int = 0
+    unallocated: int = 0
+    carried: int = 0
+    charged: int = 0
+    charged_total: int = 0
+    refunded: int = 0
+    refunded_total: int = 0
+    released: int = 0
+    released_total: int = 0
+    proofs_verified: int = 0
+    proofs_invalid: int = 0
+    rejects: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def add(self, other: UserSummary) -> None:
+        """Fold `other` into this summary (for a fleet's total)."""
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+
+@dataclass(slots=True)
+class _Task:
+    round: int
+    fee: int
+    task_input: bytes
+    difficulty: int
+    state: TaskState = "bid"
+
+
+def _parse_fee_range(fee_range: tuple[int, int]) -> tuple[int, int]:
+    low, high = fee_range
+    for value in (low, high):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"fee range bounds must be integers, got {fee_range!r}")
+    if low < 0 or high < low:
+        raise ValueError(f"fee range must satisfy 0 <= low <= high, got {fee_range!r}")
+    return low, high
+
+
+class UserCore:
+    """The state machine of one user in one market.
+
+    Only messages signed by `coordinator` for `market` count; the rest are ignored.
+    """
+
+    def __init__(
+        self,
+        key: str,
+        coordinator: str,
+        market: str,
+        rng: random.Random,
+        tasks_per_round: int,
+        fee_range: tuple[int, int],
+        carry_over: bool = False,
+        *,
+        verify: Verifier | None = None,
+    ) -> None:
+        if not key or not coordinator or not market:
+            raise ValueError("key, coordinator and market must be non-empty")
+        if isinstance(tasks_per_round, bool) or tasks_per_round < 0:
+            raise ValueError(f"tasks_per_round must be >= 0, got {tasks_per_round!r}")
+        self.key = key
+        self.coordinator = coordinator
+        self.market = market
+        self.rng = rng
+        self.tasks_per_round = tasks_per_round
+        self.fee_range = _parse_fee_range(fee_range)
+        self.carry_over = carry_over
+        self.summary = UserSummary()
+        self._verify: Verifier = verify or _workload_verify
+        self._rounds: set[int] = set()
+        self._tasks: dict[str, _Task] = {}
+        self._floor = 0
+
+    def handle(self, event: UserEvent) -> list[UserEffect]:
+        """Advance on one event and return the messages to publish."""
+        if not isinstance(event, MessageReceived):
+            return []  # a user has no deadlines of its own
+        msg = event.message
+        if event.sender != self.coordinator or getattr(msg, "market", None) != self.market:
+            return []
+        if isinstance(msg, RoundAnnouncement):
+            return self._on_announcement(msg)
+        if isinstance(msg, BidReceipt):
+            self.summary.bids_accepted += 1
+        elif isinstance(msg, UserReceipt):
+            self._on_receipt(msg)
+        elif isinstance(msg, SettlementNotice):
+            self._on_settlement(msg)
+        elif isinstance(msg, Reject):
+            self.summary.rejects += 1
+        return []
+
+    def task_ids(self, round: int) -> list[str]:
+        """The ids of this user's tasks bid in `round`, in bid order."""
+        return [tid for tid, t in self._tasks.items() if t.round == round]
+
+    def task_state(self, task_id: str) -> TaskState | None:
+        task = self._tasks.get(task_id)
+        return None if task is None else task.state
+
+    def _on_announcement(self, msg: RoundAnnouncement) -> list[UserEffect]:
+        if msg.round < self._floor or msg.round in self._rounds:
+            return []
+        self._rounds.add(msg.round)
+        self._forget_before(msg.round - RETAIN_ROUNDS)
+        self.summary.rounds_seen += 1
+        low, high = self.fee_range
+        effects: list[UserEffect] = []
+        for i in range(self.tasks_per_round):
+            fee = min(self.rng.randint(low, high), msg.params.p_max)
+            task_input = self.rng.randbytes(TASK_INPUT_BYTES)
+            task_id = f"{self.key[:8]}-{msg.round}-{i}"
+            self._tasks[task_id] = _Task(msg.round, fee, task_input, msg.params.difficulty)
+            self.summary.tasks_bid += 1
+            self.summary.fees_bid += fee
+            bid = TaskBidMessage(
+                market=self.market,
+                round=msg.round,
+                task_id=task_id,
+                fee=fee,
+                task_input=task_input,
+                carry_over=self.carry_over,
+            )
+            effects.append(Publish(bid, to=self.coordinator))
+        return effects
+
+    def _on_receipt(self, msg: UserReceipt) -> None:
+        task = self._tasks.get(msg.task_id)
+        if task is None or task.state not in ("bid", "unallocated"):
+            return  # not ours, a duplicate, or already past this point
+        if msg.allocated:
+            task.state = "allocated"
+            self.summary.allocated += 1
+        elif msg.carried_to is not None:
+            self.summary.carried += 1
+        elif task.state == "bid":
+            task.state = "unallocated"
+            self.summary.unallocated += 1
+
+    def _on_settlement(self, msg: SettlementNotice) -> None:
+        if msg.task_id is None:
+            return
+        task = self._tasks.get(msg.task_id)
+        if task is None or task.state == "settled":
+            return  # each task settles once; a redelivered notice changes nothing
+        task.state = "settled"
+        if msg.outcome == "charged":
+            self.summary.charged += 1
+            self.summary.charged_total += msg.amount
+            if msg.proof is not None and self._verify(task.task_input, msg.proof, task.difficulty):
+                self.summary.proofs_verified += 1
+            else:
+                self.summary.proofs_invalid += 1
+        elif msg.outcome == "refunded":
+            self.summary.refunded += 1
+            self.summary.refunded_total += msg.amount
+        elif msg.outcome == "released":
+            self.summary.released += 1
+            self.summary.released_total += msg.amount
+
+    def _forget_before(self, floor: int) -> None:
+        if floor <= self._floor:
+            return
+        self._floor = floor
+        self._rounds = {r for r in self._rounds if r >= floor}
+        self._tasks = {tid: t for tid, t in self._tasks.items() if t.round >= floor}
+
+
+class UserFleet:
+    """Many users, one core: each identity bids and keeps score under its own key.
+
+    A broadcast (a round announcement) reaches every identity; a message addressed to
+    one identity goes to that identity alone. Effects come back paired with the key of
+    the identity that must sign them. Identities draw from the one shared generator in
+    key order, so a fleet is as deterministic as a single user.
+    """
+
+    def __init__(
+        self,
+        keys: Iterable[str],
+        coordinator: str,
+        market: str,
+        rng: random.Random,
+        tasks_per_round: int,
+        fee_range: tuple[int, int],
+        carry_over: bool = False,
+        *,
+        verify: Verifier | None = None,
+    ) -> None:
+        self.users: dict[str, UserCore] = {}
+        for key in keys:
+            if key in self.users:
+                raise ValueError(f"duplicate identity {key!r}")
+            self.users[key] = UserCore(
+                key,
+                coordinator,
+                market,
+                rng,
+                tasks_per_round,
+                fee_range,
+                carry_over,
+                verify=verify,
+            )
+        if not self.users:
+            raise ValueError("a fleet needs at least one identity")
+
+    @property
+    def keys(self) -> list[str]:
+        return list(self.users)
+
+    def handle(
+        self, event: UserEvent, recipient: str | None = None
+    ) -> list[tuple[str, UserEffect]]:
+        """Deliver `event` to `recipient`, or to every identity when it is None."""
+        if recipient is not None:
+            user = self.users.get(recipient)
+            return [] if user is None else [(recipient, e) for e in user.handle(event)]
+        return [(key, e) for key, user in self.users.items() for e in user.handle(event)]
+
+    def summary(self) -> UserSummary:
+        """The identities' summaries added together."""
+        total = UserSummary()
+        for user in self.users.values():
+            total.add(user.summary)
+        return total
