@@ -1,0 +1,155 @@
+"""The market's double-entry ledger: integer accounts, transfers that sum to zero.
+
+Every unit of money sits in exactly one account. Money enters the market only by an
+explicit funding entry (genesis, or a faucet) that moves it out of the `external`
+account, which is the one account allowed below zero: its negated balance is the net
+amount ever funded, so `total() == funded()` at all times, and the sum of every account
+including `external` is always zero.
+
+A transfer that would leave any other account negative raises `InsufficientFunds` and
+changes nothing. The ledger is pure: no IO, no clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from enum import StrEnum
+from typing import NamedTuple
+
+
+class AccountKind(StrEnum):
+    """What an account holds; the owner says whose it is."""
+
+    BALANCE = "balance"  # a party's spendable money (users pay from it, provers are paid into it)
+    ESCROW = "escrow"  # a user's fees held for its open task bids
+    DEPOSIT = "deposit"  # a prover's free (unlocked, withdrawable) deposit
+    LOCKED = "locked"  # a prover's deposit locked behind its declared capacity
+    TREASURY = "treasury"  # the market's surplus
+    SLASHED = "slashed"  # forfeited deposits left after refunding affected users
+    EXTERNAL = "external"  # where funding comes from and withdrawals go
+
+
+class Account(NamedTuple):
+    kind: AccountKind
+    owner: str = ""
+
+
+TREASURY = Account(AccountKind.TREASURY)
+SLASHED = Account(AccountKind.SLASHED)
+EXTERNAL = Account(AccountKind.EXTERNAL)
+
+
+def balance_of(owner: str) -> Account:
+    return Account(AccountKind.BALANCE, owner)
+
+
+def escrow_of(owner: str) -> Account:
+    return Account(AccountKind.ESCROW, owner)
+
+
+def deposit_of(owner: str) -> Account:
+    return Account(AccountKind.DEPOSIT, owner)
+
+
+def locked_of(owner: str) -> Account:
+    return Account(AccountKind.LOCKED, owner)
+
+
+class LedgerError(ValueError):
+    """A posting the ledger refuses; the ledger is unchanged."""
+
+
+class InvalidAmount(LedgerError):
+    """An amount that is not a positive integer (or a non-integer posting)."""
+
+
+class UnbalancedTransfer(LedgerError):
+    """Postings that do not sum to zero, or that touch `external` outside funding."""
+
+
+class InsufficientFunds(LedgerError):
+    """The transfer would take `account` below zero."""
+
+    def __init__(self, account: Account, needed: int, available: int) -> None:
+        super().__init__(f"{account.kind}:{account.owner or '-'} holds {available}, needs {needed}")
+        self.account = account
+        self.needed = needed
+        self.available = available
+
+
+def _check_amount(amount: int) -> None:
+    if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
+        raise InvalidAmount(f"amount must be a positive int, got {amount!r}")
+
+
+class Ledger:
+    """Integer balances per account; every change is a zero-sum set of postings."""
+
+    __slots__ = ("_balances",)
+
+    def __init__(self) -> None:
+        self._balances: dict[Account, int] = {}
+
+    def balance(self, account: Account) -> int:
+        return self._balances.get(account, 0)
+
+    def accounts(self) -> Iterator[tuple[Account, int]]:
+        """Every account with a non-zero balance."""
+        return ((a, b) for a, b in self._balances.items() if b != 0)
+
+    def funded(self) -> int:
+        """Net money that entered the market (funding minus withdrawals)."""
+        return -self.balance(EXTERNAL)
+
+    def total(self) -> int:
+        """Sum of every account inside the market."""
+        return sum(b for a, b in self._balances.items() if a.kind is not AccountKind.EXTERNAL)
+
+    def conserved(self) -> bool:
+        return self.total() == self.funded()
+
+    def fund(self, account: Account, amount: int) -> None:
+        """Bring `amount` new money into `account` (genesis or a faucet entry)."""
+        _check_amount(amount)
+        if account.kind is AccountKind.EXTERNAL:
+            raise UnbalancedTransfer("cannot fund the external account itself")
+        self._apply(((EXTERNAL, -amount), (account, amount)))
+
+    def withdraw(self, owner: str, amount: int) -> None:
+        """Pay `amount` of a prover's free deposit out of the market."""
+        _check_amount(amount)
+        self._apply(((deposit_of(owner), -amount), (EXTERNAL, amount)))
+
+    def move(self, source: Account, target: Account, amount: int) -> None:
+        """Move `amount` (> 0) from one market account to another."""
+        _check_amount(amount)
+        self.transfer(((source, -amount), (target, amount)))
+
+    def transfer(self, postings: Sequence[tuple[Account, int]]) -> None:
+        """Apply zero-sum postings atomically between market accounts."""
+        for account, amount in postings:
+            if isinstance(amount, bool) or not isinstance(amount, int):
+                raise InvalidAmount(f"posting amount must be an int, got {amount!r}")
+            if account.kind is AccountKind.EXTERNAL:
+                raise UnbalancedTransfer("only fund() and withdraw() touch the external account")
+        if sum(amount for _, amount in postings) != 0:
+            raise UnbalancedTransfer(f"postings sum to {sum(a for _, a in postings)}, not 0")
+        self._apply(postings)
+
+    def _apply(self, postings: Sequence[tuple[Account, int]]) -> None:
+        # Net per account first so that a chain through one account is judged as a whole,
+        # then check everything before changing anything.
+        net: dict[Account, int] = {}
+        for account, amount in postings:
+            net[account] = net.get(account, 0) + amount
+        for account, delta in net.items():
+            after = self._balances.get(account, 0) + delta
+            if after < 0 and account.kind is not AccountKind.EXTERNAL:
+                raise InsufficientFunds(account, -delta, self._balances.get(account, 0))
+        for account, delta in net.items():
+            if delta:
+                self._balances[account] = self._balances.get(account, 0) + delta
+
+    def snapshot(self) -> Mapping[Account, int]:
+        """A copy of every non-zero balance, for comparing ledgers."""
+        return {a: b for a, b in self._balances.items() if b != 0}
