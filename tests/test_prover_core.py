@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pytest
 
-from prover_node.core import ProverCore, ProvingDone, StartProving, corrupt_proof
+from protocol import workload
 from protocol.events import MessageReceived, Publish, Tick, WakeAt
 from protocol.messages import (
     AssignedTask,
@@ -19,6 +21,8 @@ from protocol.messages import (
     SettlementNotice,
     TaskProof,
 )
+from prover_node.core import ProverCore, ProvingDone, StartProving, corrupt_proof
+from prover_node.proving import prove_assignment
 
 PROVER = "a" * 64
 COORD = "c" * 64
@@ -75,7 +79,7 @@ def make(fault: str = "none") -> ProverCore:
     return ProverCore(PROVER, COORD, MARKET, capacity=3, cost=7, fault=fault)
 
 
-def published(effects: list[object]) -> list[Message]:
+def published(effects: Sequence[object]) -> list[Message]:
     return [e.message for e in effects if isinstance(e, Publish)]
 
 
@@ -283,3 +287,31 @@ def test_a_long_run_forgets_old_rounds_and_ignores_their_redelivery() -> None:
         core.handle(received(announce(r, epoch=r // 4)))
     assert [] == core.handle(received(assign(round=0)))
     assert 1 == core.stats.batches_assigned
+
+
+def run_batch(core: ProverCore, round: int) -> list[Message]:
+    """Assign a batch to `core`, prove it with the real workload, return what it sent."""
+    [start] = core.handle(received(assign(round=round)))
+    assert isinstance(start, StartProving)
+    return published(core.handle(ProvingDone(round, prove_assignment(start), now=1)))
+
+
+def test_honest_prover_submits_proofs_that_verify() -> None:
+    """Proofs from the real sloth workload, submitted as they are, all verify."""
+    [submission] = run_batch(make(), 0)
+    assert isinstance(submission, ProofSubmission)
+    checks = workload.verify_batch(
+        [t.task_input for t in TASKS], [p.proof for p in submission.proofs], difficulty=8
+    )
+    assert [True, True] == checks
+    assert ["t1", "t2"] == [p.task_id for p in submission.proofs]
+
+
+def test_corrupt_prover_submits_proofs_that_fail() -> None:
+    """A corrupting prover's real proofs, bit-flipped, all fail verification."""
+    [submission] = run_batch(make("corrupt"), 0)
+    assert isinstance(submission, ProofSubmission)
+    checks = workload.verify_batch(
+        [t.task_input for t in TASKS], [p.proof for p in submission.proofs], difficulty=8
+    )
+    assert [False, False] == checks

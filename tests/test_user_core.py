@@ -6,6 +6,7 @@ import random
 
 import pytest
 
+from protocol import workload
 from protocol.events import MessageReceived, Publish, Tick
 from protocol.messages import (
     BidReceipt,
@@ -258,3 +259,14 @@ def test_fleet_refuses_duplicate_or_no_identities() -> None:
         UserFleet([USER, USER], COORD, MARKET, random.Random(0), 1, (1, 2))
     with pytest.raises(ValueError):
         UserFleet([], COORD, MARKET, random.Random(0), 1, (1, 2))
+
+
+def test_default_verifier_is_the_sloth_workload() -> None:
+    """Without an injected verifier, real sloth proofs verify and flipped ones do not."""
+    core = UserCore(USER, COORD, MARKET, random.Random(5), 2, (1, 9))
+    sent = bids(core.handle(received(announce(0))))
+    good = workload.prove(sent[0].task_input, difficulty=8)
+    bad = workload.prove(sent[1].task_input, difficulty=7)
+    core.handle(received(charged(sent[0].task_id, 4, good)))
+    core.handle(received(charged(sent[1].task_id, 4, bad)))
+    assert (1, 1) == (core.summary.proofs_verified, core.summary.proofs_invalid)
