@@ -1,0 +1,335 @@
+"""Brokers the market starts for itself: embedded amqtt and a Mosquitto subprocess.
+
+Both listen on a loopback port of their own and expose ``.url``; both are
+async context managers with ``start``/``stop``/``restart``. Parties log in
+with their public key (hex) as username: amqtt 0.12 only queues QoS 1
+messages for an offline persistent session whose client logged in with a
+username, so anonymous login is always off in the embedded broker.
+
+Run the embedded broker in its own process with::
+
+    python -m deploy.broker --port 18830 [--passwd FILE] [--host 127.0.0.1]
+
+which prints ``ready mqtt://host:port`` on stdout once it accepts connections.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+from amqtt.broker import Broker
+from amqtt.plugins.base import BaseAuthPlugin
+
+from deploy.passwd import read_password_file, verify_password
+
+__all__ = [
+    "BrokerStartError",
+    "EmbeddedBroker",
+    "MarketAuthPlugin",
+    "MosquittoBroker",
+    "free_port",
+    "main",
+    "mosquitto_binary",
+]
+
+LOOPBACK = "127.0.0.1"
+
+
+class BrokerStartError(RuntimeError):
+    """A broker did not come up (or did not go down) within its bound."""
+
+
+def free_port(host: str = LOOPBACK) -> int:
+    """A TCP port nobody listens on right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def mosquitto_binary() -> str | None:
+    """Path of the mosquitto binary on PATH (or in /usr/sbin), None when absent."""
+    return shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin:/usr/local/sbin")
+
+
+async def _wait_accepting(host: str, port: int, timeout: float, alive: Any = None) -> None:
+    """Poll until ``host:port`` accepts a TCP connection, bounded by ``timeout``."""
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                if alive is not None and not alive():
+                    raise BrokerStartError(f"broker on port {port} exited while starting")
+                try:
+                    _, writer = await asyncio.open_connection(host, port)
+                except OSError:
+                    await asyncio.sleep(0.02)  # polling a port that is not open yet
+                    continue
+                writer.close()
+                with contextlib.suppress(OSError):
+                    await writer.wait_closed()
+                return
+    except TimeoutError:
+        raise BrokerStartError(
+            f"nothing accepted connections on {host}:{port} in {timeout}s"
+        ) from None
+
+
+class MarketAuthPlugin(BaseAuthPlugin):  # type: ignore[misc]
+    """amqtt login check: a username is required; then a password file or a username list.
+
+    With ``password_file`` (Mosquitto ``$7$`` format) the password must match;
+    otherwise, with ``usernames``, the username must be listed; otherwise any
+    non-empty username is accepted.
+    """
+
+    @dataclass
+    class Config:
+        usernames: list[str] | None = None
+        password_file: str | None = None
+
+    def __init__(self, context: Any) -> None:
+        super().__init__(context)
+        self._hashes = (
+            read_password_file(Path(self.config.password_file))
+            if self.config.password_file
+            else None
+        )
+        self._usernames = None if self.config.usernames is None else set(self.config.usernames)
+
+    async def authenticate(self, *, session: Any) -> bool:
+        username: str | None = session.username
+        if not username:
+            return False
+        if self._hashes is not None:
+            hashed = self._hashes.get(username)
+            return hashed is not None and verify_password(session.password or "", hashed)
+        return self._usernames is None or username in self._usernames
+
+
+@dataclass
+class EmbeddedBroker:
+    """amqtt broker in this event loop, on a free loopback port unless one is given.
+
+    ``usernames``: accept only these (any password); ``password_file``: check
+    passwords against a Mosquitto ``$7$`` file; neither: any non-empty username.
+    Sessions live in memory, so :meth:`restart` loses them: clients must
+    resubscribe (the Bus does).
+    """
+
+    host: str = LOOPBACK
+    port: int = 0
+    usernames: Iterable[str] | None = None
+    password_file: Path | None = None
+    _broker: Any = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.port == 0:
+            self.port = free_port(self.host)
+        if self.usernames is not None:
+            self.usernames = list(self.usernames)
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://{self.host}:{self.port}"
+
+    def config(self) -> dict[str, Any]:
+        """The amqtt configuration this broker runs with."""
+        auth: dict[str, Any] = {}
+        if self.usernames is not None:
+            auth["usernames"] = list(self.usernames)
+        if self.password_file is not None:
+            auth["password_file"] = str(self.password_file)
+        return {
+            "listeners": {"default": {"type": "tcp", "bind": f"{self.host}:{self.port}"}},
+            "plugins": {f"{__name__}.MarketAuthPlugin": auth},
+        }
+
+    async def start(self, timeout: float = 10.0) -> None:
+        broker = Broker(self.config())
+        async with asyncio.timeout(timeout):
+            await broker.start()
+        self._broker = broker
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        broker, self._broker = self._broker, None
+        if broker is not None:
+            async with asyncio.timeout(timeout):
+                await broker.shutdown()
+
+    async def restart(self) -> None:
+        """Stop and start again on the same port (sessions and queues are lost)."""
+        await self.stop()
+        await self.start()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+
+@dataclass
+class MosquittoBroker:
+    """A ``mosquitto`` subprocess with a generated config, on a free loopback port.
+
+    Without ``password_file`` anonymous clients are allowed; with it, only its
+    users; ``acl_file`` restricts topics per user. Persistence is on, so
+    :meth:`restart` keeps sessions and queued QoS 1 messages.
+    """
+
+    host: str = LOOPBACK
+    port: int = 0
+    password_file: Path | None = None
+    acl_file: Path | None = None
+    workdir: Path | None = None
+    binary: str | None = None
+    start_timeout: float = 10.0
+    _process: asyncio.subprocess.Process | None = field(default=None, init=False, repr=False)
+    _tmp: tempfile.TemporaryDirectory[str] | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.port == 0:
+            self.port = free_port(self.host)
+        if self.binary is None:
+            self.binary = mosquitto_binary()
+        if self.binary is None:
+            raise BrokerStartError("mosquitto binary not found on PATH")
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://{self.host}:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._process is None else self._process.pid
+
+    def config_text(self, workdir: Path) -> str:
+        """The mosquitto.conf this broker runs with."""
+        lines = [
+            f"listener {self.port} {self.host}",
+            "persistence true",
+            f"persistence_location {workdir}/",
+            "log_dest none",
+            "max_queued_messages 100000",
+            "max_inflight_messages 0",
+            "max_packet_size 1048576",
+        ]
+        if self.password_file is None:
+            lines.append("allow_anonymous true")
+        else:
+            lines += ["allow_anonymous false", f"password_file {self.password_file}"]
+        if self.acl_file is not None:
+            lines.append(f"acl_file {self.acl_file}")
+        return "\n".join(lines) + "\n"
+
+    def _workdir(self) -> Path:
+        if self.workdir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="mosquitto-")
+            self.workdir = Path(self._tmp.name)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        return self.workdir
+
+    async def start(self) -> None:
+        assert self.binary is not None
+        workdir = self._workdir()
+        conf = workdir / "mosquitto.conf"
+        conf.write_text(self.config_text(workdir))
+        process = await asyncio.create_subprocess_exec(
+            self.binary,
+            "-c",
+            str(conf),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        self._process = process
+        try:
+            await _wait_accepting(
+                self.host, self.port, self.start_timeout, lambda: process.returncode is None
+            )
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM (mosquitto saves its persistence file), SIGKILL past ``timeout``."""
+        process, self._process = self._process, None
+        if process is None or process.returncode is not None:
+            return
+        process.terminate()
+        try:
+            async with asyncio.timeout(timeout):
+                await process.wait()
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+
+    async def restart(self) -> None:
+        """Stop and start on the same port; persisted sessions and queues survive."""
+        await self.stop()
+        await self.start()
+
+    def cleanup(self) -> None:
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+        self.cleanup()
+
+
+async def serve_embedded(
+    host: str = LOOPBACK, port: int = 0, password_file: Path | None = None
+) -> None:
+    """Run an embedded broker until SIGINT/SIGTERM; print ``ready URL`` once it listens."""
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stopping.set)
+    async with EmbeddedBroker(host=host, port=port, password_file=password_file) as broker:
+        print(f"ready {broker.url}", flush=True)
+        await stopping.wait()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m deploy.broker", description=__doc__)
+    parser.add_argument("--host", default=LOOPBACK)
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--passwd", type=Path, default=None, help="Mosquitto $7$ password file")
+    args = parser.parse_args(argv)
+    logging.getLogger("amqtt").setLevel(logging.WARNING)
+    asyncio.run(serve_embedded(args.host, args.port, args.passwd))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,430 @@
+"""The market's MQTT bus: the one place that talks to a broker.
+
+Every other module sees only this small surface::
+
+    async with Bus("mqtt://alice:pw@127.0.0.1:1883", client_id="alice") as bus:
+        await bus.subscribe("market/m1/coord/#")
+        await bus.publish("market/m1/bid/alice", b"...")
+        async for delivery in bus.messages():
+            delivery.topic, delivery.payload
+
+All market traffic is QoS 1 over a persistent session (clean session off and a
+stable client id), so a party that was away gets what was queued for it when
+it reconnects. A supervisor task reconnects with exponential backoff and
+resubscribes every topic, because a restarted broker may have lost the
+session. Incoming messages sit in bounded queues; what does not fit, or is
+larger than ``max_payload``, is dropped and counted in :attr:`Bus.stats`
+rather than growing memory without limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import NamedTuple, Self
+from urllib.parse import unquote, urlsplit
+
+import aiomqtt
+from aiomqtt.exceptions import MqttConnectError
+
+__all__ = [
+    "DEFAULT_MAX_PAYLOAD",
+    "BrokerAddress",
+    "Bus",
+    "BusAuthError",
+    "BusClosedError",
+    "BusConfigError",
+    "BusError",
+    "BusStats",
+    "BusTimeoutError",
+    "Delivery",
+    "PayloadTooLargeError",
+    "parse_broker_url",
+]
+
+QOS = 1  # at-least-once for all market traffic; replay protection lives above the bus
+DEFAULT_MAX_PAYLOAD = 256 * 1024
+DEFAULT_QUEUE_SIZE = 10_000
+_PORTS = {"mqtt": 1883, "mqtts": 8883}
+_REFUSED_CODES = {4, 5, 134, 135}  # bad credentials / not authorised (v3.1.1 and v5)
+
+_Operation = Callable[[aiomqtt.Client], Awaitable[None]]
+
+
+class BusError(Exception):
+    """Anything that went wrong on the bus; wraps the MQTT library's errors."""
+
+
+class BusConfigError(BusError, ValueError):
+    """A broker URL or bus option that cannot work."""
+
+
+class BusAuthError(BusError):
+    """The broker refused our credentials; retrying will not help."""
+
+
+class BusTimeoutError(BusError, TimeoutError):
+    """The broker did not answer within the bound we were given."""
+
+
+class BusClosedError(BusError):
+    """The bus was used outside its ``async with`` block."""
+
+
+class PayloadTooLargeError(BusError, ValueError):
+    """A payload above the bus's ``max_payload``."""
+
+
+class Delivery(NamedTuple):
+    """One message received from the broker."""
+
+    topic: str
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class BrokerAddress:
+    """A parsed broker URL."""
+
+    host: str
+    port: int
+    tls: bool
+    username: str | None = None
+    password: str | None = None
+
+
+def parse_broker_url(url: str) -> BrokerAddress:
+    """Parse ``mqtt[s]://[user[:password]@]host[:port]``; raise BusConfigError otherwise."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise BusConfigError(f"bad broker URL {url!r}: {exc}") from None
+    scheme = parts.scheme.lower()
+    if scheme not in _PORTS:
+        raise BusConfigError(f"bad broker URL {url!r}: scheme must be mqtt:// or mqtts://")
+    if not parts.hostname:
+        raise BusConfigError(f"bad broker URL {url!r}: no host")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise BusConfigError(f"bad broker URL {url!r}: unexpected path, query or fragment")
+    return BrokerAddress(
+        host=parts.hostname,
+        port=port if port is not None else _PORTS[scheme],
+        tls=scheme == "mqtts",
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password is not None else None,
+    )
+
+
+@dataclass
+class BusStats:
+    """Counters a service can log or export; they only ever grow."""
+
+    received: int = 0
+    published: int = 0
+    dropped_full: int = 0
+    dropped_oversized: int = 0
+    connects: int = 0
+    disconnects: int = 0
+    last_error: str | None = field(default=None)
+
+
+def _inbox_type(stats: BusStats, max_payload: int) -> type[asyncio.Queue[aiomqtt.Message]]:
+    """A queue class for aiomqtt's inbox that counts, instead of logging, what it drops."""
+
+    class _CountingQueue(asyncio.Queue[aiomqtt.Message]):
+        def put_nowait(self, item: aiomqtt.Message) -> None:
+            if not isinstance(item.payload, bytes) or len(item.payload) > max_payload:
+                stats.dropped_oversized += 1
+                return
+            if self.full():
+                stats.dropped_full += 1
+                return
+            super().put_nowait(item)
+
+    return _CountingQueue
+
+
+class Bus:
+    """An MQTT connection that outlives broker restarts; use as ``async with``.
+
+    Args:
+        url: ``mqtt://`` or ``mqtts://`` broker URL, optionally with ``user:password@``.
+        client_id: stable identity of this party's session at the broker.
+        username, password: override the URL's credentials (e.g. a public key as username).
+        ca_file: CA bundle for ``mqtts://`` (system CAs when None).
+        will: ``(topic, payload)`` the broker publishes if we vanish without a goodbye.
+        queue_size: bound of each incoming queue; overflow is dropped and counted.
+        max_payload: largest payload accepted either way, in bytes.
+        connect_timeout: bound on the first connection (retried with backoff till then).
+        op_timeout: bound on each publish/subscribe, including waiting for a reconnect.
+        backoff_initial, backoff_max: reconnect delays in seconds, doubling per failure.
+        keepalive: MQTT keepalive in seconds; also how soon the broker sends our will.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        client_id: str,
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        ca_file: str | None = None,
+        will: tuple[str, bytes] | None = None,
+        queue_size: int = DEFAULT_QUEUE_SIZE,
+        max_payload: int = DEFAULT_MAX_PAYLOAD,
+        connect_timeout: float = 10.0,
+        op_timeout: float = 10.0,
+        backoff_initial: float = 0.05,
+        backoff_max: float = 5.0,
+        keepalive: int = 10,
+    ) -> None:
+        address = parse_broker_url(url)
+        if not client_id:
+            raise BusConfigError("a persistent session needs a non-empty client id")
+        if queue_size < 1 or max_payload < 1:
+            raise BusConfigError("queue_size and max_payload must be positive")
+        if ca_file is not None and not address.tls:
+            raise BusConfigError("ca_file given for a plain mqtt:// URL")
+        if will is not None:
+            _check_topic(will[0], wildcards=False)
+        self.address = address
+        self.client_id = client_id
+        self.stats = BusStats()
+        self._username = username if username is not None else address.username
+        self._password = password if password is not None else address.password
+        self._ca_file = ca_file
+        self._will = will
+        self._queue_size = queue_size
+        self._max_payload = max_payload
+        self._connect_timeout = connect_timeout
+        self._op_timeout = op_timeout
+        self._backoff_initial = backoff_initial
+        self._backoff_max = backoff_max
+        self._keepalive = keepalive
+        self._topics: list[str] = []
+        self._client: aiomqtt.Client | None = None
+        self._inbox: asyncio.Queue[Delivery] = asyncio.Queue(maxsize=queue_size)
+        self._connected = asyncio.Event()
+        self._fatal: BusError | None = None
+        self._supervisor: asyncio.Task[None] | None = None
+
+    # -- lifecycle -----------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        tls = aiomqtt.TLSParameters(ca_certs=self._ca_file) if self.address.tls else None
+        self._client = aiomqtt.Client(
+            self.address.host,
+            self.address.port,
+            username=self._username,
+            password=self._password,
+            identifier=self.client_id,
+            clean_session=False,
+            keepalive=self._keepalive,
+            timeout=self._op_timeout,
+            tls_params=tls,
+            will=aiomqtt.Will(self._will[0], self._will[1], qos=QOS) if self._will else None,
+            queue_type=_inbox_type(self.stats, self._max_payload),
+            max_queued_incoming_messages=self._queue_size,
+        )
+        # many QoS 1 publishes in flight is normal for a market; do not warn about it
+        self._client.pending_calls_threshold = 1_000_000
+        self._supervisor = asyncio.create_task(self._supervise(), name=f"bus:{self.client_id}")
+        try:
+            await self.wait_connected(self._connect_timeout)
+        except BaseException:
+            await self._stop()
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._stop()
+
+    async def _stop(self) -> None:
+        # cancelling the supervisor leaves `async with client`, which sends a clean
+        # DISCONNECT: the broker keeps our session but does not publish the will
+        task, self._supervisor = self._supervisor, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+                await task
+        self._connected.clear()
+        self._client = None
+
+    @property
+    def connected(self) -> bool:
+        """True while a broker connection is up."""
+        return self._connected.is_set()
+
+    async def wait_connected(self, timeout: float | None = None) -> None:
+        """Wait until connected; BusAuthError if refused, BusTimeoutError past ``timeout``."""
+        bound = self._op_timeout if timeout is None else timeout
+        try:
+            async with asyncio.timeout(bound):
+                while not self._connected.is_set():
+                    self._raise_if_dead()
+                    waiter = asyncio.create_task(self._connected.wait())
+                    assert self._supervisor is not None
+                    await asyncio.wait(
+                        {waiter, self._supervisor}, return_when=asyncio.FIRST_COMPLETED
+                    )
+                    waiter.cancel()
+        except TimeoutError:
+            msg = f"no connection to {self.address.host}:{self.address.port} within {bound}s"
+            if self.stats.last_error:
+                msg += f" (last error: {self.stats.last_error})"
+            raise BusTimeoutError(msg) from None
+        self._raise_if_dead()
+
+    def _raise_if_dead(self) -> None:
+        if self._fatal is not None:
+            raise self._fatal
+        if self._supervisor is None or self._client is None:
+            raise BusClosedError("the bus is not open")
+        if self._supervisor.done():
+            raise BusClosedError("the bus connection task ended")
+
+    async def _supervise(self) -> None:
+        assert self._client is not None
+        client = self._client
+        delay = self._backoff_initial
+        while True:
+            try:
+                async with client:
+                    for topic in list(self._topics):
+                        await self._subscribe_one(client, topic)
+                    self.stats.connects += 1
+                    self._connected.set()
+                    delay = self._backoff_initial
+                    async for message in client.messages:
+                        self.stats.received += 1
+                        # awaiting here is the backpressure: aiomqtt's bounded inbox
+                        # fills behind us and then drops (counted) instead of growing
+                        payload = message.payload
+                        assert isinstance(payload, bytes)  # the inbox lets only bytes through
+                        await self._inbox.put(Delivery(message.topic.value, payload))
+            except aiomqtt.MqttCodeError as exc:
+                if _is_refusal(exc):
+                    self._fatal = BusAuthError(f"broker refused {self.client_id!r}: {exc}")
+                    return
+                self._note_disconnect(exc)
+            except (aiomqtt.MqttError, BusError, OSError) as exc:
+                self._note_disconnect(exc)
+            # backoff between reconnect attempts, not synchronisation
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self._backoff_max)
+
+    def _note_disconnect(self, exc: BaseException) -> None:
+        if self._connected.is_set():
+            self.stats.disconnects += 1
+        self._connected.clear()
+        self.stats.last_error = f"{type(exc).__name__}: {exc}"
+
+    # -- traffic -------------------------------------------------------------
+
+    async def subscribe(self, *topics: str) -> None:
+        """Subscribe at QoS 1 now and after every reconnect; BusError if the broker refuses."""
+        for topic in topics:
+            _check_topic(topic, wildcards=True)
+        for topic in topics:
+            if topic in self._topics:
+                continue
+            # listed first so a reconnect racing with us subscribes it too
+            self._topics.append(topic)
+            try:
+                await self._with_connection(functools.partial(self._subscribe_one, topic=topic))
+            except BaseException:
+                self._topics.remove(topic)
+                raise
+
+    async def publish(self, topic: str, payload: bytes) -> None:
+        """Publish at QoS 1 and wait for the broker's acknowledgement.
+
+        Waits out a reconnect within ``op_timeout``; a message may then arrive
+        twice (QoS 1 is at-least-once).
+        """
+        _check_topic(topic, wildcards=False)
+        if len(payload) > self._max_payload:
+            raise PayloadTooLargeError(f"{len(payload)} bytes > max_payload {self._max_payload}")
+
+        async def send(client: aiomqtt.Client) -> None:
+            await client.publish(topic, payload, qos=QOS, timeout=math.inf)
+
+        await self._with_connection(send)
+        self.stats.published += 1
+
+    async def messages(self) -> AsyncIterator[Delivery]:
+        """Yield deliveries as they arrive, across reconnects, until the bus closes.
+
+        Raises BusAuthError if the broker starts refusing us on a reconnect.
+        """
+        while True:
+            if not self._inbox.empty():
+                yield self._inbox.get_nowait()
+                continue
+            if self._fatal is not None:
+                raise self._fatal
+            supervisor = self._supervisor
+            if supervisor is None or supervisor.done():
+                return
+            getter = asyncio.create_task(self._inbox.get())
+            try:
+                await asyncio.wait({getter, supervisor}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                if not getter.done():
+                    getter.cancel()
+            if getter.done() and not getter.cancelled():
+                yield getter.result()
+
+    def pending(self) -> int:
+        """Messages received but not yet taken from :meth:`messages`."""
+        return self._inbox.qsize()
+
+    async def _with_connection(self, operation: _Operation) -> None:
+        try:
+            async with asyncio.timeout(self._op_timeout):
+                while True:
+                    await self.wait_connected(math.inf)
+                    assert self._client is not None
+                    try:
+                        await operation(self._client)
+                        return
+                    except aiomqtt.MqttError as exc:
+                        # the supervisor notices the broken connection and reconnects
+                        self.stats.last_error = f"{type(exc).__name__}: {exc}"
+                        self._connected.clear()
+        except TimeoutError:
+            raise BusTimeoutError(
+                f"broker did not acknowledge within {self._op_timeout}s "
+                f"(last error: {self.stats.last_error})"
+            ) from None
+
+    async def _subscribe_one(self, client: aiomqtt.Client, topic: str) -> None:
+        granted = await client.subscribe(topic, qos=QOS)
+        for code in granted:
+            value = code if isinstance(code, int) else code.value
+            if value >= 0x80:
+                raise BusError(f"broker refused subscription to {topic!r}")
+
+
+def _is_refusal(exc: aiomqtt.MqttCodeError) -> bool:
+    rc = exc.rc
+    value = rc if isinstance(rc, int) else getattr(rc, "value", None)
+    return isinstance(exc, MqttConnectError) and value in _REFUSED_CODES
+
+
+def _check_topic(topic: str, *, wildcards: bool) -> None:
+    if not topic or "\x00" in topic or len(topic.encode()) > 65535:
+        raise BusConfigError(f"bad topic {topic!r}")
+    if not wildcards and ("+" in topic or "#" in topic):
+        raise BusConfigError(f"wildcards are not allowed when publishing: {topic!r}")
