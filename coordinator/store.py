@@ -1,0 +1,245 @@
+"""Append-only record stores: the durable log the coordinator's state is a fold over.
+
+A record is opaque bytes. `append` returns only once the record is durable, so the
+coordinator may acknowledge the input it records; `replay` yields every record in the
+order appended, which is all a restart needs to rebuild state.
+
+Two backends keep the same contract: MemoryStore for tests and simulations, and
+SqliteStore (WAL, synchronous=FULL) for a real market.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from typing import Final, Protocol, runtime_checkable
+
+# "PMKT" in ASCII: marks a SQLite file as a proofmarket record store.
+APPLICATION_ID: Final = 0x504D4B54
+SCHEMA_VERSION: Final = 1
+_REPLAY_CHUNK: Final = 512
+
+
+class StoreError(Exception):
+    """The store cannot be used: not a proofmarket store, wrong schema, or closed."""
+
+
+class StoreClosedError(StoreError):
+    """An operation on a store after close()."""
+
+
+@runtime_checkable
+class RecordStore(Protocol):
+    def append(self, record: bytes) -> int:
+        """Durably add one record; returns its sequence number (0, 1, 2, ...)."""
+        ...
+
+    def append_many(self, records: Sequence[bytes]) -> int:
+        """Durably add records all together or not at all; returns the last's number.
+
+        With no records nothing is written and the result is len(store) - 1.
+        """
+        ...
+
+    def replay(self) -> Iterator[bytes]:
+        """Every record, in the order appended."""
+        ...
+
+    def __len__(self) -> int: ...
+
+    def close(self) -> None: ...
+
+
+def _as_record(record: object) -> bytes:
+    # Refuse str and other non-bytes early: a str stored by mistake would replay as bytes
+    # of some encoding and corrupt the fold much later.
+    if not isinstance(record, bytes | bytearray | memoryview):
+        raise TypeError(f"a record must be bytes, not {type(record).__name__}")
+    return bytes(record)
+
+
+class MemoryStore:
+    """Records in a list; durable only for the life of the process."""
+
+    def __init__(self) -> None:
+        self._records: list[bytes] = []
+        self._closed = False
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreClosedError("the record store is closed")
+
+    def append(self, record: bytes) -> int:
+        self._check_open()
+        self._records.append(_as_record(record))
+        return len(self._records) - 1
+
+    def append_many(self, records: Sequence[bytes]) -> int:
+        self._check_open()
+        checked = [_as_record(record) for record in records]  # all or nothing
+        self._records.extend(checked)
+        return len(self._records) - 1
+
+    def replay(self) -> Iterator[bytes]:
+        self._check_open()
+        # Index rather than iterate, so records appended while replaying are seen too,
+        # as they are with SqliteStore.
+        seq = 0
+        while seq < len(self._records):
+            yield self._records[seq]
+            seq += 1
+
+    def __len__(self) -> int:
+        self._check_open()
+        return len(self._records)
+
+    def close(self) -> None:
+        self._closed = True
+
+    def __enter__(self) -> MemoryStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class SqliteStore:
+    """Records in one SQLite table, committed with WAL and synchronous=FULL.
+
+    A file that exists but is not a proofmarket store is refused with StoreError rather
+    than written to. Appends from several threads are serialised by a lock; several
+    processes may read while one writes.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self._path = os.fspath(path)
+        self._lock = threading.Lock()
+        try:
+            # isolation_level=None: transactions are begun and committed explicitly below.
+            self._db: sqlite3.Connection | None = sqlite3.connect(
+                self._path, isolation_level=None, check_same_thread=False
+            )
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open record store {self._path!r}: {exc}") from exc
+        try:
+            self._open(self._db)
+        except BaseException:
+            self._db.close()
+            self._db = None
+            raise
+
+    def _open(self, db: sqlite3.Connection) -> None:
+        try:
+            db.execute("PRAGMA busy_timeout = 10000")
+            app_id = db.execute("PRAGMA application_id").fetchone()[0]
+            tables = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self._path!r} is not a proofmarket record store: {exc}") from exc
+        if app_id == 0 and tables == 0:
+            self._create(db)
+        elif app_id != APPLICATION_ID:
+            raise StoreError(
+                f"{self._path!r} is not a proofmarket record store "
+                f"(SQLite application_id {app_id:#x}, expected {APPLICATION_ID:#x})"
+            )
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version != SCHEMA_VERSION:
+            raise StoreError(
+                f"{self._path!r} has record store schema {version}, this build reads "
+                f"{SCHEMA_VERSION}"
+            )
+        mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if mode != "wal":
+            raise StoreError(f"{self._path!r}: SQLite refused WAL mode (got {mode!r})")
+        db.execute("PRAGMA synchronous = FULL")
+
+    def _create(self, db: sqlite3.Connection) -> None:
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS records (seq INTEGER PRIMARY KEY, body BLOB NOT NULL)"
+            )
+            db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise StoreClosedError("the record store is closed")
+        return self._db
+
+    def append(self, record: bytes) -> int:
+        return self.append_many([record])
+
+    def append_many(self, records: Sequence[bytes]) -> int:
+        checked = [_as_record(record) for record in records]
+        with self._lock:
+            db = self._conn()
+            # IMMEDIATE takes the write lock first, so the next sequence number read
+            # below cannot be taken by another writer before this commit.
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                (last,) = db.execute("SELECT coalesce(max(seq), -1) FROM records").fetchone()
+                db.executemany(
+                    "INSERT INTO records (seq, body) VALUES (?, ?)",
+                    ((last + 1 + i, body) for i, body in enumerate(checked)),
+                )
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+            return int(last) + len(checked)
+
+    def replay(self) -> Iterator[bytes]:
+        # Reads in chunks by sequence number instead of holding one cursor open, so no
+        # read transaction stays open across the caller's work and appends made while
+        # replaying are seen.
+        after = -1
+        while True:
+            with self._lock:
+                rows = (
+                    self._conn()
+                    .execute(
+                        "SELECT seq, body FROM records WHERE seq > ? ORDER BY seq LIMIT ?",
+                        (after, _REPLAY_CHUNK),
+                    )
+                    .fetchall()
+                )
+            if not rows:
+                return
+            for seq, body in rows:
+                yield bytes(body)
+                after = seq
+
+    def __len__(self) -> int:
+        with self._lock:
+            (last,) = self._conn().execute("SELECT coalesce(max(seq), -1) FROM records").fetchone()
+        return int(last) + 1
+
+    def close(self) -> None:
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+    def __enter__(self) -> SqliteStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+__all__ = [
+    "APPLICATION_ID",
+    "MemoryStore",
+    "RecordStore",
+    "SqliteStore",
+    "StoreClosedError",
+    "StoreError",
+]
