@@ -1,0 +1,129 @@
+"""The market file: one TOML document with a market's rules.
+
+Every key is optional and defaults to DEFAULT_MARKET's value, so an empty file is a
+working market. Keys are the MarketParams field names, all at the top level::
+
+    market = "zk-default"
+    p_max = 100
+    epoch_rounds = 10
+    capacity_factor = 2
+    mechanism = "prooph"
+    difficulty = 100
+    setup = 1000
+    bid_window_ms = 1000
+    prove_window_ms = 2000
+
+Anything else (an unknown key, a wrong type, a value out of range, an unknown mechanism)
+raises MarketFileError naming the key, before any service starts with bad rules.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from typing import Any, Final
+
+import msgspec
+
+from protocol.mechanism import get_mechanism
+from protocol.messages import MarketParams
+
+# Defaults sized for a testnet on a 2-core machine: one sloth step costs about 0.2 ms in
+# CPython, so a 16-task batch (setup 1000 + 16 x 100 steps) proves in about half a second
+# and several provers finish well inside the prove window; a round takes about 3 s.
+DEFAULT_MARKET: Final = MarketParams(
+    market="zk-default",
+    p_max=100,
+    epoch_rounds=10,
+    capacity_factor=2,
+    mechanism="prooph",
+    difficulty=100,
+    setup=1000,
+    bid_window_ms=1000,
+    prove_window_ms=2000,
+)
+
+_FIELDS: Final = MarketParams.__struct_fields__
+
+_DESCRIPTIONS: Final = {
+    "market": "market id, shared by every party of this market",
+    "p_max": "highest fee a task may carry; refund per failed task; deposit per unit capacity",
+    "epoch_rounds": "E: rounds per capacity-lock epoch",
+    "capacity_factor": "m: a prover's capacity may change by at most this factor per epoch",
+    "mechanism": "clearing mechanism",
+    "difficulty": "sloth square roots per task (proving cost; verifying costs as many squarings)",
+    "setup": "sloth steps a prover pays once per batch",
+    "bid_window_ms": "how long a round takes bids",
+    "prove_window_ms": "how long allocated provers have to deliver proofs",
+}
+
+_AT_KEY: Final = re.compile(r" - at `\$\.(\w+)`$")
+
+
+class MarketFileError(ValueError):
+    """The market file is unreadable or holds a bad value; `key` names the culprit."""
+
+    def __init__(self, message: str, *, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+def market_from_dict(d: Mapping[str, Any]) -> MarketParams:
+    """Market rules from a parsed market file: defaults for absent keys, all checked."""
+    if not isinstance(d, Mapping):
+        raise MarketFileError(f"a market file is a table of keys, not {type(d).__name__}")
+    for key in d:
+        if key not in _FIELDS:
+            raise MarketFileError(
+                f"unknown key {key!r} in market file; known keys: {', '.join(_FIELDS)}",
+                key=str(key),
+            )
+    merged = msgspec.structs.asdict(DEFAULT_MARKET) | dict(d)
+    try:
+        params = msgspec.convert(merged, MarketParams, strict=True)
+    except msgspec.ValidationError as exc:
+        match = _AT_KEY.search(str(exc))
+        bad_key = match.group(1) if match else None
+        detail = _AT_KEY.sub("", str(exc))
+        raise MarketFileError(f"market file key {bad_key!r}: {detail}", key=bad_key) from None
+    # Checks the wire schema leaves to the market: a zero P_max would make every task
+    # bid invalid, and a mechanism nobody implements could never clear a round.
+    if params.p_max < 1:
+        raise MarketFileError("market file key 'p_max': must be at least 1", key="p_max")
+    try:
+        get_mechanism(params.mechanism)
+    except KeyError as exc:
+        raise MarketFileError(
+            f"market file key 'mechanism': {exc.args[0]}", key="mechanism"
+        ) from None
+    return params
+
+
+def load_market(path: str | os.PathLike[str]) -> MarketParams:
+    """Read and check a market file."""
+    try:
+        with open(path, "rb") as file:
+            document = tomllib.load(file)
+    except OSError as exc:
+        raise MarketFileError(f"cannot read market file {os.fspath(path)!r}: {exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise MarketFileError(f"market file {os.fspath(path)!r} is not TOML: {exc}") from exc
+    return market_from_dict(document)
+
+
+def dump_market(params: MarketParams) -> str:
+    """The market file text for `params`, with a comment per key; load_market reads it back."""
+    lines = ["# proofmarket market file: every key is optional; a missing key takes its default."]
+    for key in _FIELDS:
+        value = getattr(params, key)
+        # JSON string escapes are valid TOML basic-string escapes.
+        text = json.dumps(value) if isinstance(value, str) else str(value)
+        lines.append(f"# {_DESCRIPTIONS[key]}")
+        lines.append(f"{key} = {text}")
+    return "\n".join(lines) + "\n"
+
+
+__all__ = ["DEFAULT_MARKET", "MarketFileError", "dump_market", "load_market", "market_from_dict"]
