@@ -57,7 +57,7 @@ class MarketParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     prove_window_ms: Positive
 
 
-class RoundAnnouncement(_Body, tag="round_announcement"):
+class RoundAnnouncement(_Body, tag="round_announcement", frozen=True):
     """Coordinator -> everyone (signed, public): round r is open for bids."""
 
     market: MarketId
@@ -68,7 +68,7 @@ class RoundAnnouncement(_Body, tag="round_announcement"):
     params: MarketParams
 
 
-class CapacityDeclaration(_Body, tag="capacity_declaration"):
+class CapacityDeclaration(_Body, tag="capacity_declaration", frozen=True):
     """Prover -> coordinator: the capacity it locks for a whole epoch."""
 
     market: MarketId
@@ -76,7 +76,7 @@ class CapacityDeclaration(_Body, tag="capacity_declaration"):
     capacity: Positive
 
 
-class ProverCostBid(_Body, tag="prover_bid"):
+class ProverCostBid(_Body, tag="prover_bid", frozen=True):
     """Prover -> coordinator: its unit cost for one round (capacity is fixed per epoch)."""
 
     market: MarketId
@@ -84,7 +84,7 @@ class ProverCostBid(_Body, tag="prover_bid"):
     cost: Money
 
 
-class TaskBidMessage(_Body, tag="task_bid"):
+class TaskBidMessage(_Body, tag="task_bid", frozen=True):
     """User -> coordinator: one proving task and the fee the user offers for it."""
 
     market: MarketId
@@ -95,7 +95,7 @@ class TaskBidMessage(_Body, tag="task_bid"):
     carry_over: bool = False
 
 
-class BidReceipt(_Body, tag="bid_receipt"):
+class BidReceipt(_Body, tag="bid_receipt", frozen=True):
     """Coordinator -> bidder: the bid referenced by `ref` is accepted (and escrowed)."""
 
     market: MarketId
@@ -104,7 +104,7 @@ class BidReceipt(_Body, tag="bid_receipt"):
     escrowed: Money = 0
 
 
-class ClearingResult(_Body, tag="clearing_result"):
+class ClearingResult(_Body, tag="clearing_result", frozen=True):
     """Coordinator -> everyone (signed, public): the round's outcome, no bid contents."""
 
     market: MarketId
@@ -126,7 +126,7 @@ class AssignedTask(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     task_input: TaskInput
 
 
-class Assignment(_Body, tag="assignment"):
+class Assignment(_Body, tag="assignment", frozen=True):
     """Coordinator -> allocated prover: its batch, to be proven before the deadline."""
 
     market: MarketId
@@ -138,7 +138,7 @@ class Assignment(_Body, tag="assignment"):
     tasks: Annotated[list[AssignedTask], Meta(max_length=100_000)]
 
 
-class UserReceipt(_Body, tag="user_receipt"):
+class UserReceipt(_Body, tag="user_receipt", frozen=True):
     """Coordinator -> user: whether its task was allocated, to whom, at what price."""
 
     market: MarketId
@@ -155,7 +155,7 @@ class TaskProof(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     proof: ProofBytes
 
 
-class ProofSubmission(_Body, tag="proof_submission"):
+class ProofSubmission(_Body, tag="proof_submission", frozen=True):
     """Prover -> coordinator: proofs for (part of) its batch."""
 
     market: MarketId
@@ -166,7 +166,7 @@ class ProofSubmission(_Body, tag="proof_submission"):
 SettlementOutcome = Literal["charged", "refunded", "released", "paid", "slashed"]
 
 
-class SettlementNotice(_Body, tag="settlement"):
+class SettlementNotice(_Body, tag="settlement", frozen=True):
     """Coordinator -> user or prover: how one task or one batch settled.
 
     A user whose task was proven gets the verified proof with its `charged` notice.
@@ -180,7 +180,7 @@ class SettlementNotice(_Body, tag="settlement"):
     proof: ProofBytes | None = None
 
 
-class Reject(_Body, tag="reject"):
+class Reject(_Body, tag="reject", frozen=True):
     """Coordinator -> sender: the referenced input was refused and changed nothing."""
 
     market: MarketId

@@ -1,0 +1,282 @@
+"""Envelopes: sign, then (for one recipient) encrypt; open in the reverse order.
+
+Byte layout (integers big-endian; the full description is in docs/protocol.md):
+
+    offset  size  field
+    0       1     envelope version, 1
+    1       1     mode: 0 = public (signed only), 1 = sealed (signed, then encrypted)
+    2       8     seq: u64 chosen by the sender, unique per sender and round
+    10      32    sender Ed25519 public key
+    42      32    recipient Ed25519 public key              (sealed only)
+    h       1     market length m, 1..64
+    h+1     m     market, ASCII
+    ...     1     kind length k, 1..32
+    ...     k     kind, ASCII
+    H             end of the header
+    public: H: 64-byte signature, H+64: body
+    sealed: H: 24-byte nonce, H+24: NaCl crypto_box(signature || body) to the recipient
+
+The signature is Ed25519 over DOMAIN || header || body, where header is bytes 0..H as
+sent. So version, mode, seq, sender, recipient, market and kind are all signed with the
+body, and the body's own `round` binds the message to its round. The body is a
+MessagePack map (protocol.messages) whose `kind` and `market` must equal the header's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from typing import Final
+
+import msgspec
+import nacl.bindings as sodium
+import nacl.exceptions
+
+from protocol.errors import (
+    BadCiphertext,
+    BadEncoding,
+    BadPublicKey,
+    BadSignature,
+    TooLarge,
+    UnknownKind,
+    UnknownVersion,
+    WrongKind,
+    WrongMarket,
+    WrongMode,
+    WrongRecipient,
+)
+from protocol.identity import Identity, PublicKey
+from protocol.messages import KINDS, Message
+
+ENVELOPE_VERSION: Final = 1
+DOMAIN: Final = b"proofmarket/envelope\x00"
+MAX_ENVELOPE_SIZE: Final = 1 << 20
+"""Default size limit in bytes, checked before any parsing (a batch of ~200 4 KiB tasks)."""
+
+PUBLIC: Final = 0
+SEALED: Final = 1
+PUBLIC_KINDS: Final = frozenset({"round_announcement", "clearing_result"})
+"""Kinds everyone may read; every other kind is sealed to its one recipient."""
+
+SIGNATURE_SIZE: Final = 64
+KEY_SIZE: Final = 32
+NONCE_SIZE: Final = 24
+MAC_SIZE: Final = 16
+REF_SIZE: Final = 16
+_FIXED_PUBLIC: Final = 2 + 8 + KEY_SIZE
+_FIXED_SEALED: Final = _FIXED_PUBLIC + KEY_SIZE
+_MAX_SEQ: Final = 2**64 - 1
+
+_KIND_NAMES: Final = {kind.encode("ascii"): kind for kind in KINDS}
+_ENCODER: Final = msgspec.msgpack.Encoder()
+_DECODER: Final = msgspec.msgpack.Decoder(Message)
+
+
+@dataclass(frozen=True, slots=True)
+class Opened:
+    """An envelope that passed every check: who sent what, and how to refer to it."""
+
+    sender: str  # hex Ed25519 public key
+    message: Message
+    ref: bytes  # blake2b-16 of the envelope bytes: its name in receipts and rejects
+    kind: str
+    seq: int
+    market: str
+    sealed: bool
+
+
+def envelope_ref(data: bytes) -> bytes:
+    """The 16-byte reference of an envelope (blake2b-128 of its exact bytes).
+
+    Envelopes are not malleable (every byte is signed or authenticated), so a replayed
+    envelope has the same reference as the original.
+    """
+    return hashlib.blake2b(data, digest_size=REF_SIZE).digest()
+
+
+def kind_of(message: Message) -> str:
+    """The wire kind (tag) of a message."""
+    tag: str = type(message).__struct_config__.tag  # type: ignore[assignment]
+    return tag
+
+
+def seal(
+    identity: Identity,
+    message: Message,
+    market: str | None = None,
+    to: PublicKey | str | None = None,
+    *,
+    seq: int | None = None,
+    nonce: bytes | None = None,
+    max_size: int = MAX_ENVELOPE_SIZE,
+) -> bytes:
+    """Sign `message` as `identity` and, when `to` names a recipient, encrypt it to them.
+
+    Public kinds (PUBLIC_KINDS) take no recipient; every other kind needs one. `market`
+    defaults to the message's own and must equal it. `seq` defaults to a random u64, which
+    is unique per sender and round with overwhelming probability; `nonce` defaults to 24
+    random bytes (pass both only for reproducible tests).
+    """
+    kind = kind_of(message)
+    if market is None:
+        market = message.market
+    elif market != message.market:
+        raise WrongMarket(f"message is for market {message.market!r}, not {market!r}")
+    if (kind in PUBLIC_KINDS) != (to is None):
+        need = "no recipient" if kind in PUBLIC_KINDS else "a recipient"
+        raise WrongMode(f"a {kind} envelope takes {need}")
+    if seq is None:
+        seq = int.from_bytes(os.urandom(8), "big")
+    elif not 0 <= seq <= _MAX_SEQ:
+        raise BadEncoding("seq must fit in an unsigned 64-bit integer")
+    market_bytes = market.encode("ascii")
+    kind_bytes = kind.encode("ascii")
+    recipient = b""
+    if to is not None:
+        recipient = to.raw if isinstance(to, PublicKey) else _raw_key(to)
+    header = b"".join(
+        (
+            bytes((ENVELOPE_VERSION, PUBLIC if to is None else SEALED)),
+            seq.to_bytes(8, "big"),
+            identity.public_key.raw,
+            recipient,
+            bytes((len(market_bytes),)),
+            market_bytes,
+            bytes((len(kind_bytes),)),
+            kind_bytes,
+        )
+    )
+    body = _ENCODER.encode(message)
+    try:
+        # Structs are not validated when built; refuse here what no reader would accept.
+        _DECODER.decode(body)
+    except msgspec.ValidationError as exc:
+        raise BadEncoding(f"message does not fit its schema: {exc}") from exc
+    signature = identity.sign(DOMAIN + header + body)
+    if to is None:
+        envelope = header + signature + body
+    else:
+        if nonce is None:
+            nonce = os.urandom(NONCE_SIZE)
+        elif len(nonce) != NONCE_SIZE:
+            raise BadEncoding("a Box nonce is 24 bytes")
+        key = identity.box_key(recipient)
+        envelope = header + nonce + sodium.crypto_box_easy_afternm(signature + body, nonce, key)
+    if len(envelope) > max_size:
+        raise TooLarge(f"envelope of {len(envelope)} bytes exceeds the limit of {max_size}")
+    return envelope
+
+
+def open_envelope(
+    identity: Identity | None,
+    data: bytes | bytearray | memoryview,
+    *,
+    market: str | None,
+    max_size: int = MAX_ENVELOPE_SIZE,
+) -> Opened:
+    """Check and open an envelope; raise only ProtocolError subclasses.
+
+    `identity` is the reader (None for a party that reads only public envelopes).
+    `market` is the market the reader expects; None accepts any (then check
+    `Opened.market` yourself). Checks run cheapest first and nothing is decoded before
+    its bytes are authenticated.
+    """
+    size = len(data)
+    if size > max_size:
+        raise TooLarge(f"envelope of {size} bytes exceeds the limit of {max_size}")
+    if type(data) is not bytes:
+        data = bytes(data)
+    if size < _FIXED_PUBLIC + 2:
+        raise BadEncoding("envelope truncated")
+    if data[0] != ENVELOPE_VERSION:
+        raise UnknownVersion(f"envelope version {data[0]} is not supported")
+    mode = data[1]
+    if mode == PUBLIC:
+        at = _FIXED_PUBLIC
+    elif mode == SEALED:
+        at = _FIXED_SEALED
+    else:
+        raise BadEncoding(f"unknown envelope mode {mode}")
+    if size < at + 2:
+        raise BadEncoding("envelope truncated")
+    market_end = at + 1 + data[at]
+    if market_end >= size:
+        raise BadEncoding("envelope truncated")
+    market_bytes = data[at + 1 : market_end]
+    header_end = market_end + 1 + data[market_end]
+    kind = _KIND_NAMES.get(data[market_end + 1 : header_end])
+    if header_end > size:
+        raise BadEncoding("envelope truncated")
+    try:
+        market_name = market_bytes.decode("ascii")
+    except UnicodeDecodeError as exc:
+        raise BadEncoding("market is not ASCII") from exc
+    if market is not None and market_name != market:
+        raise WrongMarket(f"envelope is for market {market_name!r}, not {market!r}")
+    if kind is None:
+        raise UnknownKind("envelope names an unknown message kind")
+    if (kind in PUBLIC_KINDS) != (mode == PUBLIC):
+        raise WrongMode(f"a {kind} envelope must be {'public' if mode else 'sealed'}")
+    sender = data[10:42]
+
+    if mode == PUBLIC:
+        if size < header_end + SIGNATURE_SIZE:
+            raise BadEncoding("envelope truncated")
+        body = data[header_end + SIGNATURE_SIZE :]
+        # crypto_sign_open wants signature || message; the message is DOMAIN || header ||
+        # body, which is `data` with the signature cut out of the middle.
+        signed = data[header_end : header_end + SIGNATURE_SIZE] + DOMAIN + data[:header_end] + body
+    else:
+        if identity is None or data[42:74] != identity.public_key.raw:
+            raise WrongRecipient("sealed envelope is addressed to another party")
+        if size < header_end + NONCE_SIZE + MAC_SIZE + SIGNATURE_SIZE:
+            raise BadEncoding("envelope truncated")
+        key = identity.box_key(sender)  # BadPublicKey if the sender is not a valid point
+        nonce_end = header_end + NONCE_SIZE
+        try:
+            plain = sodium.crypto_box_open_easy_afternm(
+                data[nonce_end:], data[header_end:nonce_end], key
+            )
+        except nacl.exceptions.CryptoError as exc:
+            raise BadCiphertext("sealed envelope failed authentication") from exc
+        body = plain[SIGNATURE_SIZE:]
+        signed = plain[:SIGNATURE_SIZE] + DOMAIN + data[:header_end] + body
+    try:
+        sodium.crypto_sign_open(signed, sender)
+    except (nacl.exceptions.CryptoError, ValueError) as exc:
+        raise BadSignature("signature does not verify") from exc
+
+    try:
+        message = _DECODER.decode(body)
+    except msgspec.ValidationError as exc:
+        if str(exc).endswith("`$.v`"):
+            raise UnknownVersion(f"body schema version not supported: {exc}") from exc
+        raise BadEncoding(f"body does not fit its schema: {exc}") from exc
+    except msgspec.DecodeError as exc:
+        raise BadEncoding(f"body is not valid MessagePack: {exc}") from exc
+    if kind_of(message) != kind:
+        raise WrongKind(f"body is a {kind_of(message)}, envelope says {kind}")
+    if message.market != market_name:
+        raise WrongMarket(f"body is for market {message.market!r}, envelope {market_name!r}")
+    return Opened(
+        sender=sender.hex(),
+        message=message,
+        ref=hashlib.blake2b(data, digest_size=REF_SIZE).digest(),
+        kind=kind,
+        seq=int.from_bytes(data[2:10], "big"),
+        market=market_name,
+        sealed=mode == SEALED,
+    )
+
+
+def _raw_key(text: str) -> bytes:
+    if len(text) != 64:
+        raise BadPublicKey("a public key is 64 lowercase hex characters")
+    try:
+        raw = bytes.fromhex(text)
+    except ValueError as exc:
+        raise BadPublicKey("a public key is 64 lowercase hex characters") from exc
+    if raw.hex() != text:
+        raise BadPublicKey("a public key is 64 lowercase hex characters")
+    return raw
