@@ -68,6 +68,12 @@ class WrongRecipient(ProtocolError):
     code = "wrong_recipient"
 
 
+class WrongSender(ProtocolError):
+    """The envelope's signer is not the party named by the topic it arrived on."""
+
+    code = "wrong_sender"
+
+
 class BadPublicKey(ProtocolError):
     """A public key is malformed or not a valid Ed25519 point."""
 
@@ -131,6 +137,7 @@ ERRORS: tuple[type[ProtocolError], ...] = (
     WrongMode,
     WrongMarket,
     WrongRecipient,
+    WrongSender,
     BadPublicKey,
     BadCiphertext,
     BadSignature,

@@ -1,0 +1,98 @@
+"""Replay guard: each (sender, seq) is accepted once per round, and closed rounds not at all.
+
+Pure state, no clock: the owner says which rounds are closed. Every envelope carries a
+signed u64 `seq` that its sender keeps unique per round (a random u64 by default, see
+protocol.envelope.seal). The guard remembers the seqs it accepted for each open round and
+forgets a round's seqs when the round closes, because from then on the round itself is
+refused. Memory is bounded: at most `horizon` open rounds, `max_per_sender` seqs per
+sender and round, and `max_entries` seqs in all.
+"""
+
+from __future__ import annotations
+
+from protocol.envelope import Opened
+from protocol.errors import ClosedRound, FutureRound, OverCapacity, Replay
+from protocol.messages import Message
+
+
+def round_of(message: Message) -> int | None:
+    """The round a message belongs to, or None for kinds without one (capacity)."""
+    value: int | None = getattr(message, "round", None)
+    return value
+
+
+class ReplayGuard:
+    """Accepts each (sender, seq) at most once in rounds `floor` .. `floor + horizon - 1`."""
+
+    def __init__(
+        self,
+        *,
+        floor: int = 0,
+        horizon: int = 16,
+        max_per_sender: int = 65_536,
+        max_entries: int = 1_000_000,
+    ) -> None:
+        if horizon < 1 or max_per_sender < 1 or max_entries < 1 or floor < 0:
+            raise ValueError("floor must be >= 0 and every limit >= 1")
+        self._floor = floor
+        self._horizon = horizon
+        self._max_per_sender = max_per_sender
+        self._max_entries = max_entries
+        self._entries = 0
+        self._rounds: dict[int, dict[str, set[int]]] = {}
+
+    @property
+    def floor(self) -> int:
+        """The lowest round still open; every round below it is closed."""
+        return self._floor
+
+    def __len__(self) -> int:
+        """How many (round, sender, seq) entries are remembered."""
+        return self._entries
+
+    def check(self, sender: str, seq: int, round: int) -> None:
+        """Raise what `admit` would raise, without remembering anything."""
+        self._check(sender, seq, round)
+
+    def admit(self, sender: str, seq: int, round: int) -> None:
+        """Accept and remember (sender, seq) in `round`, or raise and change nothing.
+
+        Raises ClosedRound (round below the floor), FutureRound (beyond the horizon),
+        Replay (seen before) or OverCapacity (a memory bound is reached).
+        """
+        seen = self._check(sender, seq, round)
+        if seen is None:
+            senders = self._rounds.setdefault(round, {})
+            seen = senders.setdefault(sender, set())
+        seen.add(seq)
+        self._entries += 1
+
+    def admit_opened(self, opened: Opened, current_round: int) -> None:
+        """`admit` for an opened envelope; kinds without a round count in `current_round`."""
+        message_round = round_of(opened.message)
+        self.admit(
+            opened.sender, opened.seq, current_round if message_round is None else message_round
+        )
+
+    def close_through(self, round: int) -> None:
+        """Close every round up to and including `round`, forgetting their seqs."""
+        if round < self._floor:
+            return
+        self._floor = round + 1
+        for closed in [r for r in self._rounds if r <= round]:
+            self._entries -= sum(len(seqs) for seqs in self._rounds.pop(closed).values())
+
+    def _check(self, sender: str, seq: int, round: int) -> set[int] | None:
+        if round < self._floor:
+            raise ClosedRound(f"round {round} is closed (open rounds start at {self._floor})")
+        if round >= self._floor + self._horizon:
+            raise FutureRound(f"round {round} is not open yet (floor {self._floor})")
+        seen = self._rounds.get(round, {}).get(sender)
+        if seen is not None:
+            if seq in seen:
+                raise Replay(f"seq {seq} from {sender} was already accepted in round {round}")
+            if len(seen) >= self._max_per_sender:
+                raise OverCapacity(f"{sender} sent {len(seen)} messages in round {round}")
+        if self._entries >= self._max_entries:
+            raise OverCapacity("the replay guard is full until a round closes")
+        return seen
