@@ -109,7 +109,7 @@ def test_huge_amounts_keep_exact_integer_money() -> None:
         ([], [ProverBid("p", 1, -5)], "prover bid 'p': negative cost -5"),
         ([], [ProverBid("p", 1, 1), ProverBid("p", 2, 2)], "prover bid 'p': duplicate id"),
         ([], [ProverBid("p", "2", 1)], "prover bid 'p': capacity must be an integer"),  # type: ignore[arg-type]
-        ([TaskBid("", 1)], [], "id must be a non-empty string"),
+        ([TaskBid("", 1)], [], "task bid '': id must be a non-empty string"),
     ],
 )
 def test_bad_bids_name_the_bid_and_the_problem(
