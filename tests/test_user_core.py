@@ -270,3 +270,29 @@ def test_default_verifier_is_the_sloth_workload() -> None:
     core.handle(received(charged(sent[0].task_id, 4, good)))
     core.handle(received(charged(sent[1].task_id, 4, bad)))
     assert (1, 1) == (core.summary.proofs_verified, core.summary.proofs_invalid)
+
+
+def test_round_limit_stops_bidding_and_finishes_when_settled() -> None:
+    """With rounds=R a user bids in R rounds only, and is finished once all settle."""
+    core = UserCore(USER, COORD, MARKET, random.Random(1), 1, (1, 9), verify=fake_verify, rounds=2)
+    [first] = bids(core.handle(received(announce(0))))
+    [second] = bids(core.handle(received(announce(1))))
+    assert [] == core.handle(received(announce(2)))
+    assert (True, False, 2) == (core.bidding_done, core.finished, core.open_tasks)
+    core.handle(received(charged(first.task_id, 3, None)))
+    core.handle(
+        received(
+            SettlementNotice(
+                market=MARKET, round=1, outcome="released", amount=5, task_id=second.task_id
+            )
+        )
+    )
+    assert core.finished
+    assert 3000 == core.last_prove_deadline
+
+
+def test_unbounded_user_never_finishes() -> None:
+    """Without a round limit a user keeps bidding and is never finished."""
+    core = make(tasks=0)
+    core.handle(received(announce(0)))
+    assert (False, False) == (core.bidding_done, core.finished)

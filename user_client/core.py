@@ -109,7 +109,10 @@ class UserCore:
         carry_over: bool = False,
         *,
         verify: Verifier | None = None,
+        rounds: int | None = None,
     ) -> None:
+        if rounds is not None and (isinstance(rounds, bool) or rounds < 0):
+            raise ValueError(f"rounds must be >= 0, got {rounds!r}")
         if not key or not coordinator or not market:
             raise ValueError("key, coordinator and market must be non-empty")
         if isinstance(tasks_per_round, bool) or tasks_per_round < 0:
@@ -121,6 +124,8 @@ class UserCore:
         self.tasks_per_round = tasks_per_round
         self.fee_range = _parse_fee_range(fee_range)
         self.carry_over = carry_over
+        self.rounds = rounds
+        self.last_prove_deadline: int | None = None
         self.summary = UserSummary()
         self._verify: Verifier = verify or _workload_verify
         self._rounds: set[int] = set()
@@ -146,6 +151,21 @@ class UserCore:
             self.summary.rejects += 1
         return []
 
+    @property
+    def open_tasks(self) -> int:
+        """Tasks bid and not yet settled."""
+        return sum(1 for t in self._tasks.values() if t.state != "settled")
+
+    @property
+    def bidding_done(self) -> bool:
+        """True once the user has bid in all the rounds it was told to (never if unbounded)."""
+        return self.rounds is not None and self.summary.rounds_seen >= self.rounds
+
+    @property
+    def finished(self) -> bool:
+        """Bidding is done and every task it bid has settled."""
+        return self.bidding_done and self.open_tasks == 0
+
     def task_ids(self, round: int) -> list[str]:
         """The ids of this user's tasks bid in `round`, in bid order."""
         return [tid for tid, t in self._tasks.items() if t.round == round]
@@ -155,11 +175,12 @@ class UserCore:
         return None if task is None else task.state
 
     def _on_announcement(self, msg: RoundAnnouncement) -> list[UserEffect]:
-        if msg.round < self._floor or msg.round in self._rounds:
+        if msg.round < self._floor or msg.round in self._rounds or self.bidding_done:
             return []
         self._rounds.add(msg.round)
         self._forget_before(msg.round - RETAIN_ROUNDS)
         self.summary.rounds_seen += 1
+        self.last_prove_deadline = msg.prove_deadline
         low, high = self.fee_range
         effects: list[UserEffect] = []
         for i in range(self.tasks_per_round):
@@ -242,6 +263,7 @@ class UserFleet:
         carry_over: bool = False,
         *,
         verify: Verifier | None = None,
+        rounds: int | None = None,
     ) -> None:
         self.users: dict[str, UserCore] = {}
         for key in keys:
@@ -256,6 +278,7 @@ class UserFleet:
                 fee_range,
                 carry_over,
                 verify=verify,
+                rounds=rounds,
             )
         if not self.users:
             raise ValueError("a fleet needs at least one identity")
@@ -272,6 +295,21 @@ class UserFleet:
             user = self.users.get(recipient)
             return [] if user is None else [(recipient, e) for e in user.handle(event)]
         return [(key, e) for key, user in self.users.items() for e in user.handle(event)]
+
+    @property
+    def finished(self) -> bool:
+        """Every identity has finished (see `UserCore.finished`)."""
+        return all(user.finished for user in self.users.values())
+
+    @property
+    def bidding_done(self) -> bool:
+        return all(user.bidding_done for user in self.users.values())
+
+    @property
+    def last_prove_deadline(self) -> int | None:
+        deadlines = [u.last_prove_deadline for u in self.users.values()]
+        known = [d for d in deadlines if d is not None]
+        return max(known) if known else None
 
     def summary(self) -> UserSummary:
         """The identities' summaries added together."""

@@ -1,0 +1,221 @@
+"""The prover node on the wire: broker messages in, the core's effects out.
+
+One task reads the bus and opens envelopes; every event (a message, a tick, a finished
+batch) goes through one queue to the core, so the core sees them one at a time. Proving
+runs in a process pool, so a long batch never stalls the event loop: announcements are
+still answered and ticks still fire while the workers grind.
+
+Time on the wire is wall-clock milliseconds (deadlines are compared across machines);
+the event loop's own timer only schedules the wake-ups.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import multiprocessing
+import signal
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from protocol.bus import Bus
+from protocol.events import Publish, Tick, WakeAt
+from protocol.identity import Identity
+from prover_node.core import ProverCore, ProverEffect, ProverEvent, ProvingDone, StartProving
+from prover_node.proving import prove_assignment
+from prover_node.wire import Wire
+
+Clock = Callable[[], int]
+
+
+def wall_ms() -> int:
+    """Wall-clock time in integer milliseconds, the market's shared clock."""
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class ProverConfig:
+    """Everything a prover node needs besides its key."""
+
+    broker: str
+    coordinator: str
+    market: str
+    capacity: int
+    cost: int
+    workers: int = 1
+    fault: str = "none"
+    ca_file: str | None = None
+    password: str | None = None
+
+
+class ProverService:
+    """Drives one `ProverCore` from a connected `Bus`."""
+
+    def __init__(
+        self,
+        core: ProverCore,
+        bus: Bus,
+        wire: Wire,
+        pool: ProcessPoolExecutor,
+        *,
+        clock: Clock = wall_ms,
+    ) -> None:
+        self.core = core
+        self.bus = bus
+        self.wire = wire
+        self.pool = pool
+        self.clock = clock
+        self.log = structlog.get_logger("prover").bind(prover=core.key[:12], market=core.market)
+        self._events: asyncio.Queue[ProverEvent] = asyncio.Queue()
+        self._timers: set[asyncio.TimerHandle] = set()
+        self._proving: set[asyncio.Future[Any]] = set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Serve until `stop` is set or the bus closes."""
+        await self.bus.subscribe(*self.wire.subscriptions())
+        self.log.info(
+            "prover.started",
+            capacity=self.core.capacity,
+            cost=self.core.cost,
+            fault=self.core.fault,
+        )
+        reader = asyncio.create_task(self._read(), name="prover:read")
+        stopper = asyncio.create_task(stop.wait(), name="prover:stop")
+        try:
+            while True:
+                getter = asyncio.create_task(self._events.get())
+                done, _ = await asyncio.wait(
+                    {getter, stopper, reader}, return_when=asyncio.FIRST_COMPLETED
+                )
+                if getter not in done:
+                    getter.cancel()
+                    break
+                for effect in self.core.handle(getter.result()):
+                    await self._carry_out(effect)
+        finally:
+            for task in (reader, stopper):
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.gather(reader, stopper, return_exceptions=True)
+            for timer in self._timers:
+                timer.cancel()
+            if reader.done() and not reader.cancelled() and reader.exception() is not None:
+                raise reader.exception()  # type: ignore[misc]
+            self.log.info("prover.stopped", **self.core.stats.as_dict())
+
+    async def _read(self) -> None:
+        async for delivery in self.bus.messages():
+            opened = self.wire.open(delivery.topic, delivery.payload, now=self.clock())
+            if opened is not None:
+                self._events.put_nowait(opened[1])
+
+    async def _carry_out(self, effect: ProverEffect) -> None:
+        if isinstance(effect, Publish):
+            topic, payload = self.wire.seal(effect.message, to=effect.to)
+            await self.bus.publish(topic, payload)
+            self.log.debug("prover.sent", kind=type(effect.message).__name__, topic=topic)
+        elif isinstance(effect, WakeAt):
+            self._wake_at(effect.at)
+        elif isinstance(effect, StartProving):
+            self._start_proving(effect)
+
+    def _wake_at(self, at: int) -> None:
+        loop = asyncio.get_running_loop()
+
+        def fire(handle: list[asyncio.TimerHandle]) -> None:
+            self._timers.discard(handle[0])
+            now = self.clock()
+            if now < at:
+                self._wake_at(at)  # the timer ran early against the wall clock
+            else:
+                self._events.put_nowait(Tick(now))
+
+        slot: list[asyncio.TimerHandle] = []
+        handle = loop.call_later(max(0, at - self.clock()) / 1000, fire, slot)
+        slot.append(handle)
+        self._timers.add(handle)
+
+    def _start_proving(self, start: StartProving) -> None:
+        loop = asyncio.get_running_loop()
+        started = self.clock()
+        self.log.info("prover.proving", round=start.round, tasks=len(start.tasks))
+        future = loop.run_in_executor(self.pool, prove_assignment, start)
+        self._proving.add(future)
+
+        def done(fut: asyncio.Future[Any]) -> None:
+            self._proving.discard(fut)
+            if fut.cancelled():
+                return
+            error = fut.exception()
+            if error is not None:
+                self.log.error("prover.proving_failed", round=start.round, error=repr(error))
+                return
+            now = self.clock()
+            self.log.info("prover.proved", round=start.round, ms=now - started)
+            self._events.put_nowait(ProvingDone(start.round, fut.result(), now))
+
+        future.add_done_callback(done)
+
+
+def _stop_pool(pool: ProcessPoolExecutor) -> None:
+    """Stop the pool now: queued batches are dropped and running workers terminated."""
+    pool.shutdown(wait=False, cancel_futures=True)
+    # A batch can take seconds; a node told to stop must not wait for it to finish.
+    processes: dict[int, multiprocessing.Process] = getattr(pool, "_processes", None) or {}
+    for process in list(processes.values()):
+        with contextlib.suppress(Exception):
+            process.terminate()
+
+
+def install_stop_signals(stop: asyncio.Event) -> None:
+    """SIGINT and SIGTERM set `stop`, so the node leaves through its normal exit path."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+
+
+async def run_prover(
+    identity: Identity,
+    config: ProverConfig,
+    *,
+    stop: asyncio.Event | None = None,
+    clock: Clock = wall_ms,
+) -> ProverCore:
+    """Run a prover node until `stop` is set (or SIGINT/SIGTERM); return its final core."""
+    core = ProverCore(
+        identity.public_hex,
+        config.coordinator,
+        config.market,
+        config.capacity,
+        config.cost,
+        config.fault,
+    )
+    if config.workers < 1:
+        raise ValueError(f"workers must be >= 1, got {config.workers}")
+    stop = stop or asyncio.Event()
+    install_stop_signals(stop)
+    wire = Wire(identity, coordinator=config.coordinator, market=config.market)
+    # spawn, not fork: a forked child would inherit the event loop and the broker socket
+    pool = ProcessPoolExecutor(config.workers, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        async with Bus(
+            config.broker,
+            client_id=identity.public_hex,
+            username=identity.public_hex,
+            password=config.password,
+            ca_file=config.ca_file,
+            will=wire.will(),
+        ) as bus:
+            await ProverService(core, bus, wire, pool, clock=clock).run(stop)
+    finally:
+        _stop_pool(pool)
+    return core
+
+
+__all__ = ["ProverConfig", "ProverService", "install_stop_signals", "run_prover", "wall_ms"]

@@ -1,0 +1,113 @@
+"""A participant's side of the wire: its topics, and envelopes in and out.
+
+Provers and users speak to one coordinator in one market. This module turns the core's
+messages into (topic, sealed envelope) pairs and broker deliveries back into
+`MessageReceived` events, refusing what is not for us: bad topics, envelopes that fail
+any check, senders other than the coordinator, and exact redeliveries (QoS 1 is
+at-least-once). A refused delivery is logged and dropped; a participant has no one to
+send a reject to. One wire can speak for many identities (a user load generator).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable
+from typing import Final
+
+import structlog
+
+from protocol import topics
+from protocol.envelope import open_envelope, seal
+from protocol.errors import ProtocolError
+from protocol.events import MessageReceived
+from protocol.identity import Identity
+from protocol.messages import Message
+
+WILL_PAYLOAD: Final = b"offline"
+"""What the broker publishes on a prover's will topic when its connection dies."""
+
+SEEN_REFS: Final = 65_536
+"""How many recent envelope references are remembered to drop redeliveries."""
+
+
+class Wire:
+    """Seals and opens envelopes for `identities` talking to `coordinator` in `market`."""
+
+    def __init__(
+        self,
+        identities: Identity | Iterable[Identity],
+        *,
+        coordinator: str,
+        market: str,
+    ) -> None:
+        if isinstance(identities, Identity):
+            identities = [identities]
+        self.identities: dict[str, Identity] = {i.public_hex: i for i in identities}
+        if not self.identities:
+            raise ValueError("a wire needs at least one identity")
+        # Validate early: a typo in the coordinator key or market must fail at start-up.
+        topics.inbox(market, coordinator)
+        self.coordinator = coordinator
+        self.market = market
+        self.refused = 0
+        self.duplicates = 0
+        self._seen: OrderedDict[bytes, None] = OrderedDict()
+        self._log = structlog.get_logger("wire").bind(market=market)
+
+    @property
+    def first(self) -> Identity:
+        return next(iter(self.identities.values()))
+
+    def subscriptions(self) -> list[str]:
+        """Each identity's outbox and the market's public channel, once."""
+        subs: list[str] = []
+        for key in self.identities:
+            subs.extend(
+                t for t in topics.participant_subscriptions(self.market, key) if t not in subs
+            )
+        return subs
+
+    def will(self) -> tuple[str, bytes]:
+        """The last will of the first identity, for the broker to publish if we vanish."""
+        return topics.will(self.market, self.first.public_hex), WILL_PAYLOAD
+
+    def seal(
+        self, message: Message, to: str | None, sender: str | None = None
+    ) -> tuple[str, bytes]:
+        """Sign (and encrypt to `to`) `message` as `sender`; return where and what to publish."""
+        identity = self.identities[sender] if sender is not None else self.first
+        envelope = seal(identity, message, self.market, to)
+        return topics.inbox(self.market, identity.public_hex), envelope
+
+    def open(
+        self, topic: str, payload: bytes, now: int
+    ) -> tuple[str | None, MessageReceived] | None:
+        """The recipient (None for a public message) and the event, or None if refused."""
+        try:
+            parsed = topics.parse(topic)
+            if parsed.market != self.market:
+                raise ProtocolError(f"topic of market {parsed.market!r}")
+            recipient: str | None = None
+            if parsed.channel == "out" and parsed.party in self.identities:
+                recipient = parsed.party
+            elif parsed.channel != "public":
+                raise ProtocolError(f"not a topic we read: {topic}")
+            reader = self.identities[recipient] if recipient else None
+            opened = open_envelope(reader, payload, market=self.market)
+        except ProtocolError as exc:
+            self.refused += 1
+            self._log.warning("wire.refused", topic=topic, code=exc.code, reason=str(exc))
+            return None
+        if opened.sender != self.coordinator:
+            self.refused += 1
+            self._log.warning(
+                "wire.refused", topic=topic, code="not_coordinator", sender=opened.sender
+            )
+            return None
+        if opened.ref in self._seen:
+            self.duplicates += 1
+            return None
+        self._seen[opened.ref] = None
+        if len(self._seen) > SEEN_REFS:
+            self._seen.popitem(last=False)
+        return recipient, MessageReceived(opened.sender, opened.message, opened.ref, now)

@@ -1,0 +1,114 @@
+"""The participant wire: topics, sealing to the coordinator, opening and refusing."""
+
+from __future__ import annotations
+
+from protocol import topics
+from protocol.envelope import open_envelope, seal
+from protocol.identity import Identity
+from protocol.messages import (
+    BidReceipt,
+    MarketParams,
+    ProverCostBid,
+    RoundAnnouncement,
+)
+from prover_node.wire import WILL_PAYLOAD, Wire
+
+MARKET = "m1"
+COORD = Identity.from_seed(b"\x10" * 32)
+PROVER = Identity.from_seed(b"\x11" * 32)
+USER2 = Identity.from_seed(b"\x12" * 32)
+MALLORY = Identity.from_seed(b"\x13" * 32)
+PARAMS = MarketParams(
+    market=MARKET,
+    p_max=100,
+    epoch_rounds=4,
+    capacity_factor=2,
+    mechanism="prooph",
+    difficulty=8,
+    setup=2,
+    bid_window_ms=1000,
+    prove_window_ms=2000,
+)
+ANNOUNCE = RoundAnnouncement(
+    market=MARKET, round=3, epoch=0, bid_deadline=1, prove_deadline=2, params=PARAMS
+)
+RECEIPT = BidReceipt(market=MARKET, round=3, ref=b"x" * 16)
+
+
+def wire(*identities: Identity) -> Wire:
+    return Wire(list(identities) or [PROVER], coordinator=COORD.public_hex, market=MARKET)
+
+
+def test_subscriptions_are_each_outbox_and_public_once() -> None:
+    """A wire for two identities reads both outboxes and the public channel once."""
+    w = wire(PROVER, USER2)
+    assert [
+        topics.outbox(MARKET, PROVER.public_hex),
+        topics.public(MARKET),
+        topics.outbox(MARKET, USER2.public_hex),
+    ] == w.subscriptions()
+
+
+def test_seal_goes_to_own_inbox_and_only_coordinator_can_open() -> None:
+    """A sealed bid is published on the sender's inbox and opens with the coordinator key."""
+    w = wire(PROVER, USER2)
+    bid = ProverCostBid(market=MARKET, round=3, cost=5)
+    topic, payload = w.seal(bid, to=COORD.public_hex, sender=USER2.public_hex)
+    assert topics.inbox(MARKET, USER2.public_hex) == topic
+    opened = open_envelope(COORD, payload, market=MARKET)
+    assert (USER2.public_hex, bid) == (opened.sender, opened.message)
+
+
+def test_public_announcement_opens_as_broadcast() -> None:
+    """A signed public announcement yields an event with no recipient."""
+    w = wire()
+    result = w.open(topics.public(MARKET), seal(COORD, ANNOUNCE), now=42)
+    assert result is not None
+    recipient, event = result
+    assert (None, ANNOUNCE, COORD.public_hex, 42) == (
+        recipient,
+        event.message,
+        event.sender,
+        event.now,
+    )
+
+
+def test_directed_message_names_its_recipient() -> None:
+    """A message on an identity's outbox is opened with that identity's key."""
+    w = wire(PROVER, USER2)
+    payload = seal(COORD, RECEIPT, MARKET, USER2.public_hex)
+    result = w.open(topics.outbox(MARKET, USER2.public_hex), payload, now=1)
+    assert result is not None
+    assert (USER2.public_hex, RECEIPT) == (result[0], result[1].message)
+
+
+def test_message_signed_by_someone_else_is_refused() -> None:
+    """An envelope signed by a key other than the coordinator's is dropped and counted."""
+    w = wire()
+    assert None is w.open(topics.public(MARKET), seal(MALLORY, ANNOUNCE), now=1)
+    assert 1 == w.refused
+
+
+def test_redelivered_envelope_is_dropped() -> None:
+    """The same envelope twice (QoS 1 redelivery) yields one event."""
+    w = wire()
+    payload = seal(COORD, ANNOUNCE)
+    assert w.open(topics.public(MARKET), payload, now=1) is not None
+    assert None is w.open(topics.public(MARKET), payload, now=2)
+    assert 1 == w.duplicates
+
+
+def test_garbage_wrong_topic_and_other_market_are_refused() -> None:
+    """Random bytes, someone else's outbox and another market's topic are all refused."""
+    w = wire()
+    assert None is w.open(topics.public(MARKET), b"\x00garbage", now=1)
+    other = seal(COORD, RECEIPT, MARKET, USER2.public_hex)
+    assert None is w.open(topics.outbox(MARKET, USER2.public_hex), other, now=1)
+    assert None is w.open(topics.public("m2"), seal(COORD, ANNOUNCE), now=1)
+    assert None is w.open("not/a/topic", seal(COORD, ANNOUNCE), now=1)
+    assert 4 == w.refused
+
+
+def test_will_is_on_the_first_identity_will_topic() -> None:
+    """The broker-held last will names the prover's own will topic."""
+    assert (topics.will(MARKET, PROVER.public_hex), WILL_PAYLOAD) == wire().will()
