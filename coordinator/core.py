@@ -1,0 +1,852 @@
+"""The coordinator's pure core: rounds, rules, clearing and settlement as a state machine.
+
+`Coordinator.handle(event) -> list[effect]` is the whole interface. Events are
+`MessageReceived` (an opened, signature-checked message) and `Tick(now)`; effects are
+`Record` (write the event durably first), `Publish` and `WakeAt`. The core never reads a
+clock or does IO, so the same inputs always give the same outputs and the same state:
+that is what lets `Coordinator.restore` rebuild a crashed coordinator from its record log.
+
+Round r of a market started at `start_ms`, with bid window B and prove window P:
+
+    opens at          start + r*B                    (announced to everyone)
+    bid deadline      start + (r+1)*B   -> CLEAR r, and round r+1 opens (pipelining)
+    prove deadline    start + (r+1)*B + P -> SETTLE whatever of r is still open
+
+A batch settles as soon as every task in it has a proof, or at the prove deadline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Final, Literal, TypeAlias
+
+import msgspec
+
+from coordinator.ledger import (
+    SLASHED,
+    TREASURY,
+    Account,
+    Ledger,
+    balance_of,
+    deposit_of,
+    escrow_of,
+    locked_of,
+)
+from protocol.events import MessageReceived, Publish, Record, Tick, WakeAt
+from protocol.mechanism import ProverBid, TaskBid, get_mechanism
+from protocol.messages import (
+    AssignedTask,
+    Assignment,
+    BidReceipt,
+    CapacityDeclaration,
+    ClearingResult,
+    MarketParams,
+    Message,
+    ProofSubmission,
+    ProverCostBid,
+    Reject,
+    RoundAnnouncement,
+    SettlementNotice,
+    TaskBidMessage,
+    UserReceipt,
+)
+from protocol.workload import verify_batch
+
+CoordinatorEvent: TypeAlias = MessageReceived | Tick
+CoordinatorEffect: TypeAlias = Publish | Record | WakeAt
+TaskStatus: TypeAlias = Literal["open", "assigned", "charged", "refunded", "released"]
+
+# Reject codes, stable on the wire: clients and dashboards key on them.
+WRONG_MARKET: Final = "wrong_market"
+UNEXPECTED_MESSAGE: Final = "unexpected_message"
+WRONG_ROUND: Final = "wrong_round"
+LATE_BID: Final = "late_bid"
+WRONG_EPOCH: Final = "wrong_epoch"
+CAPACITY_NOT_DECLARED: Final = "capacity_not_declared"
+CAPACITY_LOCKED: Final = "capacity_locked"
+CAPACITY_CHANGE_TOO_LARGE: Final = "capacity_change_too_large"
+INSUFFICIENT_DEPOSIT: Final = "insufficient_deposit"
+COST_ABOVE_P_MAX: Final = "cost_above_p_max"
+DUPLICATE_BID: Final = "duplicate_bid"
+FEE_ABOVE_P_MAX: Final = "fee_above_p_max"
+INSUFFICIENT_BALANCE: Final = "insufficient_balance"
+DUPLICATE_TASK: Final = "duplicate_task"
+NOT_ASSIGNED: Final = "not_assigned"
+LATE_PROOF: Final = "late_proof"
+PROVER_BUSY: Final = "prover_busy"
+
+REJECT_CODES: Final = (
+    WRONG_MARKET,
+    UNEXPECTED_MESSAGE,
+    WRONG_ROUND,
+    LATE_BID,
+    WRONG_EPOCH,
+    CAPACITY_NOT_DECLARED,
+    CAPACITY_LOCKED,
+    CAPACITY_CHANGE_TOO_LARGE,
+    INSUFFICIENT_DEPOSIT,
+    COST_ABOVE_P_MAX,
+    DUPLICATE_BID,
+    FEE_ABOVE_P_MAX,
+    INSUFFICIENT_BALANCE,
+    DUPLICATE_TASK,
+    NOT_ASSIGNED,
+    LATE_PROOF,
+    PROVER_BUSY,
+)
+
+
+class Genesis(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """The money a market starts with: users' balances and provers' free deposits."""
+
+    balances: dict[str, int] = {}
+    deposits: dict[str, int] = {}
+
+
+class Phase(Enum):
+    BID = "bid"
+    PROVE = "prove"
+    SETTLED = "settled"
+
+
+@dataclass(slots=True)
+class TaskState:
+    """One task bid, from acceptance to settlement."""
+
+    task_id: str
+    user: str
+    fee: int
+    task_input: bytes
+    carry_over: bool
+    round: int
+    status: TaskStatus = "open"
+    prover: str | None = None
+    price: int | None = None
+    settlements: int = 0
+
+
+@dataclass(slots=True)
+class _CostBid:
+    cost: int
+    ref: bytes
+
+
+@dataclass(slots=True)
+class _Batch:
+    prover: str
+    round: int
+    tasks: tuple[str, ...]
+    payment: int
+    proofs: dict[str, bytes | None] = field(default_factory=dict)  # None: invalid proof
+    settled: bool = False
+
+
+@dataclass(slots=True)
+class _Round:
+    number: int
+    epoch: int
+    bid_deadline: int
+    prove_deadline: int
+    phase: Phase = Phase.BID
+    tasks: list[str] = field(default_factory=list)
+    cost_bids: dict[str, _CostBid] = field(default_factory=dict)
+    batches: dict[str, _Batch] = field(default_factory=dict)
+    seen: set[bytes] = field(default_factory=set)
+
+
+@dataclass(slots=True)
+class _Prover:
+    capacities: dict[int, int] = field(default_factory=dict)  # epoch -> declared capacity
+    open_rounds: set[int] = field(default_factory=set)  # rounds with an unsettled batch
+
+
+class _Refused(Exception):
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+class Coordinator:
+    """One market's coordinator as a pure state machine.
+
+    `params` are the market's rules, `genesis` its starting money, `key` the coordinator's
+    public key (hex), `start_ms` when round 0 opens; `rounds`, when given, stops the
+    market after that many rounds (round numbers 0..rounds-1).
+    """
+
+    def __init__(
+        self,
+        params: MarketParams,
+        genesis: Genesis,
+        key: str,
+        start_ms: int,
+        *,
+        rounds: int | None = None,
+    ) -> None:
+        self.params = params
+        self.key = key
+        self.start_ms = start_ms
+        self.rounds_limit = rounds
+        self.mechanism = get_mechanism(params.mechanism)
+        self.ledger = Ledger()
+        for owner, amount in sorted(genesis.balances.items()):
+            if amount:
+                self.ledger.fund(balance_of(owner), amount)
+        for owner, amount in sorted(genesis.deposits.items()):
+            if amount:
+                self.ledger.fund(deposit_of(owner), amount)
+        self._started = False
+        self._bidding: int = 0  # the round open for bids (or the next to open)
+        self._rounds: dict[int, _Round] = {}
+        self._tasks: dict[str, TaskState] = {}
+        self._provers: dict[str, _Prover] = {}
+        self._declaration_refs: dict[int, set[bytes]] = {}  # epoch -> accepted refs
+        self._proving: set[int] = set()  # rounds cleared and not yet settled
+
+    # -- construction from a record log ----------------------------------------------
+
+    @classmethod
+    def restore(
+        cls,
+        params: MarketParams,
+        genesis: Genesis,
+        key: str,
+        start_ms: int,
+        events: Iterable[CoordinatorEvent],
+        *,
+        rounds: int | None = None,
+    ) -> Coordinator:
+        """A coordinator rebuilt by replaying its recorded events; it carries on from there."""
+        coordinator = cls(params, genesis, key, start_ms, rounds=rounds)
+        coordinator.replay(events)
+        return coordinator
+
+    def replay(self, events: Iterable[CoordinatorEvent]) -> None:
+        """Feed recorded events back in, dropping their effects (they were carried out)."""
+        for event in events:
+            self.handle(event)
+
+    # -- the interface ----------------------------------------------------------------
+
+    def handle(self, event: CoordinatorEvent) -> list[CoordinatorEffect]:
+        """Advance on one event; returns the effects to carry out, in order."""
+        if isinstance(event, MessageReceived):
+            # A message never brings a deadline forward, so it never needs a new wake-up.
+            return self._on_message(event)
+        effects = self._on_tick(event.now)
+        if effects:
+            wake = self.next_wake()
+            if wake is not None:
+                effects.append(WakeAt(wake))
+        return effects
+
+    def next_wake(self) -> int | None:
+        """When the next deadline falls, so an adapter (re)arms its timer after a restore."""
+        if not self._started:
+            return self.start_ms
+        times = [self._rounds[n].prove_deadline for n in self._proving]
+        bidding = self._rounds.get(self._bidding)
+        if bidding is not None and bidding.phase is Phase.BID:
+            times.append(bidding.bid_deadline)
+        return min(times) if times else None
+
+    @property
+    def finished(self) -> bool:
+        """True once a market with a round limit has settled every round."""
+        return (
+            self._started
+            and self.rounds_limit is not None
+            and self._bidding >= self.rounds_limit
+            and not self._proving
+        )
+
+    # -- state the tests and the operator read ------------------------------------------
+
+    @property
+    def bidding_round(self) -> int | None:
+        """The round currently open for bids, if any."""
+        r = self._rounds.get(self._bidding)
+        return r.number if r is not None and r.phase is Phase.BID else None
+
+    def round_deadlines(self, number: int) -> tuple[int, int]:
+        """(bid deadline, prove deadline) of round `number`."""
+        bid = self.start_ms + (number + 1) * self.params.bid_window_ms
+        return bid, bid + self.params.prove_window_ms
+
+    def task(self, task_id: str) -> TaskState | None:
+        return self._tasks.get(task_id)
+
+    def tasks(self) -> Iterator[TaskState]:
+        return iter(self._tasks.values())
+
+    def open_bids(self) -> dict[str, int]:
+        """Escrowed task bids (open or assigned, not yet settled): task id -> fee."""
+        return {t.task_id: t.fee for t in self._tasks.values() if t.status in ("open", "assigned")}
+
+    def capacity(self, prover: str, epoch: int) -> int | None:
+        p = self._provers.get(prover)
+        return None if p is None else p.capacities.get(epoch)
+
+    def open_assignments(self) -> dict[str, int]:
+        """Provers with an unsettled batch -> the capacity that batch was cleared under."""
+        held: dict[str, int] = {}
+        for key, p in self._provers.items():
+            for number in p.open_rounds:
+                cap = p.capacities.get(self._rounds[number].epoch, 0)
+                held[key] = max(held.get(key, 0), cap)
+        return held
+
+    def balance(self, owner: str) -> int:
+        return self.ledger.balance(balance_of(owner))
+
+    def escrow(self, owner: str) -> int:
+        return self.ledger.balance(escrow_of(owner))
+
+    def deposit(self, owner: str) -> int:
+        return self.ledger.balance(deposit_of(owner))
+
+    def locked(self, owner: str) -> int:
+        return self.ledger.balance(locked_of(owner))
+
+    def state(self) -> dict[str, object]:
+        """Everything that defines the market's state, in a comparable, ordered form."""
+        return {
+            "bidding": self._bidding,
+            "started": self._started,
+            "ledger": sorted((a.kind.value, a.owner, b) for a, b in self.ledger.snapshot().items()),
+            "tasks": sorted(
+                (t.task_id, t.user, t.fee, t.round, t.status, t.prover, t.price, t.settlements)
+                for t in self._tasks.values()
+            ),
+            "rounds": sorted(
+                (
+                    r.number,
+                    r.phase.value,
+                    tuple(r.tasks),
+                    tuple(sorted((k, b.cost) for k, b in r.cost_bids.items())),
+                    tuple(
+                        sorted(
+                            (k, b.tasks, b.payment, b.settled, tuple(sorted(b.proofs.items())))
+                            for k, b in r.batches.items()
+                        )
+                    ),
+                )
+                for r in self._rounds.values()
+            ),
+            "provers": sorted(
+                (k, tuple(sorted(p.capacities.items())), tuple(sorted(p.open_rounds)))
+                for k, p in self._provers.items()
+            ),
+        }
+
+    # -- messages -----------------------------------------------------------------------
+
+    def _on_message(self, event: MessageReceived) -> list[CoordinatorEffect]:
+        msg = event.message
+        try:
+            if getattr(msg, "market", None) != self.params.market:
+                raise _Refused(WRONG_MARKET, f"this coordinator runs {self.params.market!r}")
+            if isinstance(msg, TaskBidMessage):
+                return self._on_task_bid(event, msg)
+            if isinstance(msg, ProverCostBid):
+                return self._on_cost_bid(event, msg)
+            if isinstance(msg, CapacityDeclaration):
+                return self._on_declaration(event, msg)
+            if isinstance(msg, ProofSubmission):
+                return self._on_proofs(event, msg)
+            raise _Refused(UNEXPECTED_MESSAGE, f"a coordinator does not take {type(msg).__name__}")
+        except _Refused as refused:
+            reject = Reject(
+                market=self.params.market,
+                code=refused.code,
+                reason=refused.reason,
+                ref=event.ref,
+                round=getattr(msg, "round", None),
+            )
+            return [Publish(reject, to=event.sender)]
+
+    def _open_round_for_bid(self, number: int, now: int) -> _Round:
+        """The round a bid names, if it is open for bids at `now`; else a specific refusal."""
+        r = self._rounds.get(number)
+        if r is None:
+            if number < self._bidding:
+                raise _Refused(LATE_BID, f"round {number} has closed")
+            raise _Refused(WRONG_ROUND, f"round {number} is not open for bids")
+        if r.phase is not Phase.BID or now > r.bid_deadline:
+            raise _Refused(LATE_BID, f"round {number} closed for bids at {r.bid_deadline}")
+        return r
+
+    def _on_task_bid(self, event: MessageReceived, msg: TaskBidMessage) -> list[CoordinatorEffect]:
+        if event.ref in self._seen(msg.round):
+            return []
+        r = self._open_round_for_bid(msg.round, event.now)
+        if msg.fee > self.params.p_max:
+            raise _Refused(FEE_ABOVE_P_MAX, f"fee {msg.fee} exceeds P_max {self.params.p_max}")
+        if msg.task_id in self._tasks:
+            raise _Refused(DUPLICATE_TASK, f"task {msg.task_id!r} was already bid")
+        available = self.ledger.balance(balance_of(event.sender))
+        if available < msg.fee:
+            raise _Refused(INSUFFICIENT_BALANCE, f"fee {msg.fee} exceeds balance {available}")
+        if msg.fee:
+            self.ledger.move(balance_of(event.sender), escrow_of(event.sender), msg.fee)
+        self._tasks[msg.task_id] = TaskState(
+            task_id=msg.task_id,
+            user=event.sender,
+            fee=msg.fee,
+            task_input=msg.task_input,
+            carry_over=msg.carry_over,
+            round=r.number,
+        )
+        r.tasks.append(msg.task_id)
+        r.seen.add(event.ref)
+        receipt = BidReceipt(
+            market=self.params.market, round=r.number, ref=event.ref, escrowed=msg.fee
+        )
+        return [Record(event), Publish(receipt, to=event.sender)]
+
+    def _on_cost_bid(self, event: MessageReceived, msg: ProverCostBid) -> list[CoordinatorEffect]:
+        if event.ref in self._seen(msg.round):
+            return []
+        r = self._open_round_for_bid(msg.round, event.now)
+        if msg.cost > self.params.p_max:
+            raise _Refused(COST_ABOVE_P_MAX, f"cost {msg.cost} exceeds P_max {self.params.p_max}")
+        prover = self._provers.get(event.sender)
+        capacity = None if prover is None else prover.capacities.get(r.epoch)
+        if prover is None or capacity is None:
+            raise _Refused(CAPACITY_NOT_DECLARED, f"no capacity declared for epoch {r.epoch}")
+        if event.sender in r.cost_bids:
+            raise _Refused(DUPLICATE_BID, f"already bid in round {r.number}")
+        self._top_up_lock(event.sender, self.params.p_max * capacity)
+        r.cost_bids[event.sender] = _CostBid(cost=msg.cost, ref=event.ref)
+        r.seen.add(event.ref)
+        receipt = BidReceipt(market=self.params.market, round=r.number, ref=event.ref)
+        return [Record(event), Publish(receipt, to=event.sender)]
+
+    def _on_declaration(
+        self, event: MessageReceived, msg: CapacityDeclaration
+    ) -> list[CoordinatorEffect]:
+        seen = self._declaration_refs.setdefault(msg.epoch, set())
+        if event.ref in seen:
+            return []
+        e = self.params.epoch_rounds
+        current_epoch = self._bidding // e
+        if msg.epoch > current_epoch + 1:
+            raise _Refused(WRONG_EPOCH, f"epoch {msg.epoch} is too far ahead")
+        prover = self._provers.get(event.sender)
+        declared = None if prover is None else prover.capacities.get(msg.epoch)
+        first_round = msg.epoch * e
+        if declared is not None and declared != msg.capacity:
+            raise _Refused(CAPACITY_LOCKED, f"capacity {declared} is locked for epoch {msg.epoch}")
+        # The epoch's capacity must be fixed before its first round clears, that is before
+        # any of the epoch's outcomes can be seen.
+        first = self._rounds.get(first_round)
+        if declared is None and (
+            first_round < self._bidding or (first is not None and first.phase is not Phase.BID)
+        ):
+            raise _Refused(CAPACITY_LOCKED, f"declarations for epoch {msg.epoch} have closed")
+        if declared is not None:
+            return []  # the same declaration again, re-signed: nothing to change
+        previous = self._previous_capacity(prover, msg.epoch)
+        m = self.params.capacity_factor
+        if previous is not None and (msg.capacity > previous * m or msg.capacity * m < previous):
+            raise _Refused(
+                CAPACITY_CHANGE_TOO_LARGE,
+                f"capacity {msg.capacity} is more than a factor {m} from {previous}",
+            )
+        need = self.params.p_max * msg.capacity
+        self._top_up_lock(event.sender, need)
+        if prover is None:
+            prover = self._provers[event.sender] = _Prover()
+        prover.capacities[msg.epoch] = msg.capacity
+        seen.add(event.ref)
+        receipt = BidReceipt(
+            market=self.params.market, round=first_round, ref=event.ref, escrowed=need
+        )
+        return [Record(event), Publish(receipt, to=event.sender)]
+
+    @staticmethod
+    def _previous_capacity(prover: _Prover | None, epoch: int) -> int | None:
+        if prover is None:
+            return None
+        earlier = [e for e in prover.capacities if e < epoch]
+        return prover.capacities[max(earlier)] if earlier else None
+
+    def _top_up_lock(self, prover: str, need: int) -> None:
+        """Lock free deposit until `need` is locked, or refuse without changing anything."""
+        extra = need - self.ledger.balance(locked_of(prover))
+        if extra <= 0:
+            return
+        free = self.ledger.balance(deposit_of(prover))
+        if free < extra:
+            raise _Refused(INSUFFICIENT_DEPOSIT, f"needs {need} locked deposit; {free} free to add")
+        self.ledger.move(deposit_of(prover), locked_of(prover), extra)
+
+    def _on_proofs(self, event: MessageReceived, msg: ProofSubmission) -> list[CoordinatorEffect]:
+        r = self._rounds.get(msg.round)
+        batch = None if r is None else r.batches.get(event.sender)
+        if r is None or batch is None:
+            raise _Refused(NOT_ASSIGNED, f"no batch assigned to you in round {msg.round}")
+        if batch.settled or event.now > r.prove_deadline:
+            raise _Refused(LATE_PROOF, f"round {msg.round} proofs were due by {r.prove_deadline}")
+        assigned = set(batch.tasks)
+        stray = [p.task_id for p in msg.proofs if p.task_id not in assigned]
+        if stray:
+            raise _Refused(NOT_ASSIGNED, f"task {stray[0]!r} is not in your batch")
+        # The first proof given for a task is final, so a prover cannot grind for a valid one.
+        fresh: dict[str, bytes] = {}
+        for p in msg.proofs:
+            if p.task_id not in batch.proofs and p.task_id not in fresh:
+                fresh[p.task_id] = p.proof
+        if not fresh:
+            return []
+        ids = list(fresh)
+        valid = verify_batch(
+            [self._tasks[t].task_input for t in ids],
+            [fresh[t] for t in ids],
+            difficulty=self.params.difficulty,
+        )
+        for task_id, ok in zip(ids, valid, strict=True):
+            batch.proofs[task_id] = fresh[task_id] if ok else None
+        effects: list[CoordinatorEffect] = [Record(event)]
+        if len(batch.proofs) == len(batch.tasks):
+            effects.extend(self._settle_batch(r, batch))
+        return effects
+
+    def _seen(self, number: int) -> set[bytes]:
+        r = self._rounds.get(number)
+        return r.seen if r is not None else set()
+
+    # -- time -----------------------------------------------------------------------------
+
+    def _on_tick(self, now: int) -> list[CoordinatorEffect]:
+        effects: list[CoordinatorEffect] = []
+        while True:
+            step = self._next_due(now)
+            if step is None:
+                break
+            kind, number = step
+            if kind == "start":
+                self._started = True
+                effects.extend(self._open_round(0))
+            elif kind == "settle":
+                effects.extend(self._settle_round(self._rounds[number]))
+            else:
+                effects.extend(self._clear_round(self._rounds[number]))
+        if effects:
+            effects.insert(0, Record(Tick(now)))
+        return effects
+
+    def _next_due(self, now: int) -> tuple[str, int] | None:
+        if not self._started:
+            return ("start", 0) if now >= self.start_ms else None
+        # Settling before clearing at the same instant frees provers for the next batch.
+        due: list[tuple[int, int, str, int]] = [
+            (self._rounds[n].prove_deadline, 0, "settle", n)
+            for n in self._proving
+            if self._rounds[n].prove_deadline <= now
+        ]
+        bidding = self._rounds.get(self._bidding)
+        if bidding is not None and bidding.phase is Phase.BID and bidding.bid_deadline <= now:
+            due.append((bidding.bid_deadline, 1, "clear", bidding.number))
+        if not due:
+            return None
+        _, _, kind, number = min(due)
+        return kind, number
+
+    def _open_round(self, number: int) -> list[CoordinatorEffect]:
+        self._bidding = number
+        if self.rounds_limit is not None and number >= self.rounds_limit:
+            return []
+        bid_deadline, prove_deadline = self.round_deadlines(number)
+        epoch = number // self.params.epoch_rounds
+        self._rounds[number] = _Round(
+            number=number, epoch=epoch, bid_deadline=bid_deadline, prove_deadline=prove_deadline
+        )
+        announcement = RoundAnnouncement(
+            market=self.params.market,
+            round=number,
+            epoch=epoch,
+            bid_deadline=bid_deadline,
+            prove_deadline=prove_deadline,
+            params=self.params,
+        )
+        return [Publish(announcement)]
+
+    # -- clearing -------------------------------------------------------------------------
+
+    def _clear_round(self, r: _Round) -> list[CoordinatorEffect]:
+        r.phase = Phase.PROVE
+        self._proving.add(r.number)
+        announce_next = self._open_round(r.number + 1)
+        next_round = self._rounds.get(r.number + 1)
+        effects: list[CoordinatorEffect] = []
+        p_max = self.params.p_max
+        bids: list[ProverBid] = []
+        for key in sorted(r.cost_bids):
+            cost_bid = r.cost_bids[key]
+            prover = self._provers[key]
+            capacity = prover.capacities[r.epoch]
+            code, reason = None, ""
+            if prover.open_rounds:
+                code, reason = PROVER_BUSY, "an earlier batch is still open"
+            elif self.ledger.balance(locked_of(key)) < p_max * capacity:
+                code, reason = INSUFFICIENT_DEPOSIT, "locked deposit was slashed"
+            if code is not None:
+                reject = Reject(
+                    market=self.params.market,
+                    code=code,
+                    reason=reason,
+                    ref=cost_bid.ref,
+                    round=r.number,
+                )
+                effects.append(Publish(reject, to=key))
+                continue
+            bids.append(ProverBid(id=key, capacity=capacity, cost=cost_bid.cost))
+        task_bids = [TaskBid(id=t, fee=self._tasks[t].fee) for t in r.tasks]
+        seed = f"{self.params.market}/{r.number}".encode()
+        outcome = self.mechanism.clear(task_bids, bids, seed=seed)
+        result = ClearingResult(
+            market=self.params.market,
+            round=r.number,
+            mechanism=outcome.mechanism,
+            tasks_bid=len(task_bids),
+            provers_bid=len(bids),
+            allocated_provers=outcome.allocated_provers,
+            allocated_tasks=outcome.allocated_tasks,
+            user_price=outcome.user_price,
+            prover_price=outcome.prover_price,
+            winners=sorted(outcome.assignments),
+            surplus=outcome.surplus,
+            prove_deadline=r.prove_deadline,
+        )
+        effects.append(Publish(result))
+        for key in sorted(outcome.assignments):
+            task_ids = tuple(outcome.assignments[key])
+            batch = _Batch(
+                prover=key, round=r.number, tasks=task_ids, payment=outcome.payments[key]
+            )
+            r.batches[key] = batch
+            self._provers[key].open_rounds.add(r.number)
+            for t in task_ids:
+                task = self._tasks[t]
+                task.status, task.prover, task.price = "assigned", key, outcome.charges[t]
+            assignment = Assignment(
+                market=self.params.market,
+                round=r.number,
+                prove_deadline=r.prove_deadline,
+                difficulty=self.params.difficulty,
+                setup=self.params.setup,
+                payment=batch.payment,
+                tasks=[AssignedTask(t, self._tasks[t].task_input) for t in task_ids],
+            )
+            effects.append(Publish(assignment, to=key))
+        for t in r.tasks:
+            task = self._tasks[t]
+            if task.status == "assigned":
+                receipt = UserReceipt(
+                    market=self.params.market,
+                    round=r.number,
+                    task_id=t,
+                    allocated=True,
+                    price=task.price,
+                    prover=task.prover,
+                )
+                effects.append(Publish(receipt, to=task.user))
+            elif task.carry_over and next_round is not None:
+                task.round = next_round.number
+                next_round.tasks.append(t)
+                receipt = UserReceipt(
+                    market=self.params.market,
+                    round=r.number,
+                    task_id=t,
+                    allocated=False,
+                    carried_to=next_round.number,
+                )
+                effects.append(Publish(receipt, to=task.user))
+            else:
+                receipt = UserReceipt(
+                    market=self.params.market, round=r.number, task_id=t, allocated=False
+                )
+                effects.append(Publish(receipt, to=task.user))
+                effects.append(self._release(task))
+        if not r.batches:
+            self._settled(r)
+        if (r.number + 1) % self.params.epoch_rounds == 0:
+            # The epoch's last round has cleared: idle provers get back what no later
+            # declaration needs.
+            for key in sorted(self._provers):
+                self._release_lock(key)
+        effects.extend(announce_next)
+        return effects
+
+    # -- settlement -----------------------------------------------------------------------
+
+    def _release(self, task: TaskState) -> Publish:
+        if task.fee:
+            self.ledger.move(escrow_of(task.user), balance_of(task.user), task.fee)
+        self._mark(task, "released")
+        notice = SettlementNotice(
+            market=self.params.market,
+            round=task.round,
+            outcome="released",
+            amount=task.fee,
+            task_id=task.task_id,
+        )
+        return Publish(notice, to=task.user)
+
+    def _mark(self, task: TaskState, status: TaskStatus) -> None:
+        task.status = status
+        task.settlements += 1
+
+    def _settle_round(self, r: _Round) -> list[CoordinatorEffect]:
+        effects: list[CoordinatorEffect] = []
+        for key in sorted(r.batches):
+            batch = r.batches[key]
+            if not batch.settled:
+                effects.extend(self._settle_batch(r, batch))
+        self._settled(r)
+        return effects
+
+    def _settle_batch(self, r: _Round, batch: _Batch) -> list[CoordinatorEffect]:
+        batch.settled = True
+        proven = all(batch.proofs.get(t) is not None for t in batch.tasks)
+        postings: list[tuple[Account, int]] = []
+        effects: list[CoordinatorEffect] = []
+        market = self.params.market
+        for t in batch.tasks:
+            task = self._tasks[t]
+            proof = batch.proofs.get(t)
+            if proof is not None:
+                price = task.price or 0
+                postings += [
+                    (escrow_of(task.user), -task.fee),
+                    (balance_of(task.user), task.fee - price),
+                    (TREASURY, price),
+                ]
+                self._mark(task, "charged")
+                notice = SettlementNotice(
+                    market=market,
+                    round=r.number,
+                    outcome="charged",
+                    amount=price,
+                    task_id=t,
+                    proof=proof,
+                )
+            else:
+                # Not charged: the whole fee comes back, and P_max more from the deposit.
+                postings += [
+                    (escrow_of(task.user), -task.fee),
+                    (balance_of(task.user), task.fee + self.params.p_max),
+                    (SLASHED, -self.params.p_max),
+                ]
+                self._mark(task, "refunded")
+                notice = SettlementNotice(
+                    market=market,
+                    round=r.number,
+                    outcome="refunded",
+                    amount=self.params.p_max,
+                    task_id=t,
+                )
+            effects.append(Publish(notice, to=task.user))
+        if proven:
+            if batch.payment:
+                postings += [(TREASURY, -batch.payment), (balance_of(batch.prover), batch.payment)]
+            notice = SettlementNotice(
+                market=market, round=r.number, outcome="paid", amount=batch.payment
+            )
+        else:
+            forfeited = self.ledger.balance(locked_of(batch.prover))
+            if forfeited:
+                postings += [(locked_of(batch.prover), -forfeited), (SLASHED, forfeited)]
+            notice = SettlementNotice(
+                market=market, round=r.number, outcome="slashed", amount=forfeited
+            )
+        self.ledger.transfer(postings)
+        effects.append(Publish(notice, to=batch.prover))
+        self._provers[batch.prover].open_rounds.discard(r.number)
+        self._release_lock(batch.prover)
+        if all(b.settled for b in r.batches.values()):
+            self._settled(r)
+        return effects
+
+    def _settled(self, r: _Round) -> None:
+        r.phase = Phase.SETTLED
+        self._proving.discard(r.number)
+        r.seen.clear()  # a late duplicate of a closed round's bid is refused as late anyway
+
+    def _release_lock(self, key: str) -> None:
+        """Unlock deposit no longer backing any open batch or current/future epoch."""
+        prover = self._provers[key]
+        if prover.open_rounds:
+            return
+        current = self._bidding // self.params.epoch_rounds
+        caps = [c for e, c in prover.capacities.items() if e >= current]
+        target = self.params.p_max * max(caps, default=0)
+        excess = self.ledger.balance(locked_of(key)) - target
+        if excess > 0:
+            self.ledger.move(locked_of(key), deposit_of(key), excess)
+
+
+def check_invariants(coordinator: Coordinator) -> list[str]:
+    """Every market invariant that fails, as readable lines (empty when all hold)."""
+    problems: list[str] = []
+    ledger = coordinator.ledger
+    if not ledger.conserved():
+        problems.append(f"money not conserved: total {ledger.total()} != {ledger.funded()}")
+    for account, amount in ledger.accounts():
+        if amount < 0 and account.kind.value != "external":
+            problems.append(f"negative balance {account}: {amount}")
+    escrowed: dict[str, int] = {}
+    for task in coordinator.tasks():
+        if task.status in ("open", "assigned"):
+            escrowed[task.user] = escrowed.get(task.user, 0) + task.fee
+        if task.settlements > 1:
+            problems.append(f"task {task.task_id} settled {task.settlements} times")
+        if task.status in ("charged", "refunded", "released") and task.settlements != 1:
+            problems.append(f"task {task.task_id} is {task.status} without one settlement")
+    for account, amount in ledger.accounts():
+        if account.kind.value == "escrow" and escrowed.get(account.owner, 0) != amount:
+            problems.append(f"escrow of {account.owner} is {amount}, open bids hold otherwise")
+    for user, amount in escrowed.items():
+        if coordinator.escrow(user) != amount:
+            problems.append(f"escrow of {user} is {coordinator.escrow(user)}, bids hold {amount}")
+    p_max = coordinator.params.p_max
+    for prover, capacity in coordinator.open_assignments().items():
+        if coordinator.locked(prover) < p_max * capacity:
+            problems.append(f"prover {prover} has an open batch with too little locked deposit")
+    return problems
+
+
+class _RecordedMessage(msgspec.Struct, frozen=True, tag="message", array_like=True):
+    sender: str
+    message: Message
+    ref: bytes
+    now: int
+
+
+class _RecordedTick(msgspec.Struct, frozen=True, tag="tick", array_like=True):
+    now: int
+
+
+_record_encoder = msgspec.msgpack.Encoder()
+_record_decoder = msgspec.msgpack.Decoder(_RecordedMessage | _RecordedTick)
+
+
+def encode_record(event: CoordinatorEvent) -> bytes:
+    """A recorded event as MessagePack bytes, for the record log."""
+    if isinstance(event, Tick):
+        return _record_encoder.encode(_RecordedTick(event.now))
+    return _record_encoder.encode(
+        _RecordedMessage(event.sender, event.message, event.ref, event.now)
+    )
+
+
+def decode_record(data: bytes) -> CoordinatorEvent:
+    """The event `encode_record` wrote."""
+    record = _record_decoder.decode(data)
+    if isinstance(record, _RecordedTick):
+        return Tick(record.now)
+    return MessageReceived(record.sender, record.message, record.ref, record.now)

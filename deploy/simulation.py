@@ -1,0 +1,271 @@
+"""A whole market in one process: pure cores over an in-memory bus and a fake clock.
+
+The coordinator, every prover and every user run their real cores; this harness only
+carries messages between them (in order, instantly), runs the proof workload when a
+prover asks, and moves a fake clock from one timer to the next. Nothing sleeps and
+nothing touches a socket, so hundreds of rounds take seconds and the same seed always
+gives the same market, byte for byte.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import random
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Final, TypeAlias
+
+from coordinator.core import Coordinator, Genesis, check_invariants
+from protocol.events import MessageReceived, Publish, Record, Tick, WakeAt
+from protocol.messages import ClearingResult, MarketParams, Message, SettlementNotice, TaskProof
+from protocol.workload import prove_batch
+from prover_node.core import ProverCore, ProvingDone, StartProving
+from user_client.core import UserCore
+
+FAULT_CYCLE: Final = ("drop", "corrupt", "late")
+
+
+@dataclass(frozen=True, slots=True)
+class SimConfig:
+    """A simulated market: its size, its rules and the seed everything is drawn from."""
+
+    rounds: int
+    provers: int
+    users: int
+    seed: int
+    faulty_provers: int = 0
+    tasks_per_round: int = 1
+    fee_range: tuple[int, int] = (1, 100)
+    cost_range: tuple[int, int] = (1, 60)
+    capacity_range: tuple[int, int] = (5, 20)
+    p_max: int = 100
+    epoch_rounds: int = 10
+    capacity_factor: int = 2
+    # Tiny proofs: the simulation checks the market, not the prover's speed.
+    difficulty: int = 1
+    setup: int = 1
+    bid_window_ms: int = 1_000
+    prove_window_ms: int = 1_000
+    mechanism: str = "prooph"
+    carry_over: bool = False
+    market: str = "sim"
+
+    def params(self) -> MarketParams:
+        return MarketParams(
+            market=self.market,
+            p_max=self.p_max,
+            epoch_rounds=self.epoch_rounds,
+            capacity_factor=self.capacity_factor,
+            mechanism=self.mechanism,
+            difficulty=self.difficulty,
+            setup=self.setup,
+            bid_window_ms=self.bid_window_ms,
+            prove_window_ms=self.prove_window_ms,
+        )
+
+
+@dataclass(slots=True)
+class SimResult:
+    """The finished market: its coordinator, everything it published, and the report."""
+
+    coordinator: Coordinator
+    outputs: list[Message] = field(default_factory=list)
+    records: int = 0
+    report: dict[str, object] = field(default_factory=dict)
+
+
+def sim_key(seed: int, role: str, index: int) -> str:
+    """A stand-in public key (64 hex digits), the same for the same seed, role and index."""
+    return hashlib.sha256(f"proofmarket-sim/{seed}/{role}/{index}".encode()).hexdigest()
+
+
+# -- the report, as a function of what the coordinator published ------------------------
+
+
+def round_summaries(outputs: Iterable[Message]) -> list[dict[str, object]]:
+    """Per-round figures from the coordinator's published messages, in round order.
+
+    Reads only the public clearing result and the settlement notices, so it serves both
+    this simulation and an observer of a networked market that logs those messages.
+    """
+    rounds: dict[int, dict[str, object]] = {}
+    counts: dict[int, dict[str, int]] = {}
+    for msg in outputs:
+        if isinstance(msg, ClearingResult):
+            rounds[msg.round] = {
+                "round": msg.round,
+                "tasks_bid": msg.tasks_bid,
+                "provers_bid": msg.provers_bid,
+                "allocated_provers": msg.allocated_provers,
+                "allocated_tasks": msg.allocated_tasks,
+                "user_price": msg.user_price,
+                "prover_price": msg.prover_price,
+            }
+            counts.setdefault(msg.round, {})
+            rounds[msg.round]["surplus"] = msg.surplus
+        elif isinstance(msg, SettlementNotice):
+            tally = counts.setdefault(msg.round, {})
+            tally[msg.outcome] = tally.get(msg.outcome, 0) + 1
+    summaries = []
+    for number in sorted(rounds):
+        tally = counts.get(number, {})
+        row = rounds[number]
+        summaries.append(
+            {
+                "round": row["round"],
+                "tasks_bid": row["tasks_bid"],
+                "provers_bid": row["provers_bid"],
+                "allocated_provers": row["allocated_provers"],
+                "allocated_tasks": row["allocated_tasks"],
+                "user_price": row["user_price"],
+                "prover_price": row["prover_price"],
+                "proofs_valid": tally.get("charged", 0),
+                "slashed_provers": tally.get("slashed", 0),
+                "refunded_tasks": tally.get("refunded", 0),
+                "surplus": row["surplus"],
+            }
+        )
+    return summaries
+
+
+def market_report(coordinator: Coordinator, outputs: Iterable[Message]) -> dict[str, object]:
+    """The `proofmarket sim --json` document: rounds, ledger totals, invariants."""
+    ledger = coordinator.ledger
+    return {
+        "rounds": round_summaries(outputs),
+        "ledger": {
+            "funded": ledger.funded(),
+            "total": ledger.total(),
+            "conserved": ledger.conserved(),
+        },
+        "invariants_ok": not check_invariants(coordinator),
+    }
+
+
+# -- the harness -------------------------------------------------------------------------
+
+_Party: TypeAlias = ProverCore | UserCore
+
+
+def run_simulation(config: SimConfig) -> SimResult:
+    """Run `config.rounds` rounds to full settlement and report on them."""
+    if config.rounds < 1 or config.provers < 0 or config.users < 0:
+        raise ValueError("a simulation needs rounds >= 1 and non-negative party counts")
+    if not 0 <= config.faulty_provers <= config.provers:
+        raise ValueError("faulty provers must be between 0 and the number of provers")
+    rng = random.Random(config.seed)
+    params = config.params()
+    coordinator_key = sim_key(config.seed, "coordinator", 0)
+
+    provers: dict[str, ProverCore] = {}
+    deposits: dict[str, int] = {}
+    for i in range(config.provers):
+        key = sim_key(config.seed, "prover", i)
+        capacity = rng.randint(*config.capacity_range)
+        cost = rng.randint(*config.cost_range)
+        fault = FAULT_CYCLE[i % len(FAULT_CYCLE)] if i < config.faulty_provers else "none"
+        provers[key] = ProverCore(key, coordinator_key, config.market, capacity, cost, fault)
+        # Enough for a few slashings before a faulty prover is priced out.
+        deposits[key] = 3 * config.p_max * capacity
+    users: dict[str, UserCore] = {}
+    balances: dict[str, int] = {}
+    for i in range(config.users):
+        key = sim_key(config.seed, "user", i)
+        users[key] = UserCore(
+            key,
+            coordinator_key,
+            config.market,
+            random.Random(rng.getrandbits(64)),
+            config.tasks_per_round,
+            config.fee_range,
+            config.carry_over,
+        )
+        balances[key] = config.rounds * config.tasks_per_round * config.p_max
+    parties: dict[str, _Party] = {**provers, **users}
+    everyone = list(parties)
+
+    start = config.bid_window_ms
+    coordinator = Coordinator(
+        params,
+        Genesis(balances=balances, deposits=deposits),
+        coordinator_key,
+        start,
+        rounds=config.rounds,
+    )
+    result = SimResult(coordinator=coordinator)
+
+    now = 0
+    seq = 0
+    # Timers: (time, order, party key or "" for the coordinator, proving result or None).
+    timers: list[tuple[int, int, str, ProvingDone | None]] = []
+    inbox: deque[tuple[str, Message]] = deque()  # messages to the coordinator
+    coordinator_wakes: set[int] = set()
+
+    def add_timer(at: int, key: str, done: ProvingDone | None) -> None:
+        nonlocal seq
+        seq += 1
+        heapq.heappush(timers, (at, seq, key, done))
+
+    def run_coordinator(effects: list[object]) -> None:
+        for effect in effects:
+            if isinstance(effect, Record):
+                result.records += 1
+            elif isinstance(effect, Publish):
+                result.outputs.append(effect.message)
+                targets = everyone if effect.to is None else [effect.to]
+                event = MessageReceived(coordinator_key, effect.message, b"", now)
+                for target in targets:
+                    party = parties.get(target)
+                    if party is not None:
+                        run_party(target, party.handle(event))
+            elif isinstance(effect, WakeAt) and effect.at not in coordinator_wakes:
+                coordinator_wakes.add(effect.at)
+                add_timer(effect.at, "", None)
+
+    def run_party(key: str, effects: Iterable[object]) -> None:
+        for effect in effects:
+            if isinstance(effect, Publish):
+                inbox.append((key, effect.message))
+            elif isinstance(effect, WakeAt):
+                add_timer(effect.at, key, None)
+            elif isinstance(effect, StartProving):
+                proofs = prove_batch(
+                    [t.task_input for t in effect.tasks],
+                    difficulty=effect.difficulty,
+                    setup=effect.setup,
+                )
+                done = ProvingDone(
+                    round=effect.round,
+                    proofs=[
+                        TaskProof(t.task_id, p) for t, p in zip(effect.tasks, proofs, strict=True)
+                    ],
+                    now=0,
+                )
+                # Proving takes fake time: one ms per task after a one-ms setup.
+                add_timer(now + 1 + len(effect.tasks), key, done)
+
+    def drain() -> None:
+        nonlocal seq
+        while inbox:
+            sender, message = inbox.popleft()
+            seq += 1
+            ref = seq.to_bytes(16, "big")
+            run_coordinator(list(coordinator.handle(MessageReceived(sender, message, ref, now))))
+
+    add_timer(start, "", None)
+    while timers and not coordinator.finished:
+        at, _, key, done = heapq.heappop(timers)
+        now = max(now, at)
+        if key == "":
+            run_coordinator(list(coordinator.handle(Tick(now))))
+        else:
+            party = parties[key]
+            if done is not None and isinstance(party, ProverCore):
+                run_party(key, party.handle(ProvingDone(done.round, done.proofs, now)))
+            else:
+                run_party(key, party.handle(Tick(now)))
+        drain()
+    result.report = market_report(coordinator, result.outputs)
+    return result
