@@ -120,19 +120,27 @@ class _FeeCounts:
     def margin(self) -> float:
         return _SPREAD * (self.n / (2.0 * math.sqrt(max(1, self.sample.size)))) + self.scale
 
-    def kth_largest(self, ks: tuple[int, ...]) -> list[int]:
-        """The k-th largest fee (1-based) for each k, all k in 1..n."""
+    def kth_largest(self, ks: tuple[int, ...], floor: tuple[int, int] | None = None) -> list[int]:
+        """The k-th largest fee (1-based) for each k, all k in 1..n.
+
+        `floor` = (a, count of fees >= a), when known with count >= max(ks), spares a pass.
+        """
         fees = self.fees
         lo_k, hi_k = min(ks), max(ks)
         desc = self.sample[::-1]
         m = self.margin() / self.scale
         # A value bracket [a, b] that should hold ranks lo_k..hi_k; checked exactly below.
         i_b = int(np.floor(lo_k / self.scale - m)) - 1
-        i_a = int(np.ceil(hi_k / self.scale + m)) + 1
         b = int(desc[i_b]) if 0 <= i_b < desc.size else int(fees.max())
-        a = int(desc[i_a]) if 0 <= i_a < desc.size else int(fees.min())
-        above = int(np.count_nonzero(fees > b))
-        inside = np.flatnonzero((fees >= a) & (fees <= b))
+        if floor is not None and floor[0] <= b:
+            a, from_a = floor
+            inside = np.flatnonzero((fees >= a) & (fees <= b))
+            above = from_a - inside.size
+        else:
+            i_a = int(np.ceil(hi_k / self.scale + m)) + 1
+            a = int(desc[i_a]) if 0 <= i_a < desc.size else int(fees.min())
+            above = int(np.count_nonzero(fees > b))
+            inside = np.flatnonzero((fees >= a) & (fees <= b))
         if not (above < lo_k and above + inside.size >= hi_k):
             above, window = 0, fees
         else:
@@ -143,32 +151,42 @@ class _FeeCounts:
         return [int(part[window.size - (k - above)]) for k in ks]
 
 
-def _last_feasible(counts: _FeeCounts, c: Int64Array, before: Int64Array) -> int:
-    """ell: the largest j with p_(j+1) <= f_(S_j + 1), or -1 if none (0-based j).
+def _last_feasible(
+    counts: _FeeCounts, c: Int64Array, before: Int64Array
+) -> tuple[int, Int64Array, int]:
+    """ell: the largest j with p_(j+1) <= f_(S_j + 1), or -1 if none (0-based j); with the
+    fees in [p_(ell+1), p_(ell+2)) and the count of fees >= p_(ell+2) (+inf past the end).
 
     The condition reads "count(fees >= c[j]) > S_j" and holds on a prefix of j. Binary
     search over j keeps a window of fees in [c[lo], c[hi]) and the count of fees >= c[hi],
-    so each probe only scans the window; the first probes come from the sample.
+    so each probe only scans the window; the first two probes come from the sample.
     """
     n = counts.n
     jmax = int(np.searchsorted(before, n, side="left"))  # S_j < n exactly for j < jmax
     if jmax == 0:
-        return -1
+        return -1, counts.fees, 0
+    fees = counts.fees
     est = counts.at_least(c[:jmax])
     margin = counts.margin()
-    guesses = [
-        int(np.count_nonzero(est + margin > before[:jmax])),  # first j surely infeasible
+    lo, hi, above = -1, jmax, 0
+    # Probe the sample's bracket with exact counts over all fees (counting, no copying) ...
+    for guess in (
         int(np.count_nonzero(est - margin > before[:jmax])) - 1,  # last j surely feasible
-    ]
-    lo, hi = -1, jmax
-    window, above = counts.fees, 0
+        int(np.count_nonzero(est + margin > before[:jmax])),  # first j surely infeasible
+    ):
+        if lo < guess < hi:
+            at_least = int(np.count_nonzero(fees >= c[guess]))
+            if at_least > before[guess]:
+                lo = guess
+            else:
+                hi, above = guess, at_least
+    # ... then copy out only the fees inside it, and finish the search on that window.
+    inside = fees >= c[lo] if lo >= 0 else np.ones(fees.size, dtype=bool)
+    if hi < jmax:
+        inside &= fees < c[hi]
+    window = fees[np.flatnonzero(inside)]
     while hi - lo > 1:
         mid = (lo + hi) // 2
-        while guesses:
-            g = guesses.pop(0)
-            if lo < g < hi:
-                mid = g
-                break
         hits = window >= c[mid]
         at_least = above + int(np.count_nonzero(hits))
         if at_least > before[mid]:
@@ -178,7 +196,7 @@ def _last_feasible(counts: _FeeCounts, c: Int64Array, before: Int64Array) -> int
             hi = mid
             above = at_least
             window = window[np.flatnonzero(~hits)]
-    return lo
+    return lo, window, above
 
 
 def _top_tasks(fees: Int64Array, k: int, threshold: int) -> Int64Array:
@@ -206,11 +224,19 @@ def clear_prooph_arrays(
         return no_trade()
     order, c, s, before = _supply_order(capacities, costs, n)
     counts = _FeeCounts(fees)
-    ell = _last_feasible(counts, c, before)
+    ell, window, above = _last_feasible(counts, c, before)
     if ell <= 0:
         return no_trade()
     allocated = int(before[ell])
-    lowest_in, user_price = counts.kth_largest((allocated, allocated + 1))
+    if above < allocated and above + window.size > allocated:
+        # Both order statistics fall inside the search's last window: no further full pass.
+        pos = window.size - (allocated - above)
+        part = np.partition(window, [pos - 1, pos])
+        lowest_in, user_price = int(part[pos]), int(part[pos - 1])
+    else:
+        # Here f_(S_ell + 1) >= p_(ell+2): the `above` fees hold both order statistics.
+        floor = (int(c[ell + 1]), above) if above > allocated else None
+        lowest_in, user_price = counts.kth_largest((allocated, allocated + 1), floor)
     prover_price = int(c[ell])
     tasks = _top_tasks(fees, allocated, lowest_in)
     sizes = s[:ell].copy()
