@@ -433,3 +433,42 @@ def test_fuzz_mutated_envelopes_raise_only_protocol_errors(
     for identity in (reader, PROVER, None):
         with pytest.raises(ProtocolError):
             open_envelope(identity, mutated, market=MARKET)
+
+
+def test_documented_foreign_client_interoperates() -> None:
+    """The docs/protocol.md example, using only msgpack and libsodium, opens here."""
+    import re
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parent.parent / "docs/protocol.md").read_text()
+    code = re.search(r"```python\n(.*?)```", doc, flags=re.DOTALL)
+    assert code is not None
+    namespace: dict[str, object] = {}
+    exec(code.group(1), namespace)
+    seal_task_bid = namespace["seal_task_bid"]
+    assert callable(seal_task_bid)
+    data = seal_task_bid(b"f" * 32, COORDINATOR.public_key.raw, MARKET, 7, "t-9", 5, b"in", 3)
+    opened = open_envelope(COORDINATOR, data, market=MARKET)
+    assert (
+        m.TaskBidMessage(market=MARKET, round=7, task_id="t-9", fee=5, task_input=b"in")
+        == opened.message
+    )
+    assert 3 == opened.seq
+    assert Identity.from_seed(b"f" * 32).public_hex == opened.sender
+
+
+def test_bench_envelope_prints_one_json_line() -> None:
+    """`proofmarket bench envelope --json` prints the two rates and their ratio."""
+    import json
+
+    from click.testing import CliRunner
+
+    from proofmarket.cli import cli
+
+    result = CliRunner().invoke(cli, ["bench", "envelope", "--n", "20", "--repeat", "1", "--json"])
+    assert 0 == result.exit_code, result.output
+    report = json.loads(result.output)
+    assert {"n", "envelope_bytes", "opened_per_s", "verified_per_s", "ratio"} == set(report)
+    assert report["ratio"] == pytest.approx(
+        report["opened_per_s"] / report["verified_per_s"], rel=1e-3
+    )
