@@ -12,6 +12,7 @@ from protocol.mechanism import (
     ProverBid,
     TaskBid,
     check_bids,
+    clear_optimum_arrays,
     clear_prooph_arrays,
     get_mechanism,
     parse_bids,
@@ -154,3 +155,26 @@ def test_array_checks_name_the_index() -> None:
         clear_prooph_arrays(ok, np.array([0, 1], dtype=np.int64), ok)
     with pytest.raises(BidError, match="int64"):
         clear_prooph_arrays(ok.astype(np.float64), ok, ok)  # type: ignore[arg-type]
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    n=st.integers(5_000, 40_000),
+    m=st.integers(1, 300),
+    top=st.sampled_from([3, 1000, 10**12]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_large_optimum_matches_unit_pairing(n: int, m: int, top: int, seed: int) -> None:
+    """On large books the optimum's welfare equals pairing sorted fees with sorted unit costs."""
+    rng = np.random.default_rng(seed)
+    fees = rng.integers(0, top + 1, n, dtype=np.int64)
+    costs = rng.integers(0, top + 1, m, dtype=np.int64)
+    caps = rng.integers(1, max(2, 2 * n // m), m, dtype=np.int64)
+    units = np.repeat(np.sort(costs), caps[np.argsort(costs, kind="stable")])[:n]
+    desc = np.sort(fees)[::-1][: units.size]
+    gains = desc - units
+    expected = int(gains[gains > 0].sum())
+    out = clear_optimum_arrays(fees, caps, costs)
+    assert expected == out.welfare
+    assert int(np.count_nonzero(gains > 0)) == out.tasks.size
+    assert out.batch_sizes.sum() == out.tasks.size
