@@ -47,7 +47,7 @@ from protocol.errors import (
     WrongRecipient,
 )
 from protocol.identity import Identity, PublicKey
-from protocol.messages import KINDS, Message
+from protocol.messages import KINDS, Message, RoundAnnouncement
 
 ENVELOPE_VERSION: Final = 1
 DOMAIN: Final = b"proofmarket/envelope\x00"
@@ -257,7 +257,9 @@ def open_envelope(
         raise BadEncoding(f"body is not valid MessagePack: {exc}") from exc
     if kind_of(message) != kind:
         raise WrongKind(f"body is a {kind_of(message)}, envelope says {kind}")
-    if message.market != market_name:
+    if message.market != market_name or (
+        type(message) is RoundAnnouncement and message.params.market != market_name
+    ):
         raise WrongMarket(f"body is for market {message.market!r}, envelope {market_name!r}")
     return Opened(
         sender=sender.hex(),

@@ -1,11 +1,16 @@
-"""Replay guard: each (sender, seq) is accepted once per round, and closed rounds not at all.
+"""Replay guard: each message is accepted once per round, and closed rounds not at all.
 
-Pure state, no clock: the owner says which rounds are closed. Every envelope carries a
-signed u64 `seq` that its sender keeps unique per round (a random u64 by default, see
-protocol.envelope.seal). The guard remembers the seqs it accepted for each open round and
-forgets a round's seqs when the round closes, because from then on the round itself is
-refused. Memory is bounded: at most `horizon` open rounds, `max_per_sender` seqs per
-sender and round, and `max_entries` seqs in all.
+Pure state, no clock: the owner says which rounds are closed. A message is identified by
+its sender and a token: the envelope's `ref` (what `admit_opened` uses) or its signed
+`seq`. The ref works because envelopes are not malleable: every byte is signed or
+authenticated, so a replay is byte-identical, while a sender's every new envelope differs
+(fresh seq, fresh nonce). Keying on the ref lets a coordinator rebuild the guard from the
+`MessageReceived` events in its log after a restart. Use one kind of token per guard.
+
+The guard remembers tokens for each open round and forgets a round's tokens when the
+round closes, because from then on the round itself is refused. Memory is bounded: at
+most `horizon` open rounds, `max_per_sender` tokens per sender and round, and
+`max_entries` tokens in all.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ def round_of(message: Message) -> int | None:
 
 
 class ReplayGuard:
-    """Accepts each (sender, seq) at most once in rounds `floor` .. `floor + horizon - 1`."""
+    """Accepts each (sender, token) at most once in rounds `floor` .. `floor + horizon - 1`."""
 
     def __init__(
         self,
@@ -39,7 +44,7 @@ class ReplayGuard:
         self._max_per_sender = max_per_sender
         self._max_entries = max_entries
         self._entries = 0
-        self._rounds: dict[int, dict[str, set[int]]] = {}
+        self._rounds: dict[int, dict[str, set[int | bytes]]] = {}
 
     @property
     def floor(self) -> int:
@@ -47,50 +52,50 @@ class ReplayGuard:
         return self._floor
 
     def __len__(self) -> int:
-        """How many (round, sender, seq) entries are remembered."""
+        """How many (round, sender, token) entries are remembered."""
         return self._entries
 
-    def check(self, sender: str, seq: int, round: int) -> None:
+    def check(self, sender: str, token: int | bytes, round: int) -> None:
         """Raise what `admit` would raise, without remembering anything."""
-        self._check(sender, seq, round)
+        self._check(sender, token, round)
 
-    def admit(self, sender: str, seq: int, round: int) -> None:
-        """Accept and remember (sender, seq) in `round`, or raise and change nothing.
+    def admit(self, sender: str, token: int | bytes, round: int) -> None:
+        """Accept and remember (sender, token) in `round`, or raise and change nothing.
 
         Raises ClosedRound (round below the floor), FutureRound (beyond the horizon),
         Replay (seen before) or OverCapacity (a memory bound is reached).
         """
-        seen = self._check(sender, seq, round)
+        seen = self._check(sender, token, round)
         if seen is None:
             senders = self._rounds.setdefault(round, {})
             seen = senders.setdefault(sender, set())
-        seen.add(seq)
+        seen.add(token)
         self._entries += 1
 
     def admit_opened(self, opened: Opened, current_round: int) -> None:
-        """`admit` for an opened envelope; kinds without a round count in `current_round`."""
+        """`admit` keyed on the envelope ref; kinds without a round count in `current_round`."""
         message_round = round_of(opened.message)
         self.admit(
-            opened.sender, opened.seq, current_round if message_round is None else message_round
+            opened.sender, opened.ref, current_round if message_round is None else message_round
         )
 
     def close_through(self, round: int) -> None:
-        """Close every round up to and including `round`, forgetting their seqs."""
+        """Close every round up to and including `round`, forgetting their tokens."""
         if round < self._floor:
             return
         self._floor = round + 1
         for closed in [r for r in self._rounds if r <= round]:
             self._entries -= sum(len(seqs) for seqs in self._rounds.pop(closed).values())
 
-    def _check(self, sender: str, seq: int, round: int) -> set[int] | None:
+    def _check(self, sender: str, token: int | bytes, round: int) -> set[int | bytes] | None:
         if round < self._floor:
             raise ClosedRound(f"round {round} is closed (open rounds start at {self._floor})")
         if round >= self._floor + self._horizon:
             raise FutureRound(f"round {round} is not open yet (floor {self._floor})")
         seen = self._rounds.get(round, {}).get(sender)
         if seen is not None:
-            if seq in seen:
-                raise Replay(f"seq {seq} from {sender} was already accepted in round {round}")
+            if token in seen:
+                raise Replay(f"{sender} sent this message already in round {round}")
             if len(seen) >= self._max_per_sender:
                 raise OverCapacity(f"{sender} sent {len(seen)} messages in round {round}")
         if self._entries >= self._max_entries:

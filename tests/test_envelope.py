@@ -472,3 +472,15 @@ def test_bench_envelope_prints_one_json_line() -> None:
     assert report["ratio"] == pytest.approx(
         report["opened_per_s"] / report["verified_per_s"], rel=1e-3
     )
+
+
+def test_announced_params_must_name_the_market() -> None:
+    """A round announcement whose params name another market is refused."""
+    announcement = SAMPLES[0]
+    assert isinstance(announcement, m.RoundAnnouncement)
+    foreign = msgspec.structs.replace(
+        announcement, params=msgspec.structs.replace(PARAMS, market="other")
+    )
+    data = seal(COORDINATOR, foreign)
+    with pytest.raises(WrongMarket):
+        open_envelope(None, data, market=MARKET)

@@ -126,3 +126,28 @@ def test_round_of() -> None:
     """round_of reads the body's round, None for capacity declarations."""
     assert 4 == round_of(m.ProverCostBid(market="x", round=4, cost=1))
     assert round_of(m.CapacityDeclaration(market="x", epoch=0, capacity=3)) is None
+
+
+def test_guard_rebuilt_from_recorded_refs_refuses_replays() -> None:
+    """A guard refilled from (sender, ref, round) after a restart refuses the old envelope."""
+    coordinator = Identity.from_seed(b"c" * 32)
+    user = Identity.from_seed(b"u" * 32)
+    bid = m.TaskBidMessage(market="x", round=3, task_id="t", fee=1, task_input=b"")
+    data = seal(user, bid, to=coordinator.public_key)
+    first = open_envelope(coordinator, data, market="x")
+    rebuilt = ReplayGuard()
+    rebuilt.admit(first.sender, first.ref, 3)
+    with pytest.raises(Replay):
+        rebuilt.admit_opened(open_envelope(coordinator, data, market="x"), current_round=3)
+
+
+def test_resealed_message_is_a_new_message() -> None:
+    """The same bid sealed again (new seq and nonce) is not a replay."""
+    coordinator = Identity.from_seed(b"c" * 32)
+    user = Identity.from_seed(b"u" * 32)
+    bid = m.TaskBidMessage(market="x", round=3, task_id="t", fee=1, task_input=b"")
+    guard = ReplayGuard()
+    for _ in range(2):
+        data = seal(user, bid, to=coordinator.public_key)
+        guard.admit_opened(open_envelope(coordinator, data, market="x"), current_round=3)
+    assert 2 == len(guard)
