@@ -104,9 +104,10 @@ class ProverService:
                 await asyncio.gather(reader, stopper, return_exceptions=True)
             for timer in self._timers:
                 timer.cancel()
-            if reader.done() and not reader.cancelled() and reader.exception() is not None:
-                raise reader.exception()  # type: ignore[misc]
             self.log.info("prover.stopped", **self.core.stats.as_dict())
+        error = None if reader.cancelled() else reader.exception()
+        if error is not None:
+            raise error  # the bus failed for good (e.g. the broker refused our login)
 
     async def _read(self) -> None:
         async for delivery in self.bus.messages():

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Literal
+
 import click
 
 from proofmarket.commands._unbuilt import not_built
+
+if TYPE_CHECKING:
+    from protocol.identity import Identity
 
 
 @click.command(context_settings={"ignore_unknown_options": True})
@@ -14,15 +20,233 @@ def coordinator(args: tuple[str, ...]) -> None:
     not_built("coordinator")
 
 
-@click.command(context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def prover(args: tuple[str, ...]) -> None:
-    """Not built yet."""
-    not_built("prover")
+def _configure_logging(fmt: str, level: str) -> None:
+    """structlog to stderr: a readable console, or one JSON object per line."""
+    import logging
+    import sys
+
+    import structlog
+
+    renderer: structlog.typing.Processor = (
+        structlog.processors.JSONRenderer()
+        if fmt == "json"
+        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    )
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        cache_logger_on_first_use=True,
+    )
 
 
-@click.command(context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def user(args: tuple[str, ...]) -> None:
-    """Not built yet."""
-    not_built("user")
+def _load_identity(path: str) -> Identity:
+    from protocol.errors import ProtocolError
+    from protocol.identity import Identity
+
+    try:
+        return Identity.load(path)
+    except ProtocolError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def _parse_fee_range(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[int, int]:
+    low, sep, high = value.partition(":")
+    try:
+        parsed = (int(low), int(high)) if sep else (int(low), int(low))
+    except ValueError:
+        raise click.BadParameter(f"expected A:B with integers, got {value!r}") from None
+    if parsed[0] < 0 or parsed[1] < parsed[0]:
+        raise click.BadParameter(f"expected 0 <= A <= B, got {value!r}")
+    return parsed
+
+
+def _participant_options(command: Callable[..., None]) -> Callable[..., None]:
+    """The options every participant service shares: broker, key, market, logging."""
+    options = [
+        click.option(
+            "--broker", required=True, help="Broker URL: mqtt[s]://[user:pw@]host[:port]."
+        ),
+        click.option(
+            "--key",
+            "key_file",
+            required=True,
+            type=click.Path(exists=True, dir_okay=False),
+            help="This party's key file (see `proofmarket keygen`).",
+        ),
+        click.option(
+            "--coordinator",
+            required=True,
+            help="The market coordinator's public key (64 hex).",
+        ),
+        click.option("--market", default="zk-default", show_default=True, help="Market id."),
+        click.option(
+            "--password",
+            envvar="PROOFMARKET_BROKER_PASSWORD",
+            default=None,
+            help="Broker password (or $PROOFMARKET_BROKER_PASSWORD); the username is the key.",
+        ),
+        click.option("--ca-file", default=None, help="CA bundle for mqtts:// brokers."),
+        click.option(
+            "--log-format",
+            type=click.Choice(["console", "json"]),
+            default="console",
+            show_default=True,
+        ),
+        click.option(
+            "--log-level",
+            type=click.Choice(["debug", "info", "warning", "error"]),
+            default="info",
+            show_default=True,
+        ),
+        click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on exit."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _check_key(value: str) -> str:
+    from protocol.errors import ProtocolError
+    from protocol.identity import PublicKey
+
+    try:
+        return PublicKey.from_hex(value).hex
+    except ProtocolError as exc:
+        raise click.BadParameter(str(exc), param_hint="--coordinator") from exc
+
+
+@click.command()
+@_participant_options
+@click.option("--capacity", type=click.IntRange(min=1), required=True, help="Tasks per round.")
+@click.option("--cost", type=click.IntRange(min=0), required=True, help="True unit cost.")
+@click.option(
+    "--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Proving processes."
+)
+@click.option(
+    "--fault",
+    type=click.Choice(["none", "drop", "corrupt", "late"]),
+    default="none",
+    show_default=True,
+    help="Misbehave on purpose, to test a market's slashing.",
+)
+def prover(
+    broker: str,
+    key_file: str,
+    coordinator: str,
+    market: str,
+    password: str | None,
+    ca_file: str | None,
+    log_format: str,
+    log_level: str,
+    as_json: bool,
+    capacity: int,
+    cost: int,
+    workers: int,
+    fault: str,
+) -> None:
+    """Run a prover node: bid truthfully each round, prove assigned batches, submit proofs."""
+    import asyncio
+    import json
+
+    from protocol.bus import BusError
+    from prover_node.service import ProverConfig, run_prover
+
+    _configure_logging(log_format, log_level)
+    identity = _load_identity(key_file)
+    config = ProverConfig(
+        broker=broker,
+        coordinator=_check_key(coordinator),
+        market=market,
+        capacity=capacity,
+        cost=cost,
+        workers=workers,
+        fault=fault,
+        ca_file=ca_file,
+        password=password,
+    )
+    try:
+        core = asyncio.run(run_prover(identity, config))
+    except (BusError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    if as_json:
+        click.echo(json.dumps({"prover": identity.public_hex, **core.stats.as_dict()}))
+
+
+@click.command()
+@_participant_options
+@click.option("--tasks", type=click.IntRange(min=0), required=True, help="Task bids per round.")
+@click.option(
+    "--fee-range",
+    required=True,
+    callback=_parse_fee_range,
+    help="Fees are drawn uniformly from A:B (clipped to the market's P_max).",
+)
+@click.option(
+    "--identities",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Act for M users (derived from --key): a load generator.",
+)
+@click.option("--rounds", type=click.IntRange(min=0), default=None, help="Stop after R rounds.")
+@click.option("--carry-over", is_flag=True, help="Ask for unallocated bids to carry over.")
+@click.option("--seed", type=int, default=None, help="Seed fees and task inputs.")
+@click.option(
+    "--connections",
+    type=click.Choice(["shared", "per-identity"]),
+    default="shared",
+    show_default=True,
+    help="One broker login for the fleet, or one per identity (for ACL-pinned brokers).",
+)
+def user(
+    broker: str,
+    key_file: str,
+    coordinator: str,
+    market: str,
+    password: str | None,
+    ca_file: str | None,
+    log_format: str,
+    log_level: str,
+    as_json: bool,
+    tasks: int,
+    fee_range: tuple[int, int],
+    identities: int,
+    rounds: int | None,
+    carry_over: bool,
+    seed: int | None,
+    connections: Literal["shared", "per-identity"],
+) -> None:
+    """Run a user (or a fleet): bid tasks each round, follow receipts, verify proofs."""
+    import asyncio
+    import json
+
+    from protocol.bus import BusError
+    from user_client.service import UserConfig, run_user
+
+    _configure_logging(log_format, log_level)
+    identity = _load_identity(key_file)
+    config = UserConfig(
+        broker=broker,
+        coordinator=_check_key(coordinator),
+        market=market,
+        tasks=tasks,
+        fee_range=fee_range,
+        identities=identities,
+        rounds=rounds,
+        carry_over=carry_over,
+        seed=seed,
+        connections=connections,
+        ca_file=ca_file,
+        password=password,
+    )
+    try:
+        fleet = asyncio.run(run_user(identity, config))
+    except (BusError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    if as_json:
+        click.echo(json.dumps({"user": identity.public_hex, **fleet.summary().as_dict()}))

@@ -1,0 +1,299 @@
+"""The prover and user services over real brokers, with a scripted coordinator."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+from conftest import RunningBroker
+
+from protocol import topics, workload
+from protocol.bus import Bus
+from protocol.envelope import open_envelope, seal
+from protocol.identity import Identity
+from protocol.messages import (
+    AssignedTask,
+    Assignment,
+    BidReceipt,
+    CapacityDeclaration,
+    MarketParams,
+    Message,
+    ProofSubmission,
+    ProverCostBid,
+    RoundAnnouncement,
+    SettlementNotice,
+    TaskBidMessage,
+)
+from prover_node.service import ProverConfig, run_prover, wall_ms
+from user_client.identities import fleet_identities
+from user_client.service import Connections, UserConfig, run_user
+
+pytestmark = pytest.mark.broker
+
+MARKET = "m1"
+WAIT = 30.0  # bound on every wait for a message; generous for a loaded 2-core machine
+COORD = Identity.from_seed(b"\x20" * 32)
+PROVER = Identity.from_seed(b"\x21" * 32)
+USER = Identity.from_seed(b"\x22" * 32)
+PARAMS = MarketParams(
+    market=MARKET,
+    p_max=100,
+    epoch_rounds=4,
+    capacity_factor=2,
+    mechanism="prooph",
+    difficulty=20,
+    setup=5,
+    bid_window_ms=1000,
+    prove_window_ms=2000,
+)
+
+
+class FakeCoordinator:
+    """Plays the coordinator's side of the wire with real envelopes on a real broker."""
+
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+
+    async def announce(self, round: int, prove_deadline: int = 10**15) -> None:
+        msg = RoundAnnouncement(
+            market=MARKET,
+            round=round,
+            epoch=round // PARAMS.epoch_rounds,
+            bid_deadline=prove_deadline,
+            prove_deadline=prove_deadline,
+            params=PARAMS,
+        )
+        await self.bus.publish(topics.public(MARKET), seal(COORD, msg))
+
+    async def send(self, to: str, msg: Message) -> None:
+        await self.bus.publish(topics.outbox(MARKET, to), seal(COORD, msg, MARKET, to))
+
+    async def receive(self) -> tuple[str, Message, int]:
+        """The next message from a participant: sender, message, arrival wall time."""
+        async with asyncio.timeout(WAIT):
+            async for delivery in self.bus.messages():
+                opened = open_envelope(COORD, delivery.payload, market=MARKET)
+                assert topics.inbox(MARKET, opened.sender) == delivery.topic
+                return opened.sender, opened.message, wall_ms()
+        raise AssertionError("bus closed")
+
+
+@asynccontextmanager
+async def coordinator(broker: RunningBroker) -> AsyncIterator[FakeCoordinator]:
+    login = broker.login(COORD.public_hex)
+    async with Bus(broker.url, COORD.public_hex, **login) as bus:
+        await bus.subscribe(*topics.coordinator_subscriptions(MARKET))
+        yield FakeCoordinator(bus)
+
+
+def prover_config(broker: RunningBroker, fault: str = "none") -> ProverConfig:
+    return ProverConfig(
+        broker=broker.url_for(PROVER.public_hex),
+        coordinator=COORD.public_hex,
+        market=MARKET,
+        capacity=2,
+        cost=3,
+        workers=2,
+        fault=fault,
+    )
+
+
+TASKS = [AssignedTask(f"t{i}", bytes([i]) * 8) for i in range(3)]
+
+
+def assignment(round: int, deadline: int = 10**15) -> Assignment:
+    return Assignment(
+        market=MARKET,
+        round=round,
+        prove_deadline=deadline,
+        difficulty=PARAMS.difficulty,
+        setup=PARAMS.setup,
+        payment=6,
+        tasks=TASKS,
+    )
+
+
+async def wait_subscribed(fake: FakeCoordinator, round: int) -> tuple[str, Message]:
+    """Announce until the participant answers (it may not have subscribed yet)."""
+    async with asyncio.timeout(WAIT):
+        while True:
+            await fake.announce(round)
+            try:
+                async with asyncio.timeout(1.0):
+                    sender, first, _ = await fake.receive()
+                    return sender, first
+            except TimeoutError:
+                continue
+
+
+async def test_prover_bids_proves_and_submits_valid_proofs(broker: RunningBroker) -> None:
+    """Over a real broker: capacity and cost bids on announcement, valid proofs on assignment."""
+    stop = asyncio.Event()
+    async with coordinator(broker) as fake:
+        node = asyncio.create_task(run_prover(PROVER, prover_config(broker), stop=stop))
+        _, first = await wait_subscribed(fake, 0)
+        _, second, _ = await fake.receive()
+        assert [
+            CapacityDeclaration(market=MARKET, epoch=0, capacity=2),
+            ProverCostBid(market=MARKET, round=0, cost=3),
+        ] == [first, second]
+        await fake.send(PROVER.public_hex, assignment(0))
+        await fake.send(PROVER.public_hex, assignment(0))  # redelivery proves nothing twice
+        sender, submission, _ = await fake.receive()
+        assert PROVER.public_hex == sender
+        assert isinstance(submission, ProofSubmission)
+        checks = workload.verify_batch(
+            [t.task_input for t in TASKS],
+            [p.proof for p in submission.proofs],
+            difficulty=PARAMS.difficulty,
+        )
+        assert [True, True, True] == checks
+        await fake.send(
+            PROVER.public_hex, SettlementNotice(market=MARKET, round=0, outcome="paid", amount=6)
+        )
+        await fake.announce(1)
+        _, bid, _ = await fake.receive()  # its answer shows the notice was handled first
+        assert ProverCostBid(market=MARKET, round=1, cost=3) == bid
+        stop.set()
+        async with asyncio.timeout(WAIT):
+            core = await node
+    stats = core.stats.as_dict()
+    assert (2, 1, 3, 1, 6) == (
+        stats["rounds_bid"],
+        stats["batches_assigned"],
+        stats["proofs_sent"],
+        stats["payments"],
+        stats["paid_total"],
+    )
+
+
+async def test_late_prover_submits_after_the_deadline(embedded_broker: RunningBroker) -> None:
+    """A late-fault prover holds its proofs until the prove deadline has passed."""
+    stop = asyncio.Event()
+    async with coordinator(embedded_broker) as fake:
+        task = run_prover(PROVER, prover_config(embedded_broker, "late"), stop=stop)
+        node = asyncio.create_task(task)
+        await wait_subscribed(fake, 0)
+        await fake.receive()
+        deadline = wall_ms() + 1500
+        await fake.send(PROVER.public_hex, assignment(0, deadline=deadline))
+        _, submission, arrived = await fake.receive()
+        assert isinstance(submission, ProofSubmission)
+        assert arrived > deadline
+        stop.set()
+        async with asyncio.timeout(WAIT):
+            await node
+
+
+async def run_fleet(broker: RunningBroker, connections: Connections) -> None:
+    """A fleet of 3 users bids 2 tasks each, then verifies the proofs it is charged for."""
+    identities = fleet_identities(USER, 3)
+    config = UserConfig(
+        broker=broker.url_for(USER.public_hex),
+        coordinator=COORD.public_hex,
+        market=MARKET,
+        tasks=2,
+        fee_range=(5, 50),
+        identities=3,
+        rounds=1,
+        seed=7,
+        connections=connections,
+    )
+    async with coordinator(broker) as fake:
+        client = asyncio.create_task(run_user(USER, config))
+        received = [await wait_subscribed(fake, 0)]
+        while len(received) < 6:
+            sender, msg, _ = await fake.receive()
+            received.append((sender, msg))
+        bids = [(s, m) for s, m in received if isinstance(m, TaskBidMessage)]
+        assert 6 == len(bids)
+        assert {i.public_hex for i in identities} == {s for s, _ in bids}
+        for sender, bid in bids:
+            await fake.send(sender, BidReceipt(market=MARKET, round=0, ref=b"\x00" * 16))
+            proof = workload.prove(bid.task_input, difficulty=PARAMS.difficulty)
+            notice = SettlementNotice(
+                market=MARKET,
+                round=0,
+                outcome="charged",
+                amount=bid.fee,
+                task_id=bid.task_id,
+                proof=proof,
+            )
+            await fake.send(sender, notice)
+        async with asyncio.timeout(WAIT):
+            fleet = await client
+    summary = fleet.summary()
+    assert (6, 6, 6, 6, 0) == (
+        summary.tasks_bid,
+        summary.bids_accepted,
+        summary.charged,
+        summary.proofs_verified,
+        summary.proofs_invalid,
+    )
+    assert sum(b.fee for _, b in bids) == summary.charged_total
+
+
+async def test_user_fleet_on_one_connection(broker: RunningBroker) -> None:
+    """A fleet sharing one login bids for every identity and verifies every proof."""
+    await run_fleet(broker, "shared")
+
+
+async def test_user_fleet_one_connection_per_identity(embedded_broker: RunningBroker) -> None:
+    """A fleet logging in once per identity bids and verifies the same way."""
+    await run_fleet(embedded_broker, "per-identity")
+
+
+async def test_prover_command_stops_cleanly_on_sigterm(
+    embedded_broker: RunningBroker, tmp_path: Path
+) -> None:
+    """`proofmarket prover` bids, then exits 0 on SIGTERM with its stats as JSON."""
+    key = tmp_path / "prover.key"
+    PROVER.save(key)
+    async with coordinator(embedded_broker) as fake:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "proofmarket",
+            "prover",
+            "--broker",
+            embedded_broker.url_for(PROVER.public_hex),
+            "--key",
+            str(key),
+            "--coordinator",
+            COORD.public_hex,
+            "--market",
+            MARKET,
+            "--capacity",
+            "2",
+            "--cost",
+            "4",
+            "--json",
+            "--log-format",
+            "json",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        try:
+            await wait_subscribed(fake, 0)
+            _, bid, _ = await fake.receive()
+            assert ProverCostBid(market=MARKET, round=0, cost=4) == bid
+            process.send_signal(signal.SIGTERM)
+            async with asyncio.timeout(WAIT):
+                out, err = await process.communicate()
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+    assert 0 == process.returncode, err.decode()
+    stats = json.loads(out.decode().strip().splitlines()[-1])
+    assert (PROVER.public_hex, 1) == (stats["prover"], stats["rounds_bid"])
+    events = [json.loads(line)["event"] for line in err.decode().splitlines() if line]
+    assert "prover.stopped" in events

@@ -1,0 +1,207 @@
+"""The user client on the wire: one process acting for one user or a fleet of M.
+
+Deliveries are opened into events and fed, one at a time, to a `UserFleet`; the task bids
+it answers with are sealed to the coordinator and published concurrently (bounded), since
+a fleet of a thousand users bids thousands of tasks at each announcement.
+
+A fleet shares one broker connection by default. Against a broker whose ACL pins each
+login to its own topics (Mosquitto with deploy/acl), use one connection per identity.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import structlog
+
+from protocol import topics
+from protocol.bus import Bus
+from protocol.events import MessageReceived, Publish
+from protocol.identity import Identity
+from prover_node.service import install_stop_signals, wall_ms
+from prover_node.wire import Wire
+from user_client.core import UserFleet
+from user_client.identities import fleet_identities
+
+Clock = Callable[[], int]
+Connections = Literal["shared", "per-identity"]
+
+
+@dataclass(frozen=True, slots=True)
+class UserConfig:
+    """Everything a user client needs besides its root key."""
+
+    broker: str
+    coordinator: str
+    market: str
+    tasks: int
+    fee_range: tuple[int, int]
+    identities: int = 1
+    rounds: int | None = None  # stop after bidding in this many rounds and settling them
+    carry_over: bool = False
+    seed: int | None = None  # fees and task inputs; None draws one from the OS
+    connections: Connections = "shared"
+    grace_ms: int = 10_000  # how long past the last prove deadline to wait for settlements
+    concurrency: int = 256  # publishes in flight at once
+    ca_file: str | None = None
+    password: str | None = None
+
+
+class UserService:
+    """Drives a `UserFleet` from one or more connected buses."""
+
+    def __init__(
+        self,
+        fleet: UserFleet,
+        wire: Wire,
+        buses: dict[str, Bus],
+        *,
+        grace_ms: int,
+        concurrency: int,
+        clock: Clock = wall_ms,
+    ) -> None:
+        self.fleet = fleet
+        self.wire = wire
+        self.clock = clock
+        self._buses = buses  # identity key -> the bus it publishes on
+        self._grace_ms = grace_ms
+        self._slots = asyncio.Semaphore(concurrency)
+        self._events: asyncio.Queue[tuple[str | None, MessageReceived]] = asyncio.Queue()
+        self._finished = asyncio.Event()
+        self._give_up: asyncio.TimerHandle | None = None
+        self.log = structlog.get_logger("user").bind(
+            user=wire.first.public_hex[:12], identities=len(fleet.users), market=wire.market
+        )
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Serve until `stop` is set, the fleet finished its rounds, or a bus closed."""
+        readers = [
+            asyncio.create_task(self._read(bus), name="user:read")
+            for bus in dict.fromkeys(self._buses.values())
+        ]
+        waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(self._finished.wait())]
+        self.log.info(
+            "user.started", tasks=self.fleet.users[self.wire.first.public_hex].tasks_per_round
+        )
+        try:
+            while True:
+                getter = asyncio.create_task(self._events.get())
+                done, _ = await asyncio.wait(
+                    {getter, *waiters, *readers}, return_when=asyncio.FIRST_COMPLETED
+                )
+                if getter not in done:
+                    getter.cancel()
+                    break
+                recipient, event = getter.result()
+                await self._publish_all(self.fleet.handle(event, recipient))
+                self._check_finished()
+        finally:
+            if self._give_up is not None:
+                self._give_up.cancel()
+            for task in (*readers, *waiters):
+                task.cancel()
+            await asyncio.gather(*readers, *waiters, return_exceptions=True)
+            self.log.info("user.stopped", **self.fleet.summary().as_dict())
+        for reader in readers:
+            error = None if reader.cancelled() else reader.exception()
+            if error is not None:
+                raise error
+
+    async def _read(self, bus: Bus) -> None:
+        async for delivery in bus.messages():
+            opened = self.wire.open(delivery.topic, delivery.payload, now=self.clock())
+            if opened is not None:
+                self._events.put_nowait(opened)
+
+    async def _publish_all(self, effects: list[tuple[str, Publish]]) -> None:
+        if effects:
+            await asyncio.gather(*(self._publish(sender, e) for sender, e in effects))
+
+    async def _publish(self, sender: str, effect: Publish) -> None:
+        topic, payload = self.wire.seal(effect.message, effect.to, sender=sender)
+        async with self._slots:
+            await self._buses[sender].publish(topic, payload)
+
+    def _check_finished(self) -> None:
+        if self.fleet.finished:
+            self.log.info("user.finished")
+            self._finished.set()
+            return
+        deadline = self.fleet.last_prove_deadline
+        if self.fleet.bidding_done and self._give_up is None and deadline is not None:
+            # Settlements can be lost with a coordinator that died; do not wait forever.
+            delay = max(0, deadline + self._grace_ms - self.clock()) / 1000
+            self._give_up = asyncio.get_running_loop().call_later(delay, self._stop_waiting)
+
+    def _stop_waiting(self) -> None:
+        open_tasks = sum(u.open_tasks for u in self.fleet.users.values())
+        self.log.warning("user.unsettled_at_exit", open_tasks=open_tasks)
+        self._finished.set()
+
+
+async def run_user(
+    identity: Identity,
+    config: UserConfig,
+    *,
+    stop: asyncio.Event | None = None,
+    clock: Clock = wall_ms,
+) -> UserFleet:
+    """Run a user (or a fleet of `config.identities` users) until done or stopped."""
+    if config.concurrency < 1 or config.grace_ms < 0:
+        raise ValueError("concurrency must be >= 1 and grace_ms >= 0")
+    identities = fleet_identities(identity, config.identities)
+    seed = config.seed if config.seed is not None else int.from_bytes(os.urandom(8), "big")
+    fleet = UserFleet(
+        [i.public_hex for i in identities],
+        config.coordinator,
+        config.market,
+        random.Random(seed),
+        config.tasks,
+        config.fee_range,
+        config.carry_over,
+        rounds=config.rounds,
+    )
+    wire = Wire(identities, coordinator=config.coordinator, market=config.market)
+    stop = stop or asyncio.Event()
+    install_stop_signals(stop)
+    groups = [identities] if config.connections == "shared" else [[i] for i in identities]
+    async with contextlib.AsyncExitStack() as stack:
+        buses: dict[str, Bus] = {}
+        for n, group in enumerate(groups):
+            login = group[0].public_hex
+            bus = await stack.enter_async_context(
+                Bus(
+                    config.broker,
+                    client_id=login,
+                    username=login,
+                    password=config.password,
+                    ca_file=config.ca_file,
+                )
+            )
+            subs = [t for i in group for t in _subscriptions(wire, i, public=n == 0)]
+            await bus.subscribe(*dict.fromkeys(subs))
+            buses.update((i.public_hex, bus) for i in group)
+        service = UserService(
+            fleet,
+            wire,
+            buses,
+            grace_ms=config.grace_ms,
+            concurrency=config.concurrency,
+            clock=clock,
+        )
+        await service.run(stop)
+    return fleet
+
+
+def _subscriptions(wire: Wire, identity: Identity, *, public: bool) -> list[str]:
+    subs = [topics.outbox(wire.market, identity.public_hex)]
+    return [*subs, topics.public(wire.market)] if public else subs
+
+
+__all__ = ["UserConfig", "UserService", "run_user"]
