@@ -38,6 +38,7 @@ from protocol.errors import (
     BadEncoding,
     BadPublicKey,
     BadSignature,
+    ProtocolError,
     TooLarge,
     UnknownKind,
     UnknownVersion,
@@ -47,7 +48,7 @@ from protocol.errors import (
     WrongRecipient,
 )
 from protocol.identity import Identity, PublicKey
-from protocol.messages import KINDS, Message, RoundAnnouncement
+from protocol.messages import KINDS, Message, Reject, RoundAnnouncement
 
 ENVELOPE_VERSION: Final = 1
 DOMAIN: Final = b"proofmarket/envelope\x00"
@@ -69,6 +70,7 @@ _FIXED_SEALED: Final = _FIXED_PUBLIC + KEY_SIZE
 _MAX_SEQ: Final = 2**64 - 1
 
 _KIND_NAMES: Final = {kind.encode("ascii"): kind for kind in KINDS}
+_TAGS: Final = {cls: kind for kind, cls in KINDS.items()}
 _ENCODER: Final = msgspec.msgpack.Encoder()
 _DECODER: Final = msgspec.msgpack.Decoder(Message)
 
@@ -99,6 +101,21 @@ def kind_of(message: Message) -> str:
     """The wire kind (tag) of a message."""
     tag: str = type(message).__struct_config__.tag  # type: ignore[assignment]
     return tag
+
+
+def rejection(error: ProtocolError, data: bytes, market: str, round: int | None = None) -> Reject:
+    """The Reject to send back for an envelope that failed to open (or a rule it broke).
+
+    Send it sealed to the party named by the topic the envelope came on: the broker ACL
+    vouches for that name even when the envelope itself could not be authenticated.
+    """
+    return Reject(
+        market=market,
+        code=error.code,
+        reason=error.reason[:512],
+        ref=envelope_ref(data),
+        round=round,
+    )
 
 
 def seal(
@@ -255,8 +272,8 @@ def open_envelope(
         raise BadEncoding(f"body does not fit its schema: {exc}") from exc
     except msgspec.DecodeError as exc:
         raise BadEncoding(f"body is not valid MessagePack: {exc}") from exc
-    if kind_of(message) != kind:
-        raise WrongKind(f"body is a {kind_of(message)}, envelope says {kind}")
+    if _TAGS[type(message)] != kind:
+        raise WrongKind(f"body is a {_TAGS[type(message)]}, envelope says {kind}")
     if message.market != market_name or (
         type(message) is RoundAnnouncement and message.params.market != market_name
     ):

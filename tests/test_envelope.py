@@ -484,3 +484,19 @@ def test_announced_params_must_name_the_market() -> None:
     data = seal(COORDINATOR, foreign)
     with pytest.raises(WrongMarket):
         open_envelope(None, data, market=MARKET)
+
+
+def test_rejection_names_code_and_ref_and_seals() -> None:
+    """A failed open turns into a sealable Reject carrying the code and the envelope ref."""
+    from protocol.envelope import rejection
+
+    data, _ = _envelope(SAMPLES[3])
+    tampered = data[:-1] + bytes((data[-1] ^ 1,))
+    with pytest.raises(ProtocolError) as caught:
+        open_envelope(COORDINATOR, tampered, market=MARKET)
+    reject = rejection(caught.value, tampered, MARKET, round=7)
+    assert ("bad_ciphertext", envelope_ref(tampered), 7) == (reject.code, reject.ref, reject.round)
+    long = rejection(BadEncoding("x" * 2000), tampered, MARKET)
+    opened = open_envelope(USER, seal(COORDINATOR, long, to=USER.public_key), market=MARKET)
+    assert isinstance(opened.message, m.Reject)
+    assert 512 == len(opened.message.reason)
