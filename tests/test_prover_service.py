@@ -88,7 +88,9 @@ class FakeCoordinator:
 @asynccontextmanager
 async def coordinator(broker: RunningBroker) -> AsyncIterator[FakeCoordinator]:
     login = broker.login(COORD.public_hex)
-    async with Bus(broker.url, COORD.public_hex, **login) as bus:
+    async with Bus(
+        broker.url, COORD.public_hex, username=login["username"], password=login["password"]
+    ) as bus:
         await bus.subscribe(*topics.coordinator_subscriptions(MARKET))
         yield FakeCoordinator(bus)
 
