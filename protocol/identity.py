@@ -120,7 +120,14 @@ class Identity:
             os.unlink(temporary)
             raise
         os.close(fd)
-        os.replace(temporary, path)
+        try:
+            if overwrite:
+                os.replace(temporary, path)
+            else:
+                os.link(temporary, path)  # fails if a key appeared meanwhile: never clobber
+        finally:
+            if temporary.exists():
+                os.unlink(temporary)
 
     def sign(self, data: bytes) -> bytes:
         """The 64-byte Ed25519 signature of `data`."""
