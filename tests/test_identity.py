@@ -147,3 +147,12 @@ def test_keygen_console_script(tmp_path: Path) -> None:
         check=True,
     ).stdout.strip()
     assert Identity.load(tmp_path / "k").public_hex == out
+
+
+def test_save_leaves_no_temporary_files(tmp_path: Path) -> None:
+    """Saving, overwriting and a refused save leave only the key file behind."""
+    Identity.generate().save(tmp_path / "key")
+    Identity.generate().save(tmp_path / "key", overwrite=True)
+    with pytest.raises(FileExistsError):
+        Identity.generate().save(tmp_path / "key")
+    assert ["key"] == sorted(p.name for p in tmp_path.iterdir())
