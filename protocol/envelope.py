@@ -47,6 +47,7 @@ from protocol.errors import (
     WrongMode,
     WrongRecipient,
 )
+from protocol.events import MessageReceived
 from protocol.identity import Identity, PublicKey
 from protocol.messages import KINDS, Message, Reject, RoundAnnouncement
 
@@ -86,6 +87,10 @@ class Opened:
     seq: int
     market: str
     sealed: bool
+
+    def received(self, now: int) -> MessageReceived:
+        """The event a pure core is fed for this envelope, opened at `now` (ms)."""
+        return MessageReceived(sender=self.sender, message=self.message, ref=self.ref, now=now)
 
 
 def envelope_ref(data: bytes) -> bytes:

@@ -500,3 +500,13 @@ def test_rejection_names_code_and_ref_and_seals() -> None:
     opened = open_envelope(USER, seal(COORDINATOR, long, to=USER.public_key), market=MARKET)
     assert isinstance(opened.message, m.Reject)
     assert 512 == len(opened.message.reason)
+
+
+def test_opened_becomes_the_core_event() -> None:
+    """Opened.received(now) carries sender, message and ref into a MessageReceived."""
+    from protocol.events import MessageReceived
+
+    data, recipient = _envelope(SAMPLES[3])
+    opened = open_envelope(recipient, data, market=MARKET)
+    expected = MessageReceived(sender=USER.public_hex, message=SAMPLES[3], ref=opened.ref, now=5)
+    assert expected == opened.received(5)
