@@ -13,21 +13,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import multiprocessing
 import signal
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from typing import Any
 
 import structlog
 
 from protocol.bus import Bus
 from protocol.events import Publish, Tick, WakeAt
 from protocol.identity import Identity
+from protocol.messages import TaskProof
 from prover_node.core import ProverCore, ProverEffect, ProverEvent, ProvingDone, StartProving
-from prover_node.proving import prove_assignment
+from prover_node.proving import prove_tasks, split_batch, warm_up
 from prover_node.wire import Wire
 
 Clock = Callable[[], int]
@@ -63,9 +64,11 @@ class ProverService:
         wire: Wire,
         pool: ProcessPoolExecutor,
         *,
+        workers: int = 1,
         clock: Clock = wall_ms,
     ) -> None:
         self.core = core
+        self.workers = workers
         self.bus = bus
         self.wire = wire
         self.pool = pool
@@ -73,11 +76,16 @@ class ProverService:
         self.log = structlog.get_logger("prover").bind(prover=core.key[:12], market=core.market)
         self._events: asyncio.Queue[ProverEvent] = asyncio.Queue()
         self._timers: set[asyncio.TimerHandle] = set()
-        self._proving: set[asyncio.Future[Any]] = set()
+        self._proving: set[asyncio.Future[list[list[TaskProof]]]] = set()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until `stop` is set or the bus closes."""
         await self.bus.subscribe(*self.wire.subscriptions())
+        loop = asyncio.get_running_loop()
+        # start every worker now: a first batch must not pay for process start-up
+        await asyncio.gather(
+            *(loop.run_in_executor(self.pool, warm_up) for _ in range(self.workers))
+        )
         self.log.info(
             "prover.started",
             capacity=self.core.capacity,
@@ -144,11 +152,23 @@ class ProverService:
     def _start_proving(self, start: StartProving) -> None:
         loop = asyncio.get_running_loop()
         started = self.clock()
-        self.log.info("prover.proving", round=start.round, tasks=len(start.tasks))
-        future = loop.run_in_executor(self.pool, prove_assignment, start)
-        self._proving.add(future)
+        chunks = split_batch(start.tasks, self.workers)
+        self.log.info(
+            "prover.proving", round=start.round, tasks=len(start.tasks), chunks=len(chunks)
+        )
+        futures = [
+            loop.run_in_executor(
+                self.pool,
+                functools.partial(
+                    prove_tasks, chunk, difficulty=start.difficulty, setup=start.setup
+                ),
+            )
+            for chunk in chunks
+        ]
+        batch = asyncio.gather(*futures)
+        self._proving.add(batch)
 
-        def done(fut: asyncio.Future[Any]) -> None:
+        def done(fut: asyncio.Future[list[list[TaskProof]]]) -> None:
             self._proving.discard(fut)
             if fut.cancelled():
                 return
@@ -158,9 +178,10 @@ class ProverService:
                 return
             now = self.clock()
             self.log.info("prover.proved", round=start.round, ms=now - started)
-            self._events.put_nowait(ProvingDone(start.round, fut.result(), now))
+            proofs = [proof for chunk in fut.result() for proof in chunk]
+            self._events.put_nowait(ProvingDone(start.round, proofs, now))
 
-        future.add_done_callback(done)
+        batch.add_done_callback(done)
 
 
 def _stop_pool(pool: ProcessPoolExecutor) -> None:
@@ -213,7 +234,8 @@ async def run_prover(
             ca_file=config.ca_file,
             will=wire.will(),
         ) as bus:
-            await ProverService(core, bus, wire, pool, clock=clock).run(stop)
+            service = ProverService(core, bus, wire, pool, workers=config.workers, clock=clock)
+            await service.run(stop)
     finally:
         _stop_pool(pool)
     return core

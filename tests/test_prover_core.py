@@ -22,7 +22,7 @@ from protocol.messages import (
     TaskProof,
 )
 from prover_node.core import ProverCore, ProvingDone, StartProving, corrupt_proof
-from prover_node.proving import prove_assignment
+from prover_node.proving import prove_assignment, prove_tasks, split_batch
 
 PROVER = "a" * 64
 COORD = "c" * 64
@@ -315,3 +315,25 @@ def test_corrupt_prover_submits_proofs_that_fail() -> None:
         [t.task_input for t in TASKS], [p.proof for p in submission.proofs], difficulty=8
     )
     assert [False, False] == checks
+
+
+def test_split_batch_keeps_order_and_balances_chunks() -> None:
+    """A batch splits into near-equal contiguous chunks that rejoin in the same order."""
+    tasks = [AssignedTask(f"t{i}", bytes([i])) for i in range(7)]
+    chunks = split_batch(tasks, 3)
+    assert [3, 2, 2] == [len(c) for c in chunks]
+    assert tasks == [t for c in chunks for t in c]
+
+
+def test_split_batch_never_makes_empty_chunks() -> None:
+    """More workers than tasks gives one chunk per task; an empty batch gives one chunk."""
+    assert [[TASKS[0]], [TASKS[1]]] == split_batch(TASKS, 8)
+    assert [[]] == split_batch([], 4)
+
+
+def test_chunked_proofs_equal_whole_batch_proofs() -> None:
+    """Proving a batch in chunks yields exactly the proofs of proving it whole."""
+    tasks = [AssignedTask(f"t{i}", bytes([i]) * 4) for i in range(5)]
+    whole = prove_tasks(tasks, difficulty=6, setup=3)
+    chunked = [p for c in split_batch(tasks, 2) for p in prove_tasks(c, difficulty=6, setup=3)]
+    assert whole == chunked
