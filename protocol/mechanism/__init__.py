@@ -19,7 +19,7 @@ from protocol.mechanism.base import BidError, Mechanism, Outcome, ProverBid, Tas
 from protocol.mechanism.bids import check_bids, parse_bids
 from protocol.mechanism.clearing import ArrayMechanism, outcome_from_arrays
 from protocol.mechanism.reference import clear_optimum_reference, clear_prooph_reference
-from protocol.mechanism.ties import tie_key
+from protocol.mechanism.ties import tie_key, tie_keyer
 
 
 @dataclass(frozen=True)
@@ -71,4 +71,5 @@ __all__ = [
     "outcome_from_arrays",
     "parse_bids",
     "tie_key",
+    "tie_keyer",
 ]

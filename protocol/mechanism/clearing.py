@@ -15,7 +15,7 @@ import numpy as np
 from protocol.mechanism.arrays import ArrayClearing, Int64Array
 from protocol.mechanism.base import Outcome, ProverBid, TaskBid
 from protocol.mechanism.bids import check_bids
-from protocol.mechanism.ties import tie_key
+from protocol.mechanism.ties import tie_keyer
 
 ArrayRule = Callable[[Int64Array, Int64Array, Int64Array], ArrayClearing]
 
@@ -57,8 +57,9 @@ class ArrayMechanism:
         self, tasks: Sequence[TaskBid], provers: Sequence[ProverBid], *, seed: bytes = b""
     ) -> Outcome:
         check_bids(tasks, provers)
-        ts = sorted(tasks, key=lambda t: tie_key(seed, t.id))
-        ps = sorted(provers, key=lambda p: tie_key(seed, p.id))
+        key = tie_keyer(seed)
+        ts = sorted(tasks, key=lambda t: key(t.id))
+        ps = sorted(provers, key=lambda p: key(p.id))
         fees = np.fromiter((t.fee for t in ts), dtype=np.int64, count=len(ts))
         caps = np.fromiter((p.capacity for p in ps), dtype=np.int64, count=len(ps))
         costs = np.fromiter((p.cost for p in ps), dtype=np.int64, count=len(ps))

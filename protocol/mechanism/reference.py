@@ -7,15 +7,16 @@ from collections.abc import Sequence
 
 from protocol.mechanism.base import Outcome, ProverBid, TaskBid
 from protocol.mechanism.bids import check_bids
-from protocol.mechanism.ties import tie_key
+from protocol.mechanism.ties import tie_keyer
 
 
 def _ranked(
     tasks: Sequence[TaskBid], provers: Sequence[ProverBid], seed: bytes
 ) -> tuple[list[TaskBid], list[ProverBid]]:
     """Fees high to low, costs low to high; equal bids by tie key (protocol.mechanism.ties)."""
-    fees = sorted(tasks, key=lambda t: (-t.fee, tie_key(seed, t.id)))
-    bids = sorted(provers, key=lambda p: (p.cost, tie_key(seed, p.id)))
+    key = tie_keyer(seed)
+    fees = sorted(tasks, key=lambda t: (-t.fee, key(t.id)))
+    bids = sorted(provers, key=lambda p: (p.cost, key(p.id)))
     return fees, bids
 
 
@@ -27,7 +28,8 @@ def _batches(
     Every allocated task pays the same price, so which prover proves which task is
     economically neutral; tie-key order lets the fast path batch without sorting by fee.
     """
-    queue = sorted(chosen, key=lambda t: tie_key(seed, t.id))
+    key = tie_keyer(seed)
+    queue = sorted(chosen, key=lambda t: key(t.id))
     out: dict[str, tuple[str, ...]] = {}
     start = 0
     for bid, size in sizes:
