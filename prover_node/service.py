@@ -24,9 +24,9 @@ from dataclasses import dataclass
 import structlog
 
 from protocol.bus import Bus
-from protocol.events import Publish, Tick, WakeAt
+from protocol.events import MessageReceived, Publish, Tick, WakeAt
 from protocol.identity import Identity
-from protocol.messages import TaskProof
+from protocol.messages import Assignment, Message, Reject, SettlementNotice, TaskProof
 from prover_node.core import ProverCore, ProverEffect, ProverEvent, ProvingDone, StartProving
 from prover_node.proving import prove_tasks, split_batch, warm_up
 from prover_node.wire import Wire
@@ -103,7 +103,10 @@ class ProverService:
                 if getter not in done:
                     getter.cancel()
                     break
-                for effect in self.core.handle(getter.result()):
+                event = getter.result()
+                if isinstance(event, MessageReceived):
+                    self._note(event.message)
+                for effect in self.core.handle(event):
                     await self._carry_out(effect)
         finally:
             for task in (reader, stopper):
@@ -116,6 +119,17 @@ class ProverService:
         error = None if reader.cancelled() else reader.exception()
         if error is not None:
             raise error  # the bus failed for good (e.g. the broker refused our login)
+
+    def _note(self, message: Message) -> None:
+        """Log what an operator watches for: money moving and inputs refused."""
+        if isinstance(message, SettlementNotice):
+            self.log.info(f"prover.{message.outcome}", round=message.round, amount=message.amount)
+        elif isinstance(message, Reject):
+            self.log.warning(
+                "prover.rejected", code=message.code, reason=message.reason, round=message.round
+            )
+        elif isinstance(message, Assignment):
+            self.log.info("prover.assigned", round=message.round, tasks=len(message.tasks))
 
     async def _read(self) -> None:
         async for delivery in self.bus.messages():

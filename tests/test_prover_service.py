@@ -299,3 +299,68 @@ async def test_prover_command_stops_cleanly_on_sigterm(
     assert (PROVER.public_hex, 1) == (stats["prover"], stats["rounds_bid"])
     events = [json.loads(line)["event"] for line in err.decode().splitlines() if line]
     assert "prover.stopped" in events
+
+
+async def test_user_command_runs_its_rounds_and_exits_with_a_summary(
+    embedded_broker: RunningBroker, tmp_path: Path
+) -> None:
+    """`proofmarket user --rounds 1` bids, takes its settlements, exits 0 with a JSON summary."""
+    key = tmp_path / "user.key"
+    USER.save(key)
+    async with coordinator(embedded_broker) as fake:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "proofmarket",
+            "user",
+            "--broker",
+            embedded_broker.url_for(USER.public_hex),
+            "--key",
+            str(key),
+            "--coordinator",
+            COORD.public_hex,
+            "--market",
+            MARKET,
+            "--tasks",
+            "2",
+            "--fee-range",
+            "10:20",
+            "--identities",
+            "2",
+            "--rounds",
+            "1",
+            "--json",
+            "--log-format",
+            "json",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            bids = [await wait_subscribed(fake, 0)]
+            while len(bids) < 4:
+                sender, msg, _ = await fake.receive()
+                bids.append((sender, msg))
+            for sender, bid in bids:
+                assert isinstance(bid, TaskBidMessage)
+                notice = SettlementNotice(
+                    market=MARKET,
+                    round=0,
+                    outcome="released",
+                    amount=bid.fee,
+                    task_id=bid.task_id,
+                )
+                await fake.send(sender, notice)
+            async with asyncio.timeout(WAIT):
+                out, err = await process.communicate()
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+    assert 0 == process.returncode, err.decode()
+    summary = json.loads(out.decode().strip().splitlines()[-1])
+    released = sum(b.fee for _, b in bids if isinstance(b, TaskBidMessage))
+    assert (4, 4, released) == (
+        summary["tasks_bid"],
+        summary["released"],
+        summary["released_total"],
+    )

@@ -24,6 +24,7 @@ from protocol import topics
 from protocol.bus import Bus
 from protocol.events import MessageReceived, Publish
 from protocol.identity import Identity
+from protocol.messages import Reject, RoundAnnouncement
 from prover_node.service import install_stop_signals, wall_ms
 from prover_node.wire import Wire
 from user_client.core import UserFleet
@@ -99,7 +100,17 @@ class UserService:
                     getter.cancel()
                     break
                 recipient, event = getter.result()
-                await self._publish_all(self.fleet.handle(event, recipient))
+                if isinstance(event.message, Reject):
+                    self.log.warning(
+                        "user.rejected",
+                        user=recipient,
+                        code=event.message.code,
+                        reason=event.message.reason,
+                    )
+                effects = self.fleet.handle(event, recipient)
+                await self._publish_all(effects)
+                if effects and isinstance(event.message, RoundAnnouncement):
+                    self.log.info("user.bid", round=event.message.round, tasks=len(effects))
                 self._check_finished()
         finally:
             if self._give_up is not None:
