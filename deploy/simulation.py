@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final, TypeAlias
 
-from coordinator.core import Coordinator, Genesis, check_invariants
+from coordinator.core import Coordinator, CoordinatorEvent, Genesis, check_invariants
 from protocol.events import MessageReceived, Publish, Record, Tick, WakeAt
 from protocol.messages import ClearingResult, MarketParams, Message, SettlementNotice, TaskProof
 from protocol.workload import prove_batch
@@ -73,6 +73,7 @@ class SimResult:
     coordinator: Coordinator
     outputs: list[Message] = field(default_factory=list)
     records: int = 0
+    inputs: list[CoordinatorEvent] = field(default_factory=list)
     report: dict[str, object] = field(default_factory=dict)
 
 
@@ -149,8 +150,12 @@ def market_report(coordinator: Coordinator, outputs: Iterable[Message]) -> dict[
 _Party: TypeAlias = ProverCore | UserCore
 
 
-def run_simulation(config: SimConfig) -> SimResult:
-    """Run `config.rounds` rounds to full settlement and report on them."""
+def run_simulation(config: SimConfig, *, keep_inputs: bool = False) -> SimResult:
+    """Run `config.rounds` rounds to full settlement and report on them.
+
+    With `keep_inputs`, `SimResult.inputs` holds every event fed to the coordinator, in
+    order, accepted or not: a script that replays the same market without the harness.
+    """
     if config.rounds < 1 or config.provers < 0 or config.users < 0:
         raise ValueError("a simulation needs rounds >= 1 and non-negative party counts")
     if not 0 <= config.faulty_provers <= config.provers:
@@ -252,13 +257,18 @@ def run_simulation(config: SimConfig) -> SimResult:
             sender, message = inbox.popleft()
             seq += 1
             ref = seq.to_bytes(16, "big")
-            run_coordinator(list(coordinator.handle(MessageReceived(sender, message, ref, now))))
+            event = MessageReceived(sender, message, ref, now)
+            if keep_inputs:
+                result.inputs.append(event)
+            run_coordinator(list(coordinator.handle(event)))
 
     add_timer(start, "", None)
     while timers and not coordinator.finished:
         at, _, key, done = heapq.heappop(timers)
         now = max(now, at)
         if key == "":
+            if keep_inputs:
+                result.inputs.append(Tick(now))
             run_coordinator(list(coordinator.handle(Tick(now))))
         else:
             party = parties[key]

@@ -64,9 +64,11 @@ class Market:
         self.params = params(**param_changes)
         self.coordinator = coordinator or Coordinator(self.params, genesis(), COORD, START)
         self.recorded: list[CoordinatorEvent] = []
+        self.last_event: CoordinatorEvent | None = None
         self._seq = 0
 
     def feed(self, event: CoordinatorEvent) -> list[CoordinatorEffect]:
+        self.last_event = event
         effects = self.coordinator.handle(event)
         self.recorded.extend(e.event for e in effects if isinstance(e, Record))
         return effects
