@@ -19,6 +19,8 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
+import pwd
 import shutil
 import signal
 import socket
@@ -166,8 +168,14 @@ class EmbeddedBroker:
     async def stop(self, timeout: float = 10.0) -> None:
         broker, self._broker = self._broker, None
         if broker is not None:
-            async with asyncio.timeout(timeout):
-                await broker.shutdown()
+            # amqtt's shutdown can hang when awaited inside a task that owns client
+            # connections' waiters; in a task of its own it completes promptly
+            shutdown = asyncio.create_task(broker.shutdown())
+            done, _ = await asyncio.wait({shutdown}, timeout=timeout)
+            if not done:
+                shutdown.cancel()
+                raise BrokerStartError(f"embedded broker did not stop within {timeout}s")
+            shutdown.result()
 
     async def restart(self) -> None:
         """Stop and start again on the same port (sessions and queues are lost)."""
@@ -203,6 +211,7 @@ class MosquittoBroker:
     workdir: Path | None = None
     binary: str | None = None
     start_timeout: float = 10.0
+    log_file: Path | None = None
     _process: asyncio.subprocess.Process | None = field(default=None, init=False, repr=False)
     _tmp: tempfile.TemporaryDirectory[str] | None = field(default=None, init=False, repr=False)
 
@@ -225,14 +234,19 @@ class MosquittoBroker:
     def config_text(self, workdir: Path) -> str:
         """The mosquitto.conf this broker runs with."""
         lines = [
+            # started as root, mosquitto would switch to user "mosquitto" and then
+            # fail to write the persistence file in our directory
+            f"user {pwd.getpwuid(os.geteuid()).pw_name}",
             f"listener {self.port} {self.host}",
             "persistence true",
             f"persistence_location {workdir}/",
-            "log_dest none",
+            f"log_dest file {self.log_file}" if self.log_file else "log_dest none",
             "max_queued_messages 100000",
             "max_inflight_messages 0",
             "max_packet_size 1048576",
         ]
+        if self.log_file is not None:
+            lines.append("log_type all")
         if self.password_file is None:
             lines.append("allow_anonymous true")
         else:

@@ -125,7 +125,7 @@ def parse_broker_url(url: str) -> BrokerAddress:
 class BusStats:
     """Counters a service can log or export; they only ever grow."""
 
-    received: int = 0
+    received: int = 0  # every message that arrived, including those dropped
     published: int = 0
     dropped_full: int = 0
     dropped_oversized: int = 0
@@ -134,11 +134,15 @@ class BusStats:
     last_error: str | None = field(default=None)
 
 
-def _inbox_type(stats: BusStats, max_payload: int) -> type[asyncio.Queue[aiomqtt.Message]]:
+def _inbox_type(
+    stats: BusStats, max_payload: int, changed: asyncio.Event
+) -> type[asyncio.Queue[aiomqtt.Message]]:
     """A queue class for aiomqtt's inbox that counts, instead of logging, what it drops."""
 
     class _CountingQueue(asyncio.Queue[aiomqtt.Message]):
         def put_nowait(self, item: aiomqtt.Message) -> None:
+            stats.received += 1
+            changed.set()
             if not isinstance(item.payload, bytes) or len(item.payload) > max_payload:
                 stats.dropped_oversized += 1
                 return
@@ -211,6 +215,7 @@ class Bus:
         self._client: aiomqtt.Client | None = None
         self._inbox: asyncio.Queue[Delivery] = asyncio.Queue(maxsize=queue_size)
         self._connected = asyncio.Event()
+        self._stats_changed = asyncio.Event()
         self._fatal: BusError | None = None
         self._supervisor: asyncio.Task[None] | None = None
 
@@ -229,7 +234,7 @@ class Bus:
             timeout=self._op_timeout,
             tls_params=tls,
             will=aiomqtt.Will(self._will[0], self._will[1], qos=QOS) if self._will else None,
-            queue_type=_inbox_type(self.stats, self._max_payload),
+            queue_type=_inbox_type(self.stats, self._max_payload, self._stats_changed),
             max_queued_incoming_messages=self._queue_size,
         )
         # many QoS 1 publishes in flight is normal for a market; do not warn about it
@@ -286,6 +291,19 @@ class Bus:
             raise BusTimeoutError(msg) from None
         self._raise_if_dead()
 
+    async def wait_until(self, predicate: Callable[[BusStats], bool], timeout: float) -> None:
+        """Wait until ``predicate(self.stats)`` holds, e.g. ``lambda s: s.connects >= 2``.
+
+        BusTimeoutError past ``timeout``.
+        """
+        try:
+            async with asyncio.timeout(timeout):
+                while not predicate(self.stats):
+                    self._stats_changed.clear()
+                    await self._stats_changed.wait()
+        except TimeoutError:
+            raise BusTimeoutError(f"bus stats still {self.stats} after {timeout}s") from None
+
     def _raise_if_dead(self) -> None:
         if self._fatal is not None:
             raise self._fatal
@@ -304,10 +322,10 @@ class Bus:
                     for topic in list(self._topics):
                         await self._subscribe_one(client, topic)
                     self.stats.connects += 1
+                    self._stats_changed.set()
                     self._connected.set()
                     delay = self._backoff_initial
                     async for message in client.messages:
-                        self.stats.received += 1
                         # awaiting here is the backpressure: aiomqtt's bounded inbox
                         # fills behind us and then drops (counted) instead of growing
                         payload = message.payload
@@ -327,6 +345,7 @@ class Bus:
     def _note_disconnect(self, exc: BaseException) -> None:
         if self._connected.is_set():
             self.stats.disconnects += 1
+            self._stats_changed.set()
         self._connected.clear()
         self.stats.last_error = f"{type(exc).__name__}: {exc}"
 
