@@ -187,6 +187,7 @@ class Coordinator:
         rounds: int | None = None,
     ) -> None:
         self.params = params
+        self.genesis = genesis
         self.key = key
         self.start_ms = start_ms
         self.rounds_limit = rounds
