@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import signal
@@ -32,6 +33,7 @@ from protocol.messages import (
     TaskBidMessage,
 )
 from prover_node.service import ProverConfig, run_prover, wall_ms
+from prover_node.wire import WILL_PAYLOAD
 from user_client.identities import fleet_identities
 from user_client.service import Connections, UserConfig, run_user
 
@@ -364,3 +366,77 @@ async def test_user_command_runs_its_rounds_and_exits_with_a_summary(
         summary["released"],
         summary["released_total"],
     )
+
+
+async def test_prover_answers_announcements_while_proving(
+    embedded_broker: RunningBroker,
+) -> None:
+    """A long batch runs in the pool: the next round's bid goes out before its proofs."""
+    stop = asyncio.Event()
+    heavy = Assignment(
+        market=MARKET,
+        round=0,
+        prove_deadline=10**15,
+        difficulty=3000,
+        setup=0,
+        payment=1,
+        tasks=[AssignedTask(f"h{i}", bytes([i]) * 8) for i in range(10)],
+    )
+    config = dataclasses.replace(prover_config(embedded_broker), workers=1)
+    async with coordinator(embedded_broker) as fake:
+        node = asyncio.create_task(run_prover(PROVER, config, stop=stop))
+        await wait_subscribed(fake, 0)
+        await fake.receive()
+        await fake.send(PROVER.public_hex, heavy)
+        await fake.announce(1)
+        _, first, _ = await fake.receive()
+        _, second, _ = await fake.receive()
+        stop.set()
+        async with asyncio.timeout(WAIT):
+            await node
+    assert ProverCostBid(market=MARKET, round=1, cost=3) == first
+    assert isinstance(second, ProofSubmission)
+    assert 10 == len(second.proofs)
+
+
+async def test_killed_prover_leaves_its_last_will(
+    embedded_broker: RunningBroker, tmp_path: Path
+) -> None:
+    """When a prover process dies without goodbye, the broker publishes its will."""
+    key = tmp_path / "prover.key"
+    PROVER.save(key)
+    async with coordinator(embedded_broker) as fake:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "proofmarket",
+            "prover",
+            "--broker",
+            embedded_broker.url_for(PROVER.public_hex),
+            "--key",
+            str(key),
+            "--coordinator",
+            COORD.public_hex,
+            "--market",
+            MARKET,
+            "--capacity",
+            "1",
+            "--cost",
+            "1",
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        try:
+            await wait_subscribed(fake, 0)
+            await fake.receive()
+            process.kill()
+            await process.wait()
+            async with asyncio.timeout(WAIT):
+                async for delivery in fake.bus.messages():
+                    if delivery.topic == topics.will(MARKET, PROVER.public_hex):
+                        break
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+    assert WILL_PAYLOAD == delivery.payload
