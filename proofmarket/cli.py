@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from proofmarket import __version__
-from proofmarket.commands import bench, clear, keygen, services, sim, testnet
+from proofmarket.commands import bench, clear, coordinator_cmd, keygen, services, sim, testnet
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -19,7 +19,7 @@ cli.add_command(bench.bench)
 cli.add_command(keygen.keygen)
 cli.add_command(sim.sim)
 cli.add_command(testnet.testnet)
-cli.add_command(services.coordinator)
+cli.add_command(coordinator_cmd.coordinator)
 cli.add_command(services.prover)
 cli.add_command(services.user)
 

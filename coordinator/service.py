@@ -1,0 +1,402 @@
+"""The coordinator on the wire: broker deliveries in, the core's effects out.
+
+Deliveries and ticks go through one queue, so the pure core sees one event at a time.
+The queue is drained in batches: every envelope of a batch is opened and fed to the
+core, the batch's records are written to the store in one durable transaction, and only
+then are its receipts, rejects and results published. Nothing is acknowledged before it
+is recorded, and the fsync is paid once per batch rather than once per bid.
+
+Envelopes that fail to open, come on another party's topic, or replay an earlier one
+never reach the core: they get a signed Reject on the sender's topic (the broker ACL
+vouches for the name in the topic) and a structured log line, and change nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgspec
+import structlog
+
+from coordinator.core import Coordinator, Genesis, decode_record, encode_record
+from coordinator.store import MemoryStore, RecordStore, SqliteStore
+from deploy.runtime import Clock, install_stop_signals, wall_ms
+from protocol import topics
+from protocol.bus import Bus, Delivery
+from protocol.envelope import open_envelope, rejection, seal
+from protocol.errors import ProtocolError
+from protocol.events import MessageReceived, Publish, Record, Tick, WakeAt
+from protocol.identity import Identity
+from protocol.messages import ClearingResult, MarketParams, Message, Reject, RoundAnnouncement
+from protocol.replay import ReplayGuard, round_of
+
+BATCH_MAX = 1024
+"""Most deliveries handled per durable write: bounds latency under a flood of bids."""
+
+
+class CoordinatorStartError(RuntimeError):
+    """The ledger file belongs to another market, genesis or coordinator key."""
+
+
+@dataclass(frozen=True, slots=True)
+class CoordinatorConfig:
+    """Everything a coordinator needs besides its key."""
+
+    broker: str
+    params: MarketParams
+    genesis: Genesis
+    ledger: str | None = None  # None keeps the record log in memory (tests, throwaway runs)
+    rounds: int | None = None
+    start_delay_ms: int = 1000
+    password: str | None = None
+    ca_file: str | None = None
+
+
+class _Meta(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """What pins a ledger file to one market run: kept beside it, checked on restart."""
+
+    key: str
+    start_ms: int
+    params: MarketParams
+    genesis: Genesis
+
+
+def _meta_path(ledger: str) -> Path:
+    return Path(f"{ledger}.meta.json")
+
+
+def open_ledger(
+    config: CoordinatorConfig, key: str, now: int
+) -> tuple[RecordStore, _Meta, list[MessageReceived | Tick]]:
+    """The record store, the run it belongs to, and the events already recorded in it."""
+    fresh = _Meta(key, now + config.start_delay_ms, config.params, config.genesis)
+    if config.ledger is None:
+        return MemoryStore(), fresh, []
+    path = _meta_path(config.ledger)
+    if path.exists():
+        meta = msgspec.json.decode(path.read_bytes(), type=_Meta)
+        for field, mine, theirs in (
+            ("coordinator key", key, meta.key),
+            ("market", config.params, meta.params),
+            ("genesis", config.genesis, meta.genesis),
+        ):
+            if mine != theirs:
+                raise CoordinatorStartError(
+                    f"ledger {config.ledger} was started with another {field}; "
+                    "use a new ledger file for a new market run"
+                )
+    else:
+        meta = fresh
+        path.write_bytes(msgspec.json.encode(meta))
+    store = SqliteStore(config.ledger)
+    return store, meta, [decode_record(r) for r in store.replay()]
+
+
+class RoundTally:
+    """Per-round figures an operator watches, folded from what the coordinator sends."""
+
+    def __init__(self) -> None:
+        self.rows: dict[int, dict[str, object]] = {}
+
+    def note(self, message: Message) -> int | None:
+        """Fold one outgoing message in; the round it changed, if any."""
+        from protocol.messages import SettlementNotice
+
+        if isinstance(message, RoundAnnouncement):
+            self.rows.setdefault(message.round, {"round": message.round, "phase": "bid"})
+            return message.round
+        if isinstance(message, ClearingResult):
+            row = self.rows.setdefault(message.round, {"round": message.round})
+            row.update(
+                phase="prove" if message.allocated_tasks else "settled",
+                tasks_bid=message.tasks_bid,
+                provers_bid=message.provers_bid,
+                allocated_provers=message.allocated_provers,
+                allocated_tasks=message.allocated_tasks,
+                user_price=message.user_price,
+                prover_price=message.prover_price,
+                surplus=message.surplus,
+                proofs_valid=0,
+                slashed_provers=0,
+                refunded_tasks=0,
+                settled_tasks=0,
+            )
+            return message.round
+        if isinstance(message, SettlementNotice):
+            row = self.rows.setdefault(message.round, {"round": message.round})
+            counter = {
+                "charged": "proofs_valid",
+                "slashed": "slashed_provers",
+                "refunded": "refunded_tasks",
+            }.get(message.outcome)
+            if counter is not None:
+                row[counter] = int(row.get(counter, 0)) + 1  # type: ignore[call-overload]
+            if message.outcome in ("charged", "refunded"):
+                row["settled_tasks"] = int(row.get("settled_tasks", 0)) + 1  # type: ignore[call-overload]
+                if row["settled_tasks"] == row.get("allocated_tasks"):
+                    row["phase"] = "settled"
+            return message.round
+        return None
+
+
+class CoordinatorService:
+    """Drives one `Coordinator` core from a connected `Bus` and a record store."""
+
+    def __init__(
+        self,
+        core: Coordinator,
+        identity: Identity,
+        bus: Bus,
+        store: RecordStore,
+        *,
+        clock: Clock = wall_ms,
+        recorded: Iterable[MessageReceived | Tick] = (),
+    ) -> None:
+        self.core = core
+        self.identity = identity
+        self.bus = bus
+        self.store = store
+        self.clock = clock
+        self.market = core.params.market
+        self.tally = RoundTally()
+        self.log = structlog.get_logger("coordinator").bind(market=self.market)
+        self._events: asyncio.Queue[Delivery | Tick] = asyncio.Queue(maxsize=4 * BATCH_MAX)
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: int | None = None
+        # Rounds older than this many behind the bidding round are settled: their inputs
+        # are refused as closed instead of being remembered for ever.
+        params = core.params
+        self._lag = math.ceil(params.prove_window_ms / params.bid_window_ms) + 2
+        self.guard = ReplayGuard(horizon=self._lag + 4)
+        for event in recorded:
+            if isinstance(event, MessageReceived):
+                self._remember(event)
+
+    def _current_round(self) -> int:
+        bidding = self.core.bidding_round
+        return bidding if bidding is not None else 0
+
+    def _remember(self, event: MessageReceived) -> None:
+        message_round = round_of(event.message)
+        with contextlib.suppress(ProtocolError):
+            self.guard.admit(
+                event.sender,
+                event.ref,
+                self._current_round() if message_round is None else message_round,
+            )
+
+    # -- the loop -------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Serve until `stop` is set, the market finishes its rounds, or the bus fails."""
+        await self.bus.subscribe(*topics.coordinator_subscriptions(self.market))
+        self.log.info(
+            "coordinator.started",
+            key=self.identity.public_hex,
+            start_ms=self.core.start_ms,
+            rounds=self.core.rounds_limit,
+            recorded=len(self.store),
+        )
+        self._arm(self.core.next_wake())
+        reader = asyncio.create_task(self._read(), name="coordinator:read")
+        stopper = asyncio.create_task(stop.wait(), name="coordinator:stop")
+        try:
+            while not self.core.finished:
+                getter = asyncio.create_task(self._events.get())
+                done, _ = await asyncio.wait(
+                    {getter, stopper, reader}, return_when=asyncio.FIRST_COMPLETED
+                )
+                if getter not in done:
+                    getter.cancel()
+                    break
+                batch = [getter.result()]
+                while len(batch) < BATCH_MAX and not self._events.empty():
+                    batch.append(self._events.get_nowait())
+                await self._handle_batch(batch)
+        finally:
+            for task in (reader, stopper):
+                task.cancel()
+            await asyncio.gather(reader, stopper, return_exceptions=True)
+            if self._timer is not None:
+                self._timer.cancel()
+            self.log.info(
+                "coordinator.stopped", finished=self.core.finished, recorded=len(self.store)
+            )
+        error = None if reader.cancelled() else reader.exception()
+        if error is not None:
+            raise error
+
+    async def _read(self) -> None:
+        async for delivery in self.bus.messages():
+            await self._events.put(delivery)
+
+    async def _handle_batch(self, batch: list[Delivery | Tick]) -> None:
+        records: list[bytes] = []
+        sends: list[Publish] = []
+        wake: int | None = None
+        for item in batch:
+            now = item.now if isinstance(item, Tick) else self.clock()
+            effects = self.core.handle(item) if isinstance(item, Tick) else self._deliver(item, now)
+            for effect in effects:
+                if isinstance(effect, Record):
+                    records.append(encode_record(effect.event))
+                elif isinstance(effect, Publish):
+                    sends.append(effect)
+                elif isinstance(effect, WakeAt):
+                    wake = effect.at if wake is None else min(wake, effect.at)
+        if records:
+            # Durable before anything that acknowledges it leaves this process.
+            self.store.append_many(records)
+        if sends:
+            await asyncio.gather(*(self._send(effect) for effect in sends))
+        self._after_batch()
+        self._arm(wake if wake is not None else self.core.next_wake())
+
+    def _after_batch(self) -> None:
+        bidding = self.core.bidding_round
+        if bidding is not None and bidding - self._lag - 1 >= self.guard.floor:
+            self.guard.close_through(bidding - self._lag - 1)
+
+    def _deliver(self, delivery: Delivery, now: int) -> list[Publish | Record | WakeAt]:
+        """Open one delivery; a refused one yields only its Reject."""
+        try:
+            topic = topics.parse(delivery.topic)
+        except ProtocolError as exc:
+            self.log.warning("coordinator.refused", code=exc.code, reason=exc.reason)
+            return []
+        if topic.channel == "will":
+            self.log.warning("coordinator.prover_offline", prover=topic.party)
+            return []
+        if topic.channel != "in" or topic.market != self.market or topic.party is None:
+            self.log.warning("coordinator.refused", code="bad_topic", topic=delivery.topic)
+            return []
+        try:
+            opened = open_envelope(self.identity, delivery.payload, market=self.market)
+            topics.expect_sender(topic, opened.sender)
+            self.guard.admit_opened(opened, self._current_round())
+        except ProtocolError as exc:
+            self.log.warning(
+                "coordinator.refused", code=exc.code, reason=exc.reason, sender=topic.party
+            )
+            return [Publish(rejection(exc, delivery.payload, self.market), to=topic.party)]
+        return self.core.handle(opened.received(now))
+
+    async def _send(self, effect: Publish) -> None:
+        message = effect.message
+        changed = self.tally.note(message)
+        if isinstance(message, Reject):
+            self.log.warning(
+                "coordinator.rejected",
+                to=effect.to,
+                code=message.code,
+                reason=message.reason,
+                round=message.round,
+            )
+        elif changed is not None and not isinstance(message, Reject):
+            self.log.info("round.progress", **self.tally.rows[changed])
+        try:
+            envelope = seal(self.identity, message, self.market, effect.to)
+        except ProtocolError as exc:  # a message our own schema refuses: a bug, not input
+            self.log.error("coordinator.unsendable", code=exc.code, reason=exc.reason)
+            return
+        topic = (
+            topics.public(self.market)
+            if effect.to is None
+            else topics.outbox(self.market, effect.to)
+        )
+        await self.bus.publish(topic, envelope)
+
+    def _arm(self, at: int | None) -> None:
+        """Keep one timer, set for the earliest deadline the core is waiting on."""
+        if at is None or (self._timer_at is not None and self._timer_at <= at):
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = at
+        delay = max(0, at - self.clock()) / 1000
+        self._timer = asyncio.get_running_loop().call_later(delay, self._fire)
+
+    def _fire(self) -> None:
+        at, self._timer, self._timer_at = self._timer_at, None, None
+        now = self.clock()
+        if at is not None and now < at:
+            self._arm(at)  # the loop's timer ran ahead of the wall clock
+            return
+        try:
+            self._events.put_nowait(Tick(now))
+        except asyncio.QueueFull:
+            # The queue is full of deliveries that will run a batch soon; tick after it.
+            asyncio.get_running_loop().call_later(0.01, self._fire_at, now)
+
+    def _fire_at(self, at: int) -> None:
+        self._timer_at = None
+        self._arm(at)
+
+
+async def run_coordinator(
+    identity: Identity,
+    config: CoordinatorConfig,
+    *,
+    stop: asyncio.Event | None = None,
+    clock: Clock = wall_ms,
+) -> Coordinator:
+    """Run a market's coordinator until its rounds are done or it is stopped."""
+    stop = stop or asyncio.Event()
+    install_stop_signals(stop)
+    store, meta, recorded = open_ledger(config, identity.public_hex, clock())
+    try:
+        core = Coordinator.restore(
+            config.params,
+            config.genesis,
+            identity.public_hex,
+            meta.start_ms,
+            recorded,
+            rounds=config.rounds,
+        )
+        async with Bus(
+            config.broker,
+            client_id=identity.public_hex,
+            username=identity.public_hex,
+            password=config.password,
+            ca_file=config.ca_file,
+        ) as bus:
+            service = CoordinatorService(core, identity, bus, store, clock=clock, recorded=recorded)
+            await service.run(stop)
+    finally:
+        store.close()
+    return core
+
+
+def load_genesis(path: str) -> Genesis:
+    """A genesis file: {"balances": {user: amount}, "deposits": {prover: amount}} (JSON)."""
+    try:
+        return msgspec.json.decode(Path(path).read_bytes(), type=Genesis)
+    except (OSError, msgspec.DecodeError) as exc:
+        raise CoordinatorStartError(f"genesis {path}: {exc}") from exc
+
+
+def summary_from_ledger(config: CoordinatorConfig, key: str) -> dict[str, object]:
+    """The `proofmarket sim` report of a finished (or stopped) networked run, from its ledger."""
+    from deploy.simulation import market_report
+
+    if config.ledger is None:
+        raise ValueError("a summary needs a ledger file")
+    meta = msgspec.json.decode(_meta_path(config.ledger).read_bytes(), type=_Meta)
+    core = Coordinator(config.params, config.genesis, key, meta.start_ms, rounds=config.rounds)
+    outputs: list[Message] = []
+    store = SqliteStore(config.ledger)
+    try:
+        for record in store.replay():
+            for effect in core.handle(decode_record(record)):
+                if isinstance(effect, Publish):
+                    outputs.append(effect.message)
+    finally:
+        store.close()
+    report = market_report(core, outputs)
+    report["finished"] = core.finished
+    return report

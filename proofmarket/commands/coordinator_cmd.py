@@ -1,0 +1,112 @@
+"""`proofmarket coordinator`: run one market's coordinator against a broker."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command()
+@click.option("--broker", required=True, help="Broker URL: mqtt[s]://[user:pw@]host[:port].")
+@click.option(
+    "--key",
+    "key_file",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="The coordinator's key file (see `proofmarket keygen`).",
+)
+@click.option(
+    "--market",
+    "market_file",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="Market file (TOML); every field has a default.",
+)
+@click.option(
+    "--genesis",
+    "genesis_file",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="Genesis file (JSON): the users' balances and the provers' deposits.",
+)
+@click.option(
+    "--ledger",
+    default=None,
+    help="Record log (SQLite). Restarting with the same file resumes the market.",
+)
+@click.option("--rounds", type=click.IntRange(min=1), default=None, help="Stop after R rounds.")
+@click.option(
+    "--start-delay-ms",
+    type=click.IntRange(min=0),
+    default=1000,
+    show_default=True,
+    help="How long after start-up round 0 opens (a fresh ledger only).",
+)
+@click.option(
+    "--password",
+    envvar="PROOFMARKET_BROKER_PASSWORD",
+    default=None,
+    help="Broker password (or $PROOFMARKET_BROKER_PASSWORD); the username is the key.",
+)
+@click.option("--ca-file", default=None, help="CA bundle for mqtts:// brokers.")
+@click.option(
+    "--log-format", type=click.Choice(["console", "json"]), default="console", show_default=True
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="info",
+    show_default=True,
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the market report on exit.")
+def coordinator(
+    broker: str,
+    key_file: str,
+    market_file: str | None,
+    genesis_file: str,
+    ledger: str | None,
+    rounds: int | None,
+    start_delay_ms: int,
+    password: str | None,
+    ca_file: str | None,
+    log_format: str,
+    log_level: str,
+    as_json: bool,
+) -> None:
+    """Run a market's coordinator: announce rounds, clear, verify proofs, settle."""
+    import asyncio
+    import json
+
+    from coordinator.service import (
+        CoordinatorConfig,
+        CoordinatorStartError,
+        load_genesis,
+        run_coordinator,
+        summary_from_ledger,
+    )
+    from deploy.market import DEFAULT_MARKET, MarketFileError, load_market
+    from deploy.runtime import configure_logging
+    from protocol.bus import BusError
+    from protocol.errors import ProtocolError
+    from protocol.identity import Identity
+
+    configure_logging(log_format, log_level)
+    try:
+        identity = Identity.load(key_file)
+        params = load_market(market_file) if market_file else DEFAULT_MARKET
+        config = CoordinatorConfig(
+            broker=broker,
+            params=params,
+            genesis=load_genesis(genesis_file),
+            ledger=ledger,
+            rounds=rounds,
+            start_delay_ms=start_delay_ms,
+            password=password,
+            ca_file=ca_file,
+        )
+        core = asyncio.run(run_coordinator(identity, config))
+    except (ProtocolError, MarketFileError, CoordinatorStartError, BusError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    if as_json and ledger is not None:
+        click.echo(json.dumps(summary_from_ledger(config, identity.public_hex), sort_keys=False))
+    if rounds is not None and not core.finished:
+        raise SystemExit(1)
