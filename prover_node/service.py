@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import structlog
 
-from protocol.bus import Bus
+from protocol.bus import Bus, BusAuthError, BusError, PayloadTooLargeError
 from protocol.events import MessageReceived, Publish, Tick, WakeAt
 from protocol.identity import Identity
 from protocol.messages import Assignment, Message, Reject, SettlementNotice, TaskProof
@@ -75,6 +75,7 @@ class ProverService:
         self.clock = clock
         self.log = structlog.get_logger("prover").bind(prover=core.key[:12], market=core.market)
         self._events: asyncio.Queue[ProverEvent] = asyncio.Queue()
+        self._stopping = asyncio.Event()
         self._timers: set[asyncio.TimerHandle] = set()
         self._proving: set[asyncio.Future[list[list[TaskProof]]]] = set()
 
@@ -93,6 +94,7 @@ class ProverService:
             fault=self.core.fault,
         )
         reader = asyncio.create_task(self._read(), name="prover:read")
+        self._stopping = stop
         stopper = asyncio.create_task(stop.wait(), name="prover:stop")
         try:
             while True:
@@ -140,7 +142,7 @@ class ProverService:
     async def _carry_out(self, effect: ProverEffect) -> None:
         if isinstance(effect, Publish):
             topic, payload = self.wire.seal(effect.message, to=effect.to)
-            await self.bus.publish(topic, payload)
+            await publish_retrying(self.bus, topic, payload, stopping=self._stopping, log=self.log)
             self.log.debug("prover.sent", kind=type(effect.message).__name__, topic=topic)
         elif isinstance(effect, WakeAt):
             self._wake_at(effect.at)
@@ -196,6 +198,37 @@ class ProverService:
             self._events.put_nowait(ProvingDone(start.round, proofs, now))
 
         batch.add_done_callback(done)
+
+
+async def publish_retrying(
+    bus: Bus,
+    topic: str,
+    payload: bytes,
+    *,
+    stopping: asyncio.Event,
+    log: structlog.typing.FilteringBoundLogger,
+) -> bool:
+    """Publish, retrying through broker outages until acknowledged or told to stop.
+
+    A lost proof submission costs a prover its deposit, so a broker that is away for
+    longer than one publish timeout is waited out rather than treated as fatal. Returns
+    whether the broker acknowledged the message.
+    """
+    attempt = 0
+    while True:
+        try:
+            await bus.publish(topic, payload)
+            return True
+        except PayloadTooLargeError as exc:
+            log.error("publish.too_large", topic=topic, error=str(exc))
+            return False
+        except BusAuthError:
+            raise
+        except BusError as exc:
+            attempt += 1
+            log.warning("publish.retrying", topic=topic, attempt=attempt, error=str(exc))
+            if stopping.is_set():
+                return False
 
 
 def _stop_pool(pool: ProcessPoolExecutor) -> None:
@@ -255,4 +288,11 @@ async def run_prover(
     return core
 
 
-__all__ = ["ProverConfig", "ProverService", "install_stop_signals", "run_prover", "wall_ms"]
+__all__ = [
+    "ProverConfig",
+    "ProverService",
+    "install_stop_signals",
+    "publish_retrying",
+    "run_prover",
+    "wall_ms",
+]

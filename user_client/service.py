@@ -25,7 +25,7 @@ from protocol.bus import Bus
 from protocol.events import MessageReceived, Publish
 from protocol.identity import Identity
 from protocol.messages import Reject, RoundAnnouncement
-from prover_node.service import install_stop_signals, wall_ms
+from prover_node.service import install_stop_signals, publish_retrying, wall_ms
 from prover_node.wire import Wire
 from user_client.core import UserFleet
 from user_client.identities import fleet_identities
@@ -75,6 +75,7 @@ class UserService:
         self._slots = asyncio.Semaphore(concurrency)
         self._events: asyncio.Queue[tuple[str | None, MessageReceived]] = asyncio.Queue()
         self._finished = asyncio.Event()
+        self._stopping = asyncio.Event()
         self._give_up: asyncio.TimerHandle | None = None
         self.log = structlog.get_logger("user").bind(
             user=wire.first.public_hex[:12], identities=len(fleet.users), market=wire.market
@@ -82,6 +83,7 @@ class UserService:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until `stop` is set, the fleet finished its rounds, or a bus closed."""
+        self._stopping = stop
         readers = [
             asyncio.create_task(self._read(bus), name="user:read")
             for bus in dict.fromkeys(self._buses.values())
@@ -137,7 +139,9 @@ class UserService:
     async def _publish(self, sender: str, effect: Publish) -> None:
         topic, payload = self.wire.seal(effect.message, effect.to, sender=sender)
         async with self._slots:
-            await self._buses[sender].publish(topic, payload)
+            await publish_retrying(
+                self._buses[sender], topic, payload, stopping=self._stopping, log=self.log
+            )
 
     def _check_finished(self) -> None:
         if self.fleet.finished:
