@@ -125,6 +125,7 @@ class TaskState:
     prover: str | None = None
     price: int | None = None
     settlements: int = 0
+    carried_from: int | None = None
 
 
 @dataclass(slots=True)
@@ -319,7 +320,17 @@ class Coordinator:
             "started": self._started,
             "ledger": sorted((a.kind.value, a.owner, b) for a, b in self.ledger.snapshot().items()),
             "tasks": sorted(
-                (t.task_id, t.user, t.fee, t.round, t.status, t.prover, t.price, t.settlements)
+                (
+                    t.task_id,
+                    t.user,
+                    t.fee,
+                    t.round,
+                    t.status,
+                    t.prover,
+                    t.price,
+                    t.settlements,
+                    t.carried_from,
+                )
                 for t in self._tasks.values()
             ),
             "rounds": sorted(
@@ -656,7 +667,9 @@ class Coordinator:
                     prover=task.prover,
                 )
                 effects.append(Publish(receipt, to=task.user))
-            elif task.carry_over and next_round is not None:
+            elif task.carry_over and task.carried_from is None and next_round is not None:
+                # One carry only, so an unallocatable fee is not escrowed forever.
+                task.carried_from = task.round
                 task.round = next_round.number
                 next_round.tasks.append(t)
                 receipt = UserReceipt(

@@ -385,6 +385,20 @@ def test_carry_over_moves_unallocated_bid_to_next_round() -> None:
     assert (1, "open", 5) == (task.round, task.status, market.coordinator.escrow(U0))  # type: ignore[union-attr]
 
 
+def test_carried_bid_released_if_unallocated_again() -> None:
+    """A bid is carried once; unallocated in its second round too, it is released."""
+    market = opened()
+    market.task_bid(U0, "t", 5, carry_over=True)
+    market.tick(BID_DEADLINE)
+    effects = market.tick(BID_DEADLINE + BID_MS)
+    [receipt] = published(effects, UserReceipt)
+    assert None is receipt.message.carried_to  # type: ignore[attr-defined]
+    assert ("released", 100) == (
+        market.coordinator.task("t").status,
+        market.coordinator.balance(U0),
+    )  # type: ignore[union-attr]
+
+
 def test_missing_proof_slashes_and_refunds_p_max() -> None:
     """No proof by the deadline: deposit forfeited, users refunded P_max, not charged, no pay."""
     market, _ = cleared_market()
