@@ -212,6 +212,9 @@ class MosquittoBroker:
     binary: str | None = None
     start_timeout: float = 10.0
     log_file: Path | None = None
+    config: str | None = None
+    """Full mosquitto.conf text to run instead of the generated one (its listener must
+    be ``port`` on ``host``)."""
     _process: asyncio.subprocess.Process | None = field(default=None, init=False, repr=False)
     _tmp: tempfile.TemporaryDirectory[str] | None = field(default=None, init=False, repr=False)
 
@@ -266,7 +269,7 @@ class MosquittoBroker:
         assert self.binary is not None
         workdir = self._workdir()
         conf = workdir / "mosquitto.conf"
-        conf.write_text(self.config_text(workdir))
+        conf.write_text(self.config if self.config is not None else self.config_text(workdir))
         process = await asyncio.create_subprocess_exec(
             self.binary,
             "-c",

@@ -117,3 +117,30 @@ async def test_wrong_password_refused(market: Market) -> None:
     with pytest.raises(BusAuthError):
         async with asyncio.timeout(BOUND):
             await Bus(market.broker.url, ALICE, username=ALICE, password="guess").__aenter__()
+
+
+async def test_shipped_mosquitto_conf_enforces_acl(tmp_path: Path) -> None:
+    """deploy/mosquitto/mosquitto.conf, pointed at our files, runs and enforces the ACL."""
+    if mosquitto_binary() is None:
+        pytest.skip("mosquitto binary not on PATH")
+    import os
+    import pwd
+
+    files = write_broker_files(GENESIS, tmp_path / "proofmarket")
+    template = Path(__file__).resolve().parents[1] / "deploy" / "mosquitto" / "mosquitto.conf"
+    server = MosquittoBroker(workdir=tmp_path / "mq")
+    (tmp_path / "mq").mkdir()
+    text = (
+        template.read_text()
+        .replace("/etc/mosquitto/proofmarket", str(tmp_path / "proofmarket"))
+        .replace("/var/lib/mosquitto/", f"{tmp_path / 'mq'}/")
+        .replace("listener 1883 127.0.0.1", f"listener {server.port} 127.0.0.1")
+        .replace("log_dest syslog", "log_dest none")
+    )
+    server.config = f"user {pwd.getpwuid(os.geteuid()).pw_name}\n" + text
+    market = Market(server, json.loads(files.credentials.read_text()))
+    async with server, market.bus(COORD) as coord, market.bus(ALICE) as alice:
+        await coord.subscribe(*topics.coordinator_subscriptions("m1"))
+        await alice.publish(topics.inbox("m1", BOB), b"forged bid")
+        await alice.publish(topics.inbox("m1", ALICE), b"honest bid")
+        assert Delivery(topics.inbox("m1", ALICE), b"honest bid") == await first(coord)
