@@ -54,6 +54,9 @@ from protocol.messages import (
 )
 from protocol.workload import verify_batch
 
+# How many rounds back envelope references are remembered to drop redeliveries silently.
+SEEN_ROUNDS: Final = 64
+
 CoordinatorEvent: TypeAlias = MessageReceived | Tick
 CoordinatorEffect: TypeAlias = Publish | Record | WakeAt
 TaskStatus: TypeAlias = Literal["open", "assigned", "charged", "refunded", "released"]
@@ -501,6 +504,8 @@ class Coordinator:
         batch = None if r is None else r.batches.get(event.sender)
         if r is None or batch is None:
             raise _Refused(NOT_ASSIGNED, f"no batch assigned to you in round {msg.round}")
+        if event.ref in r.seen:
+            return []  # a redelivery of proofs already taken, even if the batch has settled
         if batch.settled or event.now > r.prove_deadline:
             raise _Refused(LATE_PROOF, f"round {msg.round} proofs were due by {r.prove_deadline}")
         assigned = set(batch.tasks)
@@ -522,6 +527,7 @@ class Coordinator:
         )
         for task_id, ok in zip(ids, valid, strict=True):
             batch.proofs[task_id] = fresh[task_id] if ok else None
+        r.seen.add(event.ref)
         effects: list[CoordinatorEffect] = [Record(event)]
         if len(batch.proofs) == len(batch.tasks):
             effects.extend(self._settle_batch(r, batch))
@@ -570,6 +576,10 @@ class Coordinator:
 
     def _open_round(self, number: int) -> list[CoordinatorEffect]:
         self._bidding = number
+        old = self._rounds.get(number - SEEN_ROUNDS)
+        if old is not None and old.phase is Phase.SETTLED:
+            # Redeliveries this old are refused as late instead of silently dropped.
+            old.seen.clear()
         if self.rounds_limit is not None and number >= self.rounds_limit:
             return []
         bid_deadline, prove_deadline = self.round_deadlines(number)
@@ -789,7 +799,6 @@ class Coordinator:
     def _settled(self, r: _Round) -> None:
         r.phase = Phase.SETTLED
         self._proving.discard(r.number)
-        r.seen.clear()  # a late duplicate of a closed round's bid is refused as late anyway
 
     def _release_lock(self, key: str) -> None:
         """Unlock deposit no longer backing any open batch or current/future epoch."""

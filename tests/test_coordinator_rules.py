@@ -256,6 +256,15 @@ def test_duplicate_cost_bid_rejected() -> None:
     assert ["duplicate_bid"] == reject_codes(market.cost_bid(P0, 2))
 
 
+def test_redelivered_proofs_after_settlement_change_nothing() -> None:
+    """The same proof envelope again, after its batch settled, yields nothing at all."""
+    market, assignment = cleared_market()
+    market.prove(P0, assignment, BID_DEADLINE + 10)
+    before = market.coordinator.state()
+    assert [] == market.feed(market.recorded[-1])
+    assert before == market.coordinator.state()
+
+
 def test_not_assigned_proof_rejected() -> None:
     """Proofs from a prover with no batch in the round are refused."""
     market, assignment = cleared_market()
