@@ -96,6 +96,7 @@ class ProverService:
         reader = asyncio.create_task(self._read(), name="prover:read")
         self._stopping = stop
         stopper = asyncio.create_task(stop.wait(), name="prover:stop")
+        getter: asyncio.Task[ProverEvent] | None = None
         try:
             while True:
                 getter = asyncio.create_task(self._events.get())
@@ -111,10 +112,11 @@ class ProverService:
                 for effect in self.core.handle(event):
                     await self._carry_out(effect)
         finally:
-            for task in (reader, stopper):
+            pending = [t for t in (reader, stopper, getter) if t is not None]
+            for task in pending:
                 task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.gather(reader, stopper, return_exceptions=True)
+                await asyncio.gather(*pending, return_exceptions=True)
             for timer in self._timers:
                 timer.cancel()
             self.log.info("prover.stopped", **self.core.stats.as_dict())
@@ -256,7 +258,12 @@ async def run_prover(
     stop: asyncio.Event | None = None,
     clock: Clock = wall_ms,
 ) -> ProverCore:
-    """Run a prover node until `stop` is set (or SIGINT/SIGTERM); return its final core."""
+    """Run a prover node until `stop` is set and return its final core.
+
+    Without `stop`, SIGINT and SIGTERM end it. Either way it leaves cleanly: a proper
+    disconnect (so the broker keeps its session and does not fire its will) and the
+    proving pool's workers terminated.
+    """
     core = ProverCore(
         identity.public_hex,
         config.coordinator,
@@ -267,8 +274,10 @@ async def run_prover(
     )
     if config.workers < 1:
         raise ValueError(f"workers must be >= 1, got {config.workers}")
-    stop = stop or asyncio.Event()
-    install_stop_signals(stop)
+    if stop is None:
+        # no caller to stop us: SIGINT and SIGTERM do
+        stop = asyncio.Event()
+        install_stop_signals(stop)
     wire = Wire(identity, coordinator=config.coordinator, market=config.market)
     # spawn, not fork: a forked child would inherit the event loop and the broker socket
     pool = ProcessPoolExecutor(config.workers, mp_context=multiprocessing.get_context("spawn"))

@@ -92,6 +92,7 @@ class UserService:
         self.log.info(
             "user.started", tasks=self.fleet.users[self.wire.first.public_hex].tasks_per_round
         )
+        getter: asyncio.Task[tuple[str | None, MessageReceived]] | None = None
         try:
             while True:
                 getter = asyncio.create_task(self._events.get())
@@ -117,9 +118,10 @@ class UserService:
         finally:
             if self._give_up is not None:
                 self._give_up.cancel()
-            for task in (*readers, *waiters):
+            pending = [*readers, *waiters, *([getter] if getter is not None else [])]
+            for task in pending:
                 task.cancel()
-            await asyncio.gather(*readers, *waiters, return_exceptions=True)
+            await asyncio.gather(*pending, return_exceptions=True)
             self.log.info("user.stopped", **self.fleet.summary().as_dict())
         for reader in readers:
             error = None if reader.cancelled() else reader.exception()
@@ -183,8 +185,10 @@ async def run_user(
         rounds=config.rounds,
     )
     wire = Wire(identities, coordinator=config.coordinator, market=config.market)
-    stop = stop or asyncio.Event()
-    install_stop_signals(stop)
+    if stop is None:
+        # no caller to stop us: SIGINT and SIGTERM do
+        stop = asyncio.Event()
+        install_stop_signals(stop)
     groups = [identities] if config.connections == "shared" else [[i] for i in identities]
     async with contextlib.AsyncExitStack() as stack:
         buses: dict[str, Bus] = {}
