@@ -1,14 +1,163 @@
-"""`proofmarket testnet`."""
+"""`proofmarket testnet`: a whole market of separate processes on this machine."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import click
 
-from proofmarket.commands._unbuilt import not_built
+COLUMNS = [
+    ("round", "round"),
+    ("phase", "phase"),
+    ("tasks_bid", "bids"),
+    ("provers_bid", "offers"),
+    ("allocated_provers", "won"),
+    ("allocated_tasks", "tasks"),
+    ("user_price", "charge"),
+    ("prover_price", "pay"),
+    ("proofs_valid", "proofs"),
+    ("slashed_provers", "slashed"),
+    ("refunded_tasks", "refunds"),
+    ("surplus", "surplus"),
+]
 
 
-@click.command(context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def testnet(args: tuple[str, ...]) -> None:
-    """Not built yet."""
-    not_built("testnet")
+def round_table(rows: list[dict[str, Any]], title: str, *, phase: bool = True) -> Any:
+    from rich import box
+    from rich.table import Table
+
+    # Narrow enough for an 80-column terminal: no inner rules, one space between columns.
+    table = Table(
+        title=title, box=box.SIMPLE_HEAD, padding=(0, 0, 0, 1), show_edge=False, pad_edge=False
+    )
+    columns = [(key, header) for key, header in COLUMNS if phase or key != "phase"]
+    for _, header in columns:
+        table.add_column(header, justify="right")
+    for row in rows:
+        table.add_row(*("" if row.get(k) is None else str(row.get(k)) for k, _ in columns))
+    return table
+
+
+@click.command()
+@click.option("--provers", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--users", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--rounds", type=click.IntRange(min=1), default=5, show_default=True)
+@click.option(
+    "--broker",
+    default="embedded",
+    show_default=True,
+    help="'embedded' starts amqtt on a free loopback port; or an mqtt:// URL.",
+)
+@click.option(
+    "--faulty-provers",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Make the first K provers drop, corrupt or send late proofs (in turn).",
+)
+@click.option("--tasks", "tasks_per_user", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--user-processes", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--seed", type=int, default=1, show_default=True, help="Seeds the users' fees.")
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Keep keys, genesis, ledger and logs here (default: a temporary directory).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print only the JSON report.")
+def testnet(
+    provers: int,
+    users: int,
+    rounds: int,
+    broker: str,
+    faulty_provers: int,
+    tasks_per_user: int,
+    user_processes: int,
+    seed: int,
+    workdir: Path | None,
+    as_json: bool,
+) -> None:
+    """Run a local market: broker, coordinator, provers and users as separate processes."""
+    import asyncio
+    import json
+    import logging
+
+    from deploy.testnet import Progress, TestnetConfig, TestnetError, run_testnet
+
+    logging.getLogger("amqtt").setLevel(logging.ERROR)
+    logging.getLogger("transitions").setLevel(logging.ERROR)
+    config = TestnetConfig(
+        provers=provers,
+        users=users,
+        rounds=rounds,
+        broker=broker,
+        faulty_provers=faulty_provers,
+        tasks_per_user=tasks_per_user,
+        user_processes=user_processes,
+        seed=seed,
+        workdir=workdir,
+    )
+    try:
+        if as_json:
+            report = asyncio.run(run_testnet(config))
+        else:
+            report = asyncio.run(_run_live(config, Progress()))
+    except TestnetError as exc:
+        raise click.ClickException(str(exc)) from exc
+    ok = bool(report["all_rounds_settled"]) and bool(report["invariants_ok"])
+    if as_json:
+        click.echo(json.dumps(report))
+    else:
+        _print_summary(report, ok)
+    raise SystemExit(0 if ok else 1)
+
+
+async def _run_live(config: Any, progress: Any) -> dict[str, object]:
+    import asyncio
+
+    from rich.console import Console
+    from rich.live import Live
+
+    from deploy.testnet import run_testnet
+
+    console = Console()
+
+    def started(plan: Any) -> None:
+        console.print(
+            f"[bold]testnet[/] market {config.params.market}: {len(plan.provers)} provers, "
+            f"{sum(len(u.identities) for u in plan.users)} users, coordinator "
+            f"{plan.coordinator[:12]}…, files in {plan.workdir}"
+        )
+
+    live = Live(round_table([], "rounds"), console=console, refresh_per_second=8, transient=True)
+    with live:
+
+        async def follow() -> None:
+            while True:
+                await progress.changed.wait()
+                progress.changed.clear()
+                rows = [progress.rows[n] for n in sorted(progress.rows)]
+                live.update(round_table(rows, "rounds (live)"))
+
+        follower = asyncio.create_task(follow())
+        try:
+            return await run_testnet(config, progress=progress, on_started=started)
+        finally:
+            follower.cancel()
+
+
+def _print_summary(report: dict[str, Any], ok: bool) -> None:
+    from rich.console import Console
+
+    console = Console()
+    console.print(round_table(report["rounds"], "settled rounds", phase=False))
+    ledger = report["ledger"]
+    console.print(
+        f"ledger: funded {ledger['funded']}, total {ledger['total']}, "
+        f"conserved {ledger['conserved']}; invariants ok {report['invariants_ok']}; "
+        f"all rounds settled {report['all_rounds_settled']}; wall {report['wall_s']} s"
+    )
+    if "workdir" in report:
+        console.print(f"files and logs: {report['workdir']}")
+    console.print("[green]ok[/]" if ok else "[red]FAILED[/]")
