@@ -15,14 +15,12 @@ import asyncio
 import contextlib
 import functools
 import multiprocessing
-import signal
-import time
-from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 import structlog
 
+from deploy.runtime import Clock, install_stop_signals, wall_ms
 from protocol.bus import Bus, BusAuthError, BusError, PayloadTooLargeError
 from protocol.events import MessageReceived, Publish, Tick, WakeAt
 from protocol.identity import Identity
@@ -30,13 +28,6 @@ from protocol.messages import Assignment, Message, Reject, SettlementNotice, Tas
 from prover_node.core import ProverCore, ProverEffect, ProverEvent, ProvingDone, StartProving
 from prover_node.proving import prove_tasks, split_batch, warm_up
 from prover_node.wire import Wire
-
-Clock = Callable[[], int]
-
-
-def wall_ms() -> int:
-    """Wall-clock time in integer milliseconds, the market's shared clock."""
-    return time.time_ns() // 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,14 +232,6 @@ def _stop_pool(pool: ProcessPoolExecutor) -> None:
     for process in list(processes.values()):
         with contextlib.suppress(Exception):
             process.terminate()
-
-
-def install_stop_signals(stop: asyncio.Event) -> None:
-    """SIGINT and SIGTERM set `stop`, so the node leaves through its normal exit path."""
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
 
 
 async def run_prover(

@@ -14,23 +14,22 @@ import asyncio
 import contextlib
 import os
 import random
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
 import structlog
 
+from deploy.runtime import Clock, install_stop_signals, wall_ms
 from protocol import topics
 from protocol.bus import Bus
 from protocol.events import MessageReceived, Publish
 from protocol.identity import Identity
 from protocol.messages import Reject, RoundAnnouncement
-from prover_node.service import install_stop_signals, publish_retrying, wall_ms
+from prover_node.service import publish_retrying
 from prover_node.wire import Wire
 from user_client.core import UserFleet
 from user_client.identities import fleet_identities
 
-Clock = Callable[[], int]
 Connections = Literal["shared", "per-identity"]
 
 

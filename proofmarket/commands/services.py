@@ -20,30 +20,6 @@ def coordinator(args: tuple[str, ...]) -> None:
     not_built("coordinator")
 
 
-def _configure_logging(fmt: str, level: str) -> None:
-    """structlog to stderr: a readable console, or one JSON object per line."""
-    import logging
-    import sys
-
-    import structlog
-
-    renderer: structlog.typing.Processor = (
-        structlog.processors.JSONRenderer()
-        if fmt == "json"
-        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
-    )
-    structlog.configure(
-        processors=[
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            renderer,
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-        cache_logger_on_first_use=True,
-    )
-
-
 def _load_identity(path: str) -> Identity:
     from protocol.errors import ProtocolError
     from protocol.identity import Identity
@@ -153,10 +129,11 @@ def prover(
     import asyncio
     import json
 
+    from deploy.runtime import configure_logging
     from protocol.bus import BusError
     from prover_node.service import ProverConfig, run_prover
 
-    _configure_logging(log_format, log_level)
+    configure_logging(log_format, log_level)
     identity = _load_identity(key_file)
     config = ProverConfig(
         broker=broker,
@@ -225,10 +202,11 @@ def user(
     import asyncio
     import json
 
+    from deploy.runtime import configure_logging
     from protocol.bus import BusError
     from user_client.service import UserConfig, run_user
 
-    _configure_logging(log_format, log_level)
+    configure_logging(log_format, log_level)
     identity = _load_identity(key_file)
     config = UserConfig(
         broker=broker,
