@@ -320,7 +320,11 @@ class Bus:
             try:
                 async with client:
                     for topic in list(self._topics):
-                        await self._subscribe_one(client, topic)
+                        try:
+                            await self._subscribe_one(client, topic)
+                        except BusError as exc:
+                            # a refusal will not change by reconnecting; keep the rest
+                            self.stats.last_error = str(exc)
                     self.stats.connects += 1
                     self._stats_changed.set()
                     self._connected.set()
@@ -412,6 +416,7 @@ class Bus:
     async def _with_connection(self, operation: _Operation) -> None:
         try:
             async with asyncio.timeout(self._op_timeout):
+                delay = self._backoff_initial
                 while True:
                     await self.wait_connected(math.inf)
                     assert self._client is not None
@@ -419,9 +424,11 @@ class Bus:
                         await operation(self._client)
                         return
                     except aiomqtt.MqttError as exc:
-                        # the supervisor notices the broken connection and reconnects
+                        # the connection is the supervisor's to judge and repair; we
+                        # retry after a pause rather than spin while it notices
                         self.stats.last_error = f"{type(exc).__name__}: {exc}"
-                        self._connected.clear()
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, self._backoff_max)
         except TimeoutError:
             raise BusTimeoutError(
                 f"broker did not acknowledge within {self._op_timeout}s "
