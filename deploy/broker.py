@@ -8,7 +8,7 @@ username, so anonymous login is always off in the embedded broker.
 
 Run the embedded broker in its own process with::
 
-    python -m deploy.broker --port 18830 [--passwd FILE] [--host 127.0.0.1]
+    python -m deploy.broker --port 18830 [--passwd FILE] [--genesis FILE] [--host 127.0.0.1]
 
 which prints ``ready mqtt://host:port`` on stdout once it accepts connections.
 """
@@ -33,13 +33,16 @@ from types import TracebackType
 from typing import Any, Self
 
 from amqtt.broker import Broker
-from amqtt.plugins.base import BaseAuthPlugin
+from amqtt.contexts import Action
+from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
 
 from deploy.passwd import read_password_file, verify_password
+from protocol import topics
 
 __all__ = [
     "BrokerStartError",
     "EmbeddedBroker",
+    "MarketAclPlugin",
     "MarketAuthPlugin",
     "MosquittoBroker",
     "free_port",
@@ -121,12 +124,57 @@ class MarketAuthPlugin(BaseAuthPlugin):  # type: ignore[misc]
         return self._usernames is None or username in self._usernames
 
 
+def _covers(allowed: str, requested: str) -> bool:
+    """Whether filter ``allowed`` matches every topic that ``requested`` can match."""
+    want = requested.split("/")
+    have = allowed.split("/")
+    for i, level in enumerate(have):
+        if level == "#":
+            return True
+        if i >= len(want) or want[i] == "#":
+            return False
+        if level != "+" and level != want[i]:
+            return False
+    return len(want) == len(have)
+
+
+class MarketAclPlugin(BaseTopicPlugin):  # type: ignore[misc]
+    """amqtt topic check with the same rules the Mosquitto ACL carries.
+
+    Every username (a public key) may write its own ``in``/``will`` topics and
+    read its own ``out`` and the ``public`` channels; a coordinator listed in
+    ``coordinators`` (key -> market) also gets its market's coordinator rules.
+    """
+
+    @dataclass
+    class Config:
+        coordinators: dict[str, str] = field(default_factory=dict)
+
+    async def topic_filtering(
+        self, *, session: Any = None, topic: str | None = None, action: Any = None
+    ) -> bool:
+        username: str | None = session.username if session is not None else None
+        if not username or not topic:
+            return False
+        rules = list(topics.participant_acl())
+        market = self.config.coordinators.get(username)
+        if market is not None:
+            rules += topics.coordinator_acl(market)
+        access = "write" if action == Action.PUBLISH else "read"
+        return any(
+            rule.access == access and _covers(rule.topic.replace(topics.USERNAME, username), topic)
+            for rule in rules
+        )
+
+
 @dataclass
 class EmbeddedBroker:
     """amqtt broker in this event loop, on a free loopback port unless one is given.
 
     ``usernames``: accept only these (any password); ``password_file``: check
     passwords against a Mosquitto ``$7$`` file; neither: any non-empty username.
+    ``coordinators`` (public key -> market) turns on the market ACL
+    (:class:`MarketAclPlugin`); None leaves every topic open.
     Sessions live in memory, so :meth:`restart` loses them: clients must
     resubscribe (the Bus does).
     """
@@ -135,6 +183,7 @@ class EmbeddedBroker:
     port: int = 0
     usernames: Iterable[str] | None = None
     password_file: Path | None = None
+    coordinators: dict[str, str] | None = None
     _broker: Any = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -154,9 +203,12 @@ class EmbeddedBroker:
             auth["usernames"] = list(self.usernames)
         if self.password_file is not None:
             auth["password_file"] = str(self.password_file)
+        plugins: dict[str, Any] = {f"{__name__}.MarketAuthPlugin": auth}
+        if self.coordinators is not None:
+            plugins[f"{__name__}.MarketAclPlugin"] = {"coordinators": dict(self.coordinators)}
         return {
             "listeners": {"default": {"type": "tcp", "bind": f"{self.host}:{self.port}"}},
-            "plugins": {f"{__name__}.MarketAuthPlugin": auth},
+            "plugins": plugins,
         }
 
     async def start(self, timeout: float = 10.0) -> None:
@@ -325,14 +377,23 @@ class MosquittoBroker:
 
 
 async def serve_embedded(
-    host: str = LOOPBACK, port: int = 0, password_file: Path | None = None
+    host: str = LOOPBACK,
+    port: int = 0,
+    password_file: Path | None = None,
+    coordinators: dict[str, str] | None = None,
 ) -> None:
-    """Run an embedded broker until SIGINT/SIGTERM; print ``ready URL`` once it listens."""
+    """Run an embedded broker until SIGINT/SIGTERM; print ``ready URL`` once it listens.
+
+    ``coordinators`` (key -> market) turns on the market ACL.
+    """
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stopping.set)
-    async with EmbeddedBroker(host=host, port=port, password_file=password_file) as broker:
+    server = EmbeddedBroker(
+        host=host, port=port, password_file=password_file, coordinators=coordinators
+    )
+    async with server as broker:
         print(f"ready {broker.url}", flush=True)
         await stopping.wait()
 
@@ -342,9 +403,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default=LOOPBACK)
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--passwd", type=Path, default=None, help="Mosquitto $7$ password file")
+    parser.add_argument("--genesis", type=Path, default=None, help="enforce this market's ACL")
     args = parser.parse_args(argv)
     logging.getLogger("amqtt").setLevel(logging.WARNING)
-    asyncio.run(serve_embedded(args.host, args.port, args.passwd))
+    coordinators = None
+    if args.genesis is not None:
+        from deploy.genesis import load_genesis
+
+        genesis = load_genesis(args.genesis)
+        coordinators = {genesis.coordinator: genesis.market}
+    asyncio.run(serve_embedded(args.host, args.port, args.passwd, coordinators))
     return 0
 
 

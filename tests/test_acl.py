@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -11,11 +12,11 @@ from pathlib import Path
 import pytest
 
 from deploy.acl import party_password, write_broker_files
-from deploy.broker import MosquittoBroker, mosquitto_binary
+from deploy.broker import EmbeddedBroker, MosquittoBroker, mosquitto_binary
 from deploy.genesis import MarketGenesis
 from deploy.passwd import read_password_file, verify_password
 from protocol import topics
-from protocol.bus import Bus, Delivery
+from protocol.bus import Bus, BusError, Delivery
 
 pytestmark = pytest.mark.broker
 
@@ -44,22 +45,28 @@ def test_secret_reused_across_rewrites(tmp_path: Path) -> None:
 
 @dataclass
 class Market:
-    broker: MosquittoBroker
+    broker: MosquittoBroker | EmbeddedBroker
     passwords: dict[str, str]
 
     def bus(self, key: str) -> Bus:
         return Bus(self.broker.url, key, username=key, password=self.passwords[key])
 
 
-@pytest.fixture
-async def market(tmp_path: Path) -> AsyncIterator[Market]:
-    """Mosquitto running with the passwd and ACL written from GENESIS."""
-    if mosquitto_binary() is None:
-        pytest.skip("mosquitto binary not on PATH")
+@pytest.fixture(params=["mosquitto", "embedded"])
+async def market(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Market]:
+    """A broker enforcing the passwd and ACL written from GENESIS (Mosquitto or amqtt)."""
     files = write_broker_files(GENESIS, tmp_path / "broker")
-    server = MosquittoBroker(
-        password_file=files.password_file, acl_file=files.acl_file, workdir=tmp_path / "mq"
-    )
+    server: MosquittoBroker | EmbeddedBroker
+    if request.param == "mosquitto":
+        if mosquitto_binary() is None:
+            pytest.skip("mosquitto binary not on PATH")
+        server = MosquittoBroker(
+            password_file=files.password_file, acl_file=files.acl_file, workdir=tmp_path / "mq"
+        )
+    else:
+        server = EmbeddedBroker(
+            password_file=files.password_file, coordinators={COORD: GENESIS.market}
+        )
     async with server:
         yield Market(server, json.loads(files.credentials.read_text()))
 
@@ -92,13 +99,25 @@ async def test_participant_cannot_impersonate_coordinator(market: Market) -> Non
 
 
 async def test_participant_cannot_read_another_outbox(market: Market) -> None:
-    """Messages in Alice's outbox never reach Bob, even if he subscribes to it."""
+    """Messages in Alice's outbox never reach Bob, even if he tries to subscribe to it."""
     async with market.bus(COORD) as coord, market.bus(BOB) as bob:
-        # Mosquitto grants the v3.1.1 subscription and filters each delivery instead
-        await bob.subscribe(topics.outbox("m1", ALICE), topics.outbox("m1", BOB))
+        await bob.subscribe(topics.outbox("m1", BOB))
+        # Mosquitto grants a v3.1.1 subscription and filters each delivery; amqtt refuses
+        with contextlib.suppress(BusError):
+            await bob.subscribe(topics.outbox("m1", ALICE))
         await coord.publish(topics.outbox("m1", ALICE), b"alice's assignment")
         await coord.publish(topics.outbox("m1", BOB), b"bob's receipt")
         assert Delivery(topics.outbox("m1", BOB), b"bob's receipt") == await first(bob)
+
+
+async def test_subscription_to_another_outbox_refused_by_embedded() -> None:
+    """The embedded broker's ACL refuses the subscription outright."""
+    server = EmbeddedBroker(coordinators={COORD: "m1"})
+    async with server, Bus(server.url, BOB, username=BOB) as bob:
+        with pytest.raises(BusError):
+            await bob.subscribe(topics.outbox("m1", ALICE))
+        await bob.subscribe(topics.outbox("m1", BOB))
+        assert bob.connected
 
 
 async def test_coordinator_confined_to_its_market(market: Market) -> None:
