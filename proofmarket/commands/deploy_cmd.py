@@ -58,12 +58,27 @@ def acl(genesis_path: Path, out_dir: Path) -> None:
     default=None,
     help="Mosquitto-format password file; without it any non-empty username logs in.",
 )
-def broker(host: str, port: int, passwd: Path | None) -> None:
+@click.option(
+    "--genesis",
+    "genesis_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Enforce this market's ACL (as `deploy acl` writes it for Mosquitto).",
+)
+def broker(host: str, port: int, passwd: Path | None, genesis_path: Path | None) -> None:
     """Run the embedded (amqtt) broker until SIGINT/SIGTERM; prints `ready URL`."""
     import asyncio
     import logging
 
     from deploy.broker import serve_embedded
+    from deploy.genesis import GenesisError, load_genesis
 
+    coordinators = None
+    if genesis_path is not None:
+        try:
+            genesis = load_genesis(genesis_path)
+        except GenesisError as exc:
+            raise click.ClickException(str(exc)) from exc
+        coordinators = {genesis.coordinator: genesis.market}
     logging.getLogger("amqtt").setLevel(logging.WARNING)
-    asyncio.run(serve_embedded(host, port, passwd))
+    asyncio.run(serve_embedded(host, port, passwd, coordinators))
