@@ -238,7 +238,7 @@ def test_fleet_broadcast_reaches_every_identity() -> None:
     assert [USER, USER, USER2, USER2] == [key for key, _ in effects]
     ids = [e.message.task_id for _, e in effects if isinstance(e.message, TaskBidMessage)]
     assert 4 == len(set(ids))
-    assert 4 == fleet.summary().tasks_bid
+    assert (4, 1) == (fleet.summary().tasks_bid, fleet.summary().rounds_seen)
 
 
 def test_fleet_directed_message_reaches_only_its_identity() -> None:

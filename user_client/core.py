@@ -312,8 +312,10 @@ class UserFleet:
         return max(known) if known else None
 
     def summary(self) -> UserSummary:
-        """The identities' summaries added together."""
+        """The identities' summaries added together (rounds seen: the most any saw)."""
         total = UserSummary()
         for user in self.users.values():
             total.add(user.summary)
+        # every identity sees the same announcements: rounds are not additive
+        total.rounds_seen = max(user.summary.rounds_seen for user in self.users.values())
         return total
