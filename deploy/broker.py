@@ -264,6 +264,9 @@ class MosquittoBroker:
     binary: str | None = None
     start_timeout: float = 10.0
     log_file: Path | None = None
+    tls_cert: Path | None = None
+    """Server certificate (with ``tls_key``): the listener speaks TLS, ``url`` is mqtts://."""
+    tls_key: Path | None = None
     config: str | None = None
     """Full mosquitto.conf text to run instead of the generated one (its listener must
     be ``port`` on ``host``)."""
@@ -277,10 +280,13 @@ class MosquittoBroker:
             self.binary = mosquitto_binary()
         if self.binary is None:
             raise BrokerStartError("mosquitto binary not found on PATH")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together")
 
     @property
     def url(self) -> str:
-        return f"mqtt://{self.host}:{self.port}"
+        scheme = "mqtts" if self.tls_cert is not None else "mqtt"
+        return f"{scheme}://{self.host}:{self.port}"
 
     @property
     def pid(self) -> int | None:
@@ -300,6 +306,8 @@ class MosquittoBroker:
             "max_inflight_messages 0",
             "max_packet_size 1048576",
         ]
+        if self.tls_cert is not None:
+            lines += [f"certfile {self.tls_cert}", f"keyfile {self.tls_key}"]
         if self.log_file is not None:
             lines.append("log_type all")
         if self.password_file is None:
