@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import functools
 import math
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -44,6 +45,7 @@ __all__ = [
     "BusTimeoutError",
     "Delivery",
     "PayloadTooLargeError",
+    "bare_receive",
     "parse_broker_url",
 ]
 
@@ -454,3 +456,52 @@ def _check_topic(topic: str, *, wildcards: bool) -> None:
         raise BusConfigError(f"bad topic {topic!r}")
     if not wildcards and ("+" in topic or "#" in topic):
         raise BusConfigError(f"wildcards are not allowed when publishing: {topic!r}")
+
+
+async def bare_receive(
+    url: str,
+    topic: str,
+    count: int,
+    *,
+    username: str | None = None,
+    password: str | None = None,
+    ca_file: str | None = None,
+    subscribed: asyncio.Event | None = None,
+    timeout: float = 60.0,
+) -> float:
+    """Seconds a plain aiomqtt subscriber takes to receive ``count`` messages on ``topic``.
+
+    The baseline for ``bench ingest``: no Bus layers, no queues of ours. The
+    clock runs from the first message's arrival to the last; ``subscribed`` is
+    set once the broker has acknowledged the subscription, so the caller knows
+    when to start publishing. BusTimeoutError past ``timeout``.
+    """
+    if count < 1:
+        raise BusConfigError("count must be positive")
+    address = parse_broker_url(url)
+    tls = aiomqtt.TLSParameters(ca_certs=ca_file) if address.tls else None
+    client = aiomqtt.Client(
+        address.host,
+        address.port,
+        username=username if username is not None else address.username,
+        password=password if password is not None else address.password,
+        tls_params=tls,
+    )
+    first = 0.0
+    received = 0
+    try:
+        async with asyncio.timeout(timeout), client:
+            await client.subscribe(topic, qos=QOS)
+            if subscribed is not None:
+                subscribed.set()
+            async for _ in client.messages:
+                if received == 0:
+                    first = time.perf_counter()
+                received += 1
+                if received == count:
+                    return time.perf_counter() - first
+    except TimeoutError:
+        raise BusTimeoutError(f"bare subscriber got {received}/{count} in {timeout}s") from None
+    except aiomqtt.MqttError as exc:
+        raise BusError(f"bare subscriber: {exc}") from exc
+    raise BusError("bare subscriber: message stream ended")

@@ -19,6 +19,7 @@ from protocol.bus import (
     BusTimeoutError,
     Delivery,
     PayloadTooLargeError,
+    bare_receive,
     parse_broker_url,
 )
 
@@ -282,3 +283,20 @@ async def test_refused_login_raises_auth_error() -> None:
         with pytest.raises(BusAuthError):
             async with asyncio.timeout(BOUND):
                 await Bus(server.url, "mallory", username="mallory").__aenter__()
+
+
+async def test_bare_receive_counts_messages(broker: RunningBroker) -> None:
+    """The bench baseline subscriber returns once it has received exactly N messages."""
+    subscribed = asyncio.Event()
+    receiving = asyncio.create_task(
+        bare_receive(broker.url, "bench", 30, **broker.login("bare"), subscribed=subscribed)
+    )
+    async with asyncio.timeout(BOUND):
+        await subscribed.wait()
+    async with open_bus(broker, "pub") as pub:
+        for i in range(30):
+            await pub.publish("bench", b"%d" % i)
+    async with asyncio.timeout(BOUND):
+        seconds = await receiving
+    assert seconds >= 0.0
+    assert 30 == pub.stats.published
