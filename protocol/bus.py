@@ -191,6 +191,7 @@ class Bus:
         keepalive: int = 10,
     ) -> None:
         address = parse_broker_url(url)
+        ca_file = ca_file or None  # an unset environment variable arrives as ""
         if not client_id:
             raise BusConfigError("a persistent session needs a non-empty client id")
         if queue_size < 1 or max_payload < 1:
