@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 from conftest import RunningBroker
 
+from deploy.broker import EmbeddedBroker
 from protocol import topics, workload
-from protocol.bus import Bus
+from protocol.bus import Bus, BusError
 from protocol.envelope import open_envelope, seal
 from protocol.identity import Identity
 from protocol.messages import (
@@ -461,3 +462,28 @@ async def test_prover_carries_on_after_a_broker_restart(broker: RunningBroker) -
         async with asyncio.timeout(WAIT):
             core = await node
     assert 2 == core.stats.rounds_bid
+
+
+async def test_fleet_per_identity_works_under_the_market_acl() -> None:
+    """With the broker's per-key ACL on, a fleet logging in once per identity still trades."""
+    server = EmbeddedBroker(coordinators={COORD.public_hex: MARKET})
+    async with server:
+        await run_fleet(RunningBroker("embedded", server), "per-identity")
+
+
+async def test_shared_fleet_is_refused_loudly_under_the_market_acl() -> None:
+    """A shared-login fleet cannot read other identities' outboxes under the ACL: it fails."""
+    server = EmbeddedBroker(coordinators={COORD.public_hex: MARKET})
+    config = UserConfig(
+        broker=server.url,
+        coordinator=COORD.public_hex,
+        market=MARKET,
+        tasks=1,
+        fee_range=(1, 2),
+        identities=2,
+        password="pw",
+    )
+    async with server:
+        with pytest.raises(BusError, match="refused subscription"):
+            async with asyncio.timeout(WAIT):
+                await run_user(USER, config, stop=asyncio.Event())

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import os
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -51,6 +52,9 @@ class UserConfig:
     concurrency: int = 256  # publishes in flight at once
     ca_file: str | None = None
     password: str | None = None
+    # per-identity broker passwords (credentials.json of `proofmarket deploy acl`);
+    # an identity not listed logs in with `password`
+    passwords: Mapping[str, str] | None = None
 
 
 class UserService:
@@ -198,7 +202,7 @@ async def run_user(
                     config.broker,
                     client_id=login,
                     username=login,
-                    password=config.password,
+                    password=(config.passwords or {}).get(login, config.password),
                     ca_file=config.ca_file,
                 )
             )

@@ -66,6 +66,13 @@ def _participant_options(command: Callable[..., None]) -> Callable[..., None]:
             default=None,
             help="Broker password (or $PROOFMARKET_BROKER_PASSWORD); the username is the key.",
         ),
+        click.option(
+            "--credentials",
+            "credentials_file",
+            type=click.Path(exists=True, dir_okay=False),
+            default=None,
+            help="credentials.json (public key -> broker password) to find passwords in.",
+        ),
         click.option("--ca-file", default=None, help="CA bundle for mqtts:// brokers."),
         click.option(
             "--log-format",
@@ -84,6 +91,23 @@ def _participant_options(command: Callable[..., None]) -> Callable[..., None]:
     for option in reversed(options):
         command = option(command)
     return command
+
+
+def _load_credentials(path: str | None) -> dict[str, str]:
+    import json
+    from pathlib import Path
+
+    if path is None:
+        return {}
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise click.ClickException(f"cannot read credentials {path}: {exc}") from exc
+    if not isinstance(data, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in data.items()
+    ):
+        raise click.ClickException(f"{path}: expected a JSON object of key -> password")
+    return data
 
 
 def _check_key(value: str) -> str:
@@ -116,6 +140,7 @@ def prover(
     coordinator: str,
     market: str,
     password: str | None,
+    credentials_file: str | None,
     ca_file: str | None,
     log_format: str,
     log_level: str,
@@ -144,7 +169,7 @@ def prover(
         workers=workers,
         fault=fault,
         ca_file=ca_file,
-        password=password,
+        password=password or _load_credentials(credentials_file).get(identity.public_hex),
     )
     try:
         core = asyncio.run(run_prover(identity, config))
@@ -186,6 +211,7 @@ def user(
     coordinator: str,
     market: str,
     password: str | None,
+    credentials_file: str | None,
     ca_file: str | None,
     log_format: str,
     log_level: str,
@@ -221,10 +247,14 @@ def user(
         connections=connections,
         ca_file=ca_file,
         password=password,
+        passwords=_load_credentials(credentials_file),
     )
     try:
         fleet = asyncio.run(run_user(identity, config))
     except (BusError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from exc
+        hint = ""
+        if "refused subscription" in str(exc) and connections == "shared" and identities > 1:
+            hint = " (this broker pins logins to their own topics: use --connections per-identity)"
+        raise click.ClickException(f"{exc}{hint}") from exc
     if as_json:
         click.echo(json.dumps({"user": identity.public_hex, **fleet.summary().as_dict()}))
