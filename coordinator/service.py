@@ -372,12 +372,26 @@ async def run_coordinator(
     return core
 
 
-def load_genesis(path: str) -> Genesis:
-    """A genesis file: {"balances": {user: amount}, "deposits": {prover: amount}} (JSON)."""
+def load_genesis(path: str, *, market: str, key: str) -> Genesis:
+    """The core's starting money from a genesis file (deploy/genesis.py's format).
+
+    The file names its market and coordinator; a coordinator refuses one made for
+    another market or another key rather than start a market nobody funded.
+    """
+    from deploy.genesis import GenesisError
+    from deploy.genesis import load_genesis as read_genesis
+
     try:
-        return msgspec.json.decode(Path(path).read_bytes(), type=Genesis)
-    except (OSError, msgspec.DecodeError) as exc:
-        raise CoordinatorStartError(f"genesis {path}: {exc}") from exc
+        genesis = read_genesis(Path(path))
+    except GenesisError as exc:
+        raise CoordinatorStartError(str(exc)) from exc
+    if genesis.market != market:
+        raise CoordinatorStartError(
+            f"genesis {path} is for market {genesis.market!r}, not {market!r}"
+        )
+    if genesis.coordinator != key:
+        raise CoordinatorStartError(f"genesis {path} names another coordinator key")
+    return Genesis(balances=dict(genesis.users), deposits=dict(genesis.provers))
 
 
 def summary_from_ledger(config: CoordinatorConfig, key: str) -> dict[str, object]:

@@ -28,6 +28,7 @@ import msgspec
 from coordinator.core import Genesis
 from coordinator.service import CoordinatorConfig, summary_from_ledger
 from deploy.broker import EmbeddedBroker
+from deploy.genesis import MarketGenesis, dump_genesis
 from deploy.market import DEFAULT_MARKET, dump_market
 from protocol.identity import Identity
 from protocol.messages import MarketParams
@@ -149,7 +150,16 @@ def make_plan(config: TestnetConfig, workdir: Path) -> Plan:
     market_file = workdir / "market.toml"
     market_file.write_text(dump_market(params))
     genesis_file = workdir / "genesis.json"
-    genesis_file.write_bytes(msgspec.json.encode(genesis))
+    genesis_file.write_text(
+        dump_genesis(
+            MarketGenesis(
+                market=params.market,
+                coordinator=coordinator.public_hex,
+                provers=genesis.deposits,
+                users=genesis.balances,
+            )
+        )
+    )
     return Plan(
         workdir,
         coordinator_key,

@@ -5,7 +5,16 @@ from __future__ import annotations
 import click
 
 from proofmarket import __version__
-from proofmarket.commands import bench, clear, coordinator_cmd, keygen, services, sim, testnet
+from proofmarket.commands import (
+    bench,
+    clear,
+    coordinator_cmd,
+    deploy_cmd,
+    keygen,
+    services,
+    sim,
+    testnet,
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -22,6 +31,7 @@ cli.add_command(testnet.testnet)
 cli.add_command(coordinator_cmd.coordinator)
 cli.add_command(services.prover)
 cli.add_command(services.user)
+cli.add_command(deploy_cmd.deploy)
 
 
 def main() -> None:

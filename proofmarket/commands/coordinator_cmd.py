@@ -96,7 +96,7 @@ def coordinator(
         config = CoordinatorConfig(
             broker=broker,
             params=params,
-            genesis=load_genesis(genesis_file),
+            genesis=load_genesis(genesis_file, market=params.market, key=identity.public_hex),
             ledger=ledger,
             rounds=rounds,
             start_delay_ms=start_delay_ms,
