@@ -17,6 +17,7 @@ A batch settles as soon as every task in it has a proof, or at the prove deadlin
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from enum import Enum
@@ -60,6 +61,8 @@ SEEN_ROUNDS: Final = 64
 CoordinatorEvent: TypeAlias = MessageReceived | Tick
 CoordinatorEffect: TypeAlias = Publish | Record | WakeAt
 TaskStatus: TypeAlias = Literal["open", "assigned", "charged", "refunded", "released"]
+# A task belongs to the user who bid it: (user key, the user's own task id).
+TaskKey: TypeAlias = tuple[str, str]
 
 # Reject codes, stable on the wire: clients and dashboards key on them.
 WRONG_MARKET: Final = "wrong_market"
@@ -101,6 +104,18 @@ REJECT_CODES: Final = (
 )
 
 
+def wire_task_id(user: str, task_id: str) -> str:
+    """The id provers see for a user's task: 32 hex digits, stable, distinct across users.
+
+    Users choose their own task ids, so two users may pick the same one; provers see a
+    batch from many users, so the wire carries a hash of owner and id instead.
+    """
+    digest = hashlib.blake2b(
+        f"{user}/{task_id}".encode(), digest_size=16, person=b"proofmarket-task"
+    )
+    return digest.hexdigest()
+
+
 class Genesis(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """The money a market starts with: users' balances and provers' free deposits."""
 
@@ -120,6 +135,7 @@ class TaskState:
 
     task_id: str
     user: str
+    wire_id: str
     fee: int
     task_input: bytes
     carry_over: bool
@@ -141,9 +157,9 @@ class _CostBid:
 class _Batch:
     prover: str
     round: int
-    tasks: tuple[str, ...]
+    tasks: tuple[TaskKey, ...]
     payment: int
-    proofs: dict[str, bytes | None] = field(default_factory=dict)  # None: invalid proof
+    proofs: dict[TaskKey, bytes | None] = field(default_factory=dict)  # None: invalid proof
     settled: bool = False
 
 
@@ -154,7 +170,7 @@ class _Round:
     bid_deadline: int
     prove_deadline: int
     phase: Phase = Phase.BID
-    tasks: list[str] = field(default_factory=list)
+    tasks: list[TaskKey] = field(default_factory=list)
     cost_bids: dict[str, _CostBid] = field(default_factory=dict)
     batches: dict[str, _Batch] = field(default_factory=dict)
     seen: set[bytes] = field(default_factory=set)
@@ -206,7 +222,8 @@ class Coordinator:
         self._started = False
         self._bidding: int = 0  # the round open for bids (or the next to open)
         self._rounds: dict[int, _Round] = {}
-        self._tasks: dict[str, TaskState] = {}
+        self._tasks: dict[TaskKey, TaskState] = {}
+        self._wire: dict[str, TaskKey] = {}  # wire task id -> task
         self._provers: dict[str, _Prover] = {}
         self._declaration_refs: dict[int, set[bytes]] = {}  # epoch -> accepted refs
         self._proving: set[int] = set()  # rounds cleared and not yet settled
@@ -281,15 +298,16 @@ class Coordinator:
         bid = self.start_ms + (number + 1) * self.params.bid_window_ms
         return bid, bid + self.params.prove_window_ms
 
-    def task(self, task_id: str) -> TaskState | None:
-        return self._tasks.get(task_id)
+    def task(self, user: str, task_id: str) -> TaskState | None:
+        """The task `user` bid under its own `task_id`, if still held."""
+        return self._tasks.get((user, task_id))
 
     def tasks(self) -> Iterator[TaskState]:
         return iter(self._tasks.values())
 
-    def open_bids(self) -> dict[str, int]:
-        """Escrowed task bids (open or assigned, not yet settled): task id -> fee."""
-        return {t.task_id: t.fee for t in self._tasks.values() if t.status in ("open", "assigned")}
+    def open_bids(self) -> dict[TaskKey, int]:
+        """Escrowed task bids (open or assigned, not yet settled): (user, task id) -> fee."""
+        return {k: t.fee for k, t in self._tasks.items() if t.status in ("open", "assigned")}
 
     def capacity(self, prover: str, epoch: int) -> int | None:
         p = self._provers.get(prover)
@@ -324,8 +342,9 @@ class Coordinator:
             "ledger": sorted((a.kind.value, a.owner, b) for a, b in self.ledger.snapshot().items()),
             "tasks": sorted(
                 (
-                    t.task_id,
                     t.user,
+                    t.task_id,
+                    t.wire_id,
                     t.fee,
                     t.round,
                     t.status,
@@ -400,22 +419,26 @@ class Coordinator:
         r = self._open_round_for_bid(msg.round, event.now)
         if msg.fee > self.params.p_max:
             raise _Refused(FEE_ABOVE_P_MAX, f"fee {msg.fee} exceeds P_max {self.params.p_max}")
-        if msg.task_id in self._tasks:
-            raise _Refused(DUPLICATE_TASK, f"task {msg.task_id!r} was already bid")
+        key = (event.sender, msg.task_id)
+        wire_id = wire_task_id(event.sender, msg.task_id)
+        if key in self._tasks or wire_id in self._wire:
+            raise _Refused(DUPLICATE_TASK, f"you already bid task {msg.task_id!r}")
         available = self.ledger.balance(balance_of(event.sender))
         if available < msg.fee:
             raise _Refused(INSUFFICIENT_BALANCE, f"fee {msg.fee} exceeds balance {available}")
         if msg.fee:
             self.ledger.move(balance_of(event.sender), escrow_of(event.sender), msg.fee)
-        self._tasks[msg.task_id] = TaskState(
+        self._tasks[key] = TaskState(
             task_id=msg.task_id,
             user=event.sender,
+            wire_id=wire_id,
             fee=msg.fee,
             task_input=msg.task_input,
             carry_over=msg.carry_over,
             round=r.number,
         )
-        r.tasks.append(msg.task_id)
+        self._wire[wire_id] = key
+        r.tasks.append(key)
         r.seen.add(event.ref)
         receipt = BidReceipt(
             market=self.params.market, round=r.number, ref=event.ref, escrowed=msg.fee
@@ -508,15 +531,16 @@ class Coordinator:
             return []  # a redelivery of proofs already taken, even if the batch has settled
         if batch.settled or event.now > r.prove_deadline:
             raise _Refused(LATE_PROOF, f"round {msg.round} proofs were due by {r.prove_deadline}")
-        assigned = set(batch.tasks)
+        assigned = {self._tasks[k].wire_id: k for k in batch.tasks}
         stray = [p.task_id for p in msg.proofs if p.task_id not in assigned]
         if stray:
             raise _Refused(NOT_ASSIGNED, f"task {stray[0]!r} is not in your batch")
         # The first proof given for a task is final, so a prover cannot grind for a valid one.
-        fresh: dict[str, bytes] = {}
+        fresh: dict[TaskKey, bytes] = {}
         for p in msg.proofs:
-            if p.task_id not in batch.proofs and p.task_id not in fresh:
-                fresh[p.task_id] = p.proof
+            key = assigned[p.task_id]
+            if key not in batch.proofs and key not in fresh:
+                fresh[key] = p.proof
         if not fresh:
             return []
         ids = list(fresh)
@@ -525,8 +549,8 @@ class Coordinator:
             [fresh[t] for t in ids],
             difficulty=self.params.difficulty,
         )
-        for task_id, ok in zip(ids, valid, strict=True):
-            batch.proofs[task_id] = fresh[task_id] if ok else None
+        for key, ok in zip(ids, valid, strict=True):
+            batch.proofs[key] = fresh[key] if ok else None
         r.seen.add(event.ref)
         effects: list[CoordinatorEffect] = [Record(event)]
         if len(batch.proofs) == len(batch.tasks):
@@ -627,7 +651,7 @@ class Coordinator:
                 effects.append(Publish(reject, to=key))
                 continue
             bids.append(ProverBid(id=key, capacity=capacity, cost=cost_bid.cost))
-        task_bids = [TaskBid(id=t, fee=self._tasks[t].fee) for t in r.tasks]
+        task_bids = [TaskBid(id=self._tasks[k].wire_id, fee=self._tasks[k].fee) for k in r.tasks]
         seed = f"{self.params.market}/{r.number}".encode()
         outcome = self.mechanism.clear(task_bids, bids, seed=seed)
         result = ClearingResult(
@@ -646,15 +670,16 @@ class Coordinator:
         )
         effects.append(Publish(result))
         for key in sorted(outcome.assignments):
-            task_ids = tuple(outcome.assignments[key])
+            wire_ids = outcome.assignments[key]
+            task_keys = tuple(self._wire[w] for w in wire_ids)
             batch = _Batch(
-                prover=key, round=r.number, tasks=task_ids, payment=outcome.payments[key]
+                prover=key, round=r.number, tasks=task_keys, payment=outcome.payments[key]
             )
             r.batches[key] = batch
             self._provers[key].open_rounds.add(r.number)
-            for t in task_ids:
+            for w, t in zip(wire_ids, task_keys, strict=True):
                 task = self._tasks[t]
-                task.status, task.prover, task.price = "assigned", key, outcome.charges[t]
+                task.status, task.prover, task.price = "assigned", key, outcome.charges[w]
             assignment = Assignment(
                 market=self.params.market,
                 round=r.number,
@@ -662,7 +687,10 @@ class Coordinator:
                 difficulty=self.params.difficulty,
                 setup=self.params.setup,
                 payment=batch.payment,
-                tasks=[AssignedTask(t, self._tasks[t].task_input) for t in task_ids],
+                tasks=[
+                    AssignedTask(self._tasks[t].wire_id, self._tasks[t].task_input)
+                    for t in task_keys
+                ],
             )
             effects.append(Publish(assignment, to=key))
         for t in r.tasks:
@@ -671,7 +699,7 @@ class Coordinator:
                 receipt = UserReceipt(
                     market=self.params.market,
                     round=r.number,
-                    task_id=t,
+                    task_id=task.task_id,
                     allocated=True,
                     price=task.price,
                     prover=task.prover,
@@ -685,14 +713,17 @@ class Coordinator:
                 receipt = UserReceipt(
                     market=self.params.market,
                     round=r.number,
-                    task_id=t,
+                    task_id=task.task_id,
                     allocated=False,
                     carried_to=next_round.number,
                 )
                 effects.append(Publish(receipt, to=task.user))
             else:
                 receipt = UserReceipt(
-                    market=self.params.market, round=r.number, task_id=t, allocated=False
+                    market=self.params.market,
+                    round=r.number,
+                    task_id=task.task_id,
+                    allocated=False,
                 )
                 effects.append(Publish(receipt, to=task.user))
                 effects.append(self._release(task))
@@ -756,7 +787,7 @@ class Coordinator:
                     round=r.number,
                     outcome="charged",
                     amount=price,
-                    task_id=t,
+                    task_id=task.task_id,
                     proof=proof,
                 )
             else:
@@ -772,7 +803,7 @@ class Coordinator:
                     round=r.number,
                     outcome="refunded",
                     amount=self.params.p_max,
-                    task_id=t,
+                    task_id=task.task_id,
                 )
             effects.append(Publish(notice, to=task.user))
         if proven:

@@ -20,7 +20,7 @@ from test_coordinator_helpers import (
     reject_codes,
 )
 
-from coordinator.core import Coordinator, check_invariants
+from coordinator.core import Coordinator, check_invariants, wire_task_id
 from coordinator.ledger import TREASURY
 from protocol.events import Publish, Record, WakeAt
 from protocol.messages import (
@@ -166,11 +166,49 @@ def test_task_bid_escrows_fee() -> None:
 
 
 def test_duplicate_task_rejected() -> None:
-    """A second bid for an existing task id is refused with duplicate_task."""
+    """A user's second bid for one of its own task ids is refused with duplicate_task."""
     market = opened()
     market.task_bid(U0, "t", 5)
-    assert ["duplicate_task"] == reject_codes(market.task_bid(U1, "t", 5))
-    assert 100 == market.coordinator.balance(U1)
+    assert ["duplicate_task"] == reject_codes(market.task_bid(U0, "t", 6, now=START + 1))
+    assert (95, 5) == (market.coordinator.balance(U0), market.coordinator.escrow(U0))
+
+
+def test_task_ids_belong_to_their_user() -> None:
+    """Another user bidding the same task id is accepted: one user cannot squat another's id."""
+    market = opened()
+    market.task_bid(U0, "t", 5)
+    assert [] == reject_codes(market.task_bid(U1, "t", 6))
+    c = market.coordinator
+    assert (5, 6) == (c.task(U0, "t").fee, c.task(U1, "t").fee)  # type: ignore[union-attr]
+    assert {(U0, "t"): 5, (U1, "t"): 6} == c.open_bids()
+
+
+def test_same_task_id_from_two_users_settles_separately() -> None:
+    """Two users' tasks named alike get distinct wire ids, and each user hears its own id."""
+    market = opened()
+    for prover, cost in ((P0, 1), (P1, 5)):
+        market.declare(prover, 2)
+        market.cost_bid(prover, cost)
+    market.task_bid(U0, "same", 9)
+    market.task_bid(U1, "same", 8)
+    market.task_bid(U2, "same", 7)
+    market.task_bid(U3, "same", 3)
+    effects = market.tick(BID_DEADLINE)
+    [assignment] = published(effects, Assignment)
+    wire = [t.task_id for t in assignment.message.tasks]  # type: ignore[attr-defined]
+    assert sorted([wire_task_id(U0, "same"), wire_task_id(U1, "same")]) == sorted(wire)
+    receipts = {
+        (e.to, e.message.task_id, e.message.allocated)  # type: ignore[attr-defined]
+        for e in published(effects, UserReceipt)
+    }
+    assert {(u, "same", u in (U0, U1)) for u in USERS} == receipts
+    settled = market.prove(P0, assignment.message, BID_DEADLINE + 10)  # type: ignore[arg-type]
+    charged = {
+        (e.to, e.message.task_id)  # type: ignore[attr-defined]
+        for e in published(settled, SettlementNotice)
+    }
+    assert {(U0, "same"), (U1, "same"), (P0, None)} == charged
+    assert [] == check_invariants(market.coordinator)
 
 
 def test_duplicate_delivery_changes_nothing() -> None:
@@ -318,7 +356,9 @@ def test_prover_busy_excluded_when_previous_batch_open() -> None:
 def test_clearing_publishes_result_assignment_and_receipts() -> None:
     """Proo-phi at the bid deadline: P0 wins 2 tasks at user price 7, prover price 5."""
     market, assignment = cleared_market()
-    assert ("t0", "t1") == tuple(t.task_id for t in assignment.tasks)
+    assert (wire_task_id(U0, "t0"), wire_task_id(U1, "t1")) == tuple(
+        t.task_id for t in assignment.tasks
+    )
     assert 2 * 5 == assignment.payment
     [result] = [
         m
@@ -327,6 +367,7 @@ def test_clearing_publishes_result_assignment_and_receipts() -> None:
     ]
     assert "prove" == result[1]
     statuses = {t.task_id: t.status for t in market.coordinator.tasks()}
+    assert {U0, U1, U2, U3} == {t.user for t in market.coordinator.tasks()}
     assert {"t0": "assigned", "t1": "assigned", "t2": "released", "t3": "released"} == statuses
 
 
@@ -380,7 +421,7 @@ def test_unallocated_tasks_released_at_clearing() -> None:
     market, _ = cleared_market()
     c = market.coordinator
     assert (100, 100) == (c.balance(U2), c.balance(U3))
-    assert ("released", 1) == (c.task("t2").status, c.task("t2").settlements)  # type: ignore[union-attr]
+    assert ("released", 1) == (c.task(U2, "t2").status, c.task(U2, "t2").settlements)  # type: ignore[union-attr]
 
 
 def test_carry_over_moves_unallocated_bid_to_next_round() -> None:
@@ -390,7 +431,7 @@ def test_carry_over_moves_unallocated_bid_to_next_round() -> None:
     effects = market.tick(BID_DEADLINE)
     [receipt] = published(effects, UserReceipt)
     assert 1 == receipt.message.carried_to  # type: ignore[attr-defined]
-    task = market.coordinator.task("t")
+    task = market.coordinator.task(U0, "t")
     assert (1, "open", 5) == (task.round, task.status, market.coordinator.escrow(U0))  # type: ignore[union-attr]
 
 
@@ -403,7 +444,7 @@ def test_carried_bid_released_if_unallocated_again() -> None:
     [receipt] = published(effects, UserReceipt)
     assert None is receipt.message.carried_to  # type: ignore[attr-defined]
     assert ("released", 100) == (
-        market.coordinator.task("t").status,
+        market.coordinator.task(U0, "t").status,
         market.coordinator.balance(U0),
     )  # type: ignore[union-attr]
 
@@ -428,7 +469,7 @@ def test_missing_proof_slashes_and_refunds_p_max() -> None:
 def test_invalid_proof_slashes_prover() -> None:
     """One wrong proof: its user is refunded, the valid task is charged, the prover is slashed."""
     market, assignment = cleared_market()
-    effects = market.prove(P0, assignment, BID_DEADLINE + 10, corrupt=["t1"])
+    effects = market.prove(P0, assignment, BID_DEADLINE + 10, corrupt=[wire_task_id(U1, "t1")])
     assert ["t0"] == [n.task_id for n in notices(effects, "charged")]
     assert ["t1"] == [n.task_id for n in notices(effects, "refunded")]
     assert 1 == len(notices(effects, "slashed"))
