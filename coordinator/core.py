@@ -52,6 +52,8 @@ from protocol.messages import (
     SettlementNotice,
     TaskBidMessage,
     UserReceipt,
+    Withdrawal,
+    WithdrawalReceipt,
 )
 from protocol.workload import verify_batch
 
@@ -82,6 +84,9 @@ DUPLICATE_TASK: Final = "duplicate_task"
 NOT_ASSIGNED: Final = "not_assigned"
 LATE_PROOF: Final = "late_proof"
 PROVER_BUSY: Final = "prover_busy"
+INVALID_AMOUNT: Final = "invalid_amount"
+INSUFFICIENT_FUNDS: Final = "insufficient_funds"
+DEPOSIT_LOCKED: Final = "deposit_locked"
 
 REJECT_CODES: Final = (
     WRONG_MARKET,
@@ -101,7 +106,12 @@ REJECT_CODES: Final = (
     NOT_ASSIGNED,
     LATE_PROOF,
     PROVER_BUSY,
+    INVALID_AMOUNT,
+    INSUFFICIENT_FUNDS,
+    DEPOSIT_LOCKED,
 )
+
+_NO_REFS: Final[frozenset[bytes]] = frozenset()
 
 
 def wire_task_id(user: str, task_id: str) -> str:
@@ -173,7 +183,6 @@ class _Round:
     tasks: list[TaskKey] = field(default_factory=list)
     cost_bids: dict[str, _CostBid] = field(default_factory=dict)
     batches: dict[str, _Batch] = field(default_factory=dict)
-    seen: set[bytes] = field(default_factory=set)
 
 
 @dataclass(slots=True)
@@ -227,6 +236,8 @@ class Coordinator:
         self._provers: dict[str, _Prover] = {}
         self._declaration_refs: dict[int, set[bytes]] = {}  # epoch -> accepted refs
         self._proving: set[int] = set()  # rounds cleared and not yet settled
+        self._refs: dict[int, set[bytes]] = {}  # round -> envelope refs accepted in it
+        self._refs_floor = 0  # refs of rounds below this are forgotten
 
     # -- construction from a record log ----------------------------------------------
 
@@ -391,6 +402,8 @@ class Coordinator:
                 return self._on_declaration(event, msg)
             if isinstance(msg, ProofSubmission):
                 return self._on_proofs(event, msg)
+            if isinstance(msg, Withdrawal):
+                return self._on_withdrawal(event, msg)
             raise _Refused(UNEXPECTED_MESSAGE, f"a coordinator does not take {type(msg).__name__}")
         except _Refused as refused:
             reject = Reject(
@@ -439,7 +452,7 @@ class Coordinator:
         )
         self._wire[wire_id] = key
         r.tasks.append(key)
-        r.seen.add(event.ref)
+        self._remember(r.number, event.ref)
         receipt = BidReceipt(
             market=self.params.market, round=r.number, ref=event.ref, escrowed=msg.fee
         )
@@ -459,15 +472,14 @@ class Coordinator:
             raise _Refused(DUPLICATE_BID, f"already bid in round {r.number}")
         self._top_up_lock(event.sender, self.params.p_max * capacity)
         r.cost_bids[event.sender] = _CostBid(cost=msg.cost, ref=event.ref)
-        r.seen.add(event.ref)
+        self._remember(r.number, event.ref)
         receipt = BidReceipt(market=self.params.market, round=r.number, ref=event.ref)
         return [Record(event), Publish(receipt, to=event.sender)]
 
     def _on_declaration(
         self, event: MessageReceived, msg: CapacityDeclaration
     ) -> list[CoordinatorEffect]:
-        seen = self._declaration_refs.setdefault(msg.epoch, set())
-        if event.ref in seen:
+        if event.ref in self._declaration_refs.get(msg.epoch, ()):
             return []
         e = self.params.epoch_rounds
         current_epoch = self._bidding // e
@@ -499,7 +511,7 @@ class Coordinator:
         if prover is None:
             prover = self._provers[event.sender] = _Prover()
         prover.capacities[msg.epoch] = msg.capacity
-        seen.add(event.ref)
+        self._declaration_refs.setdefault(msg.epoch, set()).add(event.ref)
         receipt = BidReceipt(
             market=self.params.market, round=first_round, ref=event.ref, escrowed=need
         )
@@ -527,7 +539,7 @@ class Coordinator:
         batch = None if r is None else r.batches.get(event.sender)
         if r is None or batch is None:
             raise _Refused(NOT_ASSIGNED, f"no batch assigned to you in round {msg.round}")
-        if event.ref in r.seen:
+        if event.ref in self._seen(r.number):
             return []  # a redelivery of proofs already taken, even if the batch has settled
         if batch.settled or event.now > r.prove_deadline:
             raise _Refused(LATE_PROOF, f"round {msg.round} proofs were due by {r.prove_deadline}")
@@ -551,15 +563,46 @@ class Coordinator:
         )
         for key, ok in zip(ids, valid, strict=True):
             batch.proofs[key] = fresh[key] if ok else None
-        r.seen.add(event.ref)
+        self._remember(r.number, event.ref)
         effects: list[CoordinatorEffect] = [Record(event)]
         if len(batch.proofs) == len(batch.tasks):
             effects.extend(self._settle_batch(r, batch))
         return effects
 
-    def _seen(self, number: int) -> set[bytes]:
-        r = self._rounds.get(number)
-        return r.seen if r is not None else set()
+    def _seen(self, number: int) -> frozenset[bytes] | set[bytes]:
+        return self._refs.get(number, _NO_REFS)
+
+    def _remember(self, number: int, ref: bytes) -> None:
+        self._refs.setdefault(number, set()).add(ref)
+
+    def _on_withdrawal(self, event: MessageReceived, msg: Withdrawal) -> list[CoordinatorEffect]:
+        if event.ref in self._seen(msg.round):
+            return []
+        # Only the current round (or one still remembered) so that a replayed copy of a
+        # paid withdrawal is always recognised.
+        if msg.round > self._bidding or msg.round <= self._bidding - SEEN_ROUNDS:
+            raise _Refused(WRONG_ROUND, f"withdrawals name the current round, {self._bidding}")
+        if msg.amount < 1:
+            raise _Refused(INVALID_AMOUNT, f"amount {msg.amount} is not positive")
+        owner = event.sender
+        account = balance_of(owner) if msg.account == "balance" else deposit_of(owner)
+        available = self.ledger.balance(account)
+        if available < msg.amount:
+            locked = self.ledger.balance(locked_of(owner))
+            if msg.account == "deposit" and available + locked >= msg.amount:
+                raise _Refused(DEPOSIT_LOCKED, f"{available} free, {locked} locked by capacity")
+            raise _Refused(INSUFFICIENT_FUNDS, f"{msg.account} {available} < {msg.amount}")
+        self.ledger.pay_out(account, msg.amount)
+        self._remember(msg.round, event.ref)
+        receipt = WithdrawalReceipt(
+            market=self.params.market,
+            round=msg.round,
+            ref=event.ref,
+            account=msg.account,
+            amount=msg.amount,
+            remaining=available - msg.amount,
+        )
+        return [Record(event), Publish(receipt, to=owner)]
 
     # -- time -----------------------------------------------------------------------------
 
@@ -600,10 +643,7 @@ class Coordinator:
 
     def _open_round(self, number: int) -> list[CoordinatorEffect]:
         self._bidding = number
-        old = self._rounds.get(number - SEEN_ROUNDS)
-        if old is not None and old.phase is Phase.SETTLED:
-            # Redeliveries this old are refused as late instead of silently dropped.
-            old.seen.clear()
+        self._forget(number)
         if self.rounds_limit is not None and number >= self.rounds_limit:
             return []
         bid_deadline, prove_deadline = self.round_deadlines(number)
@@ -620,6 +660,18 @@ class Coordinator:
             params=self.params,
         )
         return [Publish(announcement)]
+
+    def _forget(self, bidding: int) -> None:
+        """Drop envelope refs of settled rounds older than SEEN_ROUNDS.
+
+        Redeliveries that old are refused (late, wrong round) instead of silently dropped.
+        """
+        while self._refs_floor <= bidding - SEEN_ROUNDS:
+            r = self._rounds.get(self._refs_floor)
+            if r is not None and r.phase is not Phase.SETTLED:
+                break
+            self._refs.pop(self._refs_floor, None)
+            self._refs_floor += 1
 
     # -- clearing -------------------------------------------------------------------------
 
@@ -849,7 +901,10 @@ def check_invariants(coordinator: Coordinator) -> list[str]:
     problems: list[str] = []
     ledger = coordinator.ledger
     if not ledger.conserved():
-        problems.append(f"money not conserved: total {ledger.total()} != {ledger.funded()}")
+        problems.append(
+            f"money not conserved: total {ledger.total()} != funded {ledger.funded()}"
+            f" - withdrawn {ledger.withdrawn()}"
+        )
     for account, amount in ledger.accounts():
         if amount < 0 and account.kind.value != "external":
             problems.append(f"negative balance {account}: {amount}")

@@ -2,9 +2,10 @@
 
 Every unit of money sits in exactly one account. Money enters the market only by an
 explicit funding entry (genesis, or a faucet) that moves it out of the `external`
-account, which is the one account allowed below zero: its negated balance is the net
-amount ever funded, so `total() == funded()` at all times, and the sum of every account
-including `external` is always zero.
+account, and leaves only by a pay-out (a withdrawal) back into it. `external` is the one
+account allowed below zero: its negated balance is funded minus withdrawn, so
+`total() == funded() - withdrawn()` at all times, and the sum of every account including
+`external` is always zero.
 
 A transfer that would leave any other account negative raises `InsufficientFunds` and
 changes nothing. The ledger is pure: no IO, no clock.
@@ -85,10 +86,12 @@ def _check_amount(amount: int) -> None:
 class Ledger:
     """Integer balances per account; every change is a zero-sum set of postings."""
 
-    __slots__ = ("_balances",)
+    __slots__ = ("_balances", "_funded", "_withdrawn")
 
     def __init__(self) -> None:
         self._balances: dict[Account, int] = {}
+        self._funded = 0
+        self._withdrawn = 0
 
     def balance(self, account: Account) -> int:
         return self._balances.get(account, 0)
@@ -98,27 +101,42 @@ class Ledger:
         return ((a, b) for a, b in self._balances.items() if b != 0)
 
     def funded(self) -> int:
-        """Net money that entered the market (funding minus withdrawals)."""
-        return -self.balance(EXTERNAL)
+        """All money ever brought into the market (genesis and faucet entries)."""
+        return self._funded
+
+    def withdrawn(self) -> int:
+        """All money ever paid out of the market."""
+        return self._withdrawn
 
     def total(self) -> int:
         """Sum of every account inside the market."""
         return sum(b for a, b in self._balances.items() if a.kind is not AccountKind.EXTERNAL)
 
     def conserved(self) -> bool:
-        return self.total() == self.funded()
+        net = self._funded - self._withdrawn
+        return self.total() == net == -self.balance(EXTERNAL)
 
     def fund(self, account: Account, amount: int) -> None:
         """Bring `amount` new money into `account` (genesis or a faucet entry)."""
         _check_amount(amount)
         if account.kind is AccountKind.EXTERNAL:
             raise UnbalancedTransfer("cannot fund the external account itself")
+        if account.kind not in (AccountKind.BALANCE, AccountKind.DEPOSIT):
+            raise UnbalancedTransfer(f"funding goes to a balance or a free deposit, not {account}")
         self._apply(((EXTERNAL, -amount), (account, amount)))
+        self._funded += amount
 
     def withdraw(self, owner: str, amount: int) -> None:
         """Pay `amount` of a prover's free deposit out of the market."""
+        self.pay_out(deposit_of(owner), amount)
+
+    def pay_out(self, account: Account, amount: int) -> None:
+        """Pay `amount` out of the market from a balance or a free deposit (never locked)."""
         _check_amount(amount)
-        self._apply(((deposit_of(owner), -amount), (EXTERNAL, amount)))
+        if account.kind not in (AccountKind.BALANCE, AccountKind.DEPOSIT):
+            raise UnbalancedTransfer(f"only balances and free deposits are paid out, not {account}")
+        self._apply(((account, -amount), (EXTERNAL, amount)))
+        self._withdrawn += amount
 
     def move(self, source: Account, target: Account, amount: int) -> None:
         """Move `amount` (> 0) from one market account to another."""
@@ -148,7 +166,12 @@ class Ledger:
                 raise InsufficientFunds(account, -delta, self._balances.get(account, 0))
         for account, delta in net.items():
             if delta:
-                self._balances[account] = self._balances.get(account, 0) + delta
+                after = self._balances.get(account, 0) + delta
+                if after:
+                    self._balances[account] = after
+                else:
+                    # Emptied accounts go, so the ledger grows with holders, not history.
+                    del self._balances[account]
 
     def snapshot(self) -> Mapping[Account, int]:
         """A copy of every non-zero balance, for comparing ledgers."""

@@ -138,6 +138,7 @@ def market_report(coordinator: Coordinator, outputs: Iterable[Message]) -> dict[
         "rounds": round_summaries(outputs),
         "ledger": {
             "funded": ledger.funded(),
+            "withdrawn": ledger.withdrawn(),
             "total": ledger.total(),
             "conserved": ledger.conserved(),
         },

@@ -19,6 +19,8 @@ SCHEMA_VERSION: Final = 1
 
 # Bounds that keep every integer well inside int64 and every field a sane size.
 Money = Annotated[int, Meta(ge=0, le=2**53)]
+PositiveMoney = Annotated[int, Meta(ge=1, le=2**53)]
+Nonce = Annotated[int, Meta(ge=0, le=2**63 - 1)]
 Count = Annotated[int, Meta(ge=0, le=2**31)]
 Positive = Annotated[int, Meta(ge=1, le=2**31)]
 Round = Annotated[int, Meta(ge=0, le=2**53)]
@@ -190,6 +192,57 @@ class Reject(_Body, tag="reject", frozen=True):
     round: Round | None = None
 
 
+# The two accounts of a party that money can be paid into from outside or out of.
+FundsAccount = Literal["balance", "deposit"]
+
+
+class Withdrawal(_Body, tag="withdrawal", frozen=True):
+    """User or prover -> coordinator: pay `amount` of its free money out of the market.
+
+    `round` is the round open for bids when the request is made; it binds the request to
+    its round, so a copy replayed long after is refused instead of paid again.
+    """
+
+    market: MarketId
+    round: Round
+    account: FundsAccount  # "balance" (spendable) or "deposit" (a prover's unlocked deposit)
+    amount: PositiveMoney
+
+
+class WithdrawalReceipt(_Body, tag="withdrawal_receipt", frozen=True):
+    """Coordinator -> withdrawer: the withdrawal `ref` was paid out; what is left."""
+
+    market: MarketId
+    round: Round
+    ref: Digest
+    account: FundsAccount
+    amount: Money
+    remaining: Money
+
+
+class FaucetGrant(_Body, tag="faucet_grant", frozen=True):
+    """Faucet -> coordinator: new money for `to`; only the genesis's faucet key may send it.
+
+    `nonce` names the grant: a grant whose nonce was already taken changes nothing.
+    """
+
+    market: MarketId
+    to: PublicKeyHex
+    account: FundsAccount
+    amount: PositiveMoney
+    nonce: Nonce
+
+
+class FundingNotice(_Body, tag="funding_notice", frozen=True):
+    """Coordinator -> recipient and faucet: the faucet grant `nonce` was credited."""
+
+    market: MarketId
+    to: PublicKeyHex
+    account: FundsAccount
+    amount: Money
+    nonce: Nonce
+
+
 Message = (
     RoundAnnouncement
     | CapacityDeclaration
@@ -202,6 +255,10 @@ Message = (
     | ProofSubmission
     | SettlementNotice
     | Reject
+    | Withdrawal
+    | WithdrawalReceipt
+    | FaucetGrant
+    | FundingNotice
 )
 
 KINDS: Final[dict[str, type[Message]]] = {
@@ -218,5 +275,9 @@ KINDS: Final[dict[str, type[Message]]] = {
         ProofSubmission,
         SettlementNotice,
         Reject,
+        Withdrawal,
+        WithdrawalReceipt,
+        FaucetGrant,
+        FundingNotice,
     )
 }

@@ -18,6 +18,7 @@ from protocol.messages import (
     Reject,
     TaskBidMessage,
     TaskProof,
+    Withdrawal,
 )
 from protocol.workload import prove_batch
 
@@ -110,6 +111,17 @@ class Market:
             carry_over=carry_over,
         )
         return self.send(user, bid, now)
+
+    def withdraw(
+        self,
+        owner: str,
+        amount: int,
+        account: str = "deposit",
+        round: int = 0,
+        now: int = START,
+    ) -> list[CoordinatorEffect]:
+        msg = Withdrawal(market=MARKET, round=round, account=account, amount=amount)  # type: ignore[arg-type]
+        return self.send(owner, msg, now)
 
     def prove(
         self, prover: str, assignment: Assignment, now: int, corrupt: Sequence[str] = ()

@@ -20,7 +20,7 @@ from test_coordinator_helpers import (
     reject_codes,
 )
 
-from coordinator.core import Coordinator, check_invariants, wire_task_id
+from coordinator.core import SEEN_ROUNDS, Coordinator, check_invariants, wire_task_id
 from coordinator.ledger import TREASURY
 from protocol.events import Publish, Record, WakeAt
 from protocol.messages import (
@@ -32,6 +32,7 @@ from protocol.messages import (
     RoundAnnouncement,
     SettlementNotice,
     UserReceipt,
+    WithdrawalReceipt,
 )
 
 U0, U1, U2, U3 = USERS
@@ -511,8 +512,86 @@ def test_deposit_unlocked_after_epoch_and_withdrawable() -> None:
     market.tick(START + 2 * BID_MS)  # round 1, the epoch's last, clears
     c = market.coordinator
     assert (0, 100) == (c.locked(P0), c.deposit(P0))
-    c.ledger.withdraw(P0, 100)
-    assert (0, 0) == (c.deposit(P0), c.ledger.funded() - 4 * 100 - 2 * 100)
+    assert [] == reject_codes(market.withdraw(P0, 100, round=2, now=START + 2 * BID_MS))
+    assert (0, 100) == (c.deposit(P0), c.ledger.withdrawn())
+
+
+# -- withdrawals ------------------------------------------------------------------------
+
+
+def test_withdrawal_pays_free_deposit_out() -> None:
+    """A prover withdraws free deposit: it leaves the market and a receipt says what is left."""
+    market = opened()
+    effects = market.withdraw(P0, 30)
+    assert isinstance(effects[0], Record)
+    [receipt] = published(effects, WithdrawalReceipt)
+    msg = receipt.message
+    assert (P0, "deposit", 30, 70) == (receipt.to, msg.account, msg.amount, msg.remaining)  # type: ignore[attr-defined]
+    c = market.coordinator
+    assert (70, 30, True) == (c.deposit(P0), c.ledger.withdrawn(), c.ledger.conserved())
+    assert [] == check_invariants(c)
+
+
+def test_withdrawal_from_balance() -> None:
+    """A user withdraws spendable balance; escrowed fees stay behind."""
+    market = opened()
+    market.task_bid(U0, "t", 10)
+    market.withdraw(U0, 90, account="balance")
+    assert ["insufficient_funds"] == reject_codes(market.withdraw(U0, 1, account="balance"))
+    c = market.coordinator
+    assert (0, 10, 90) == (c.balance(U0), c.escrow(U0), c.ledger.withdrawn())
+
+
+def test_withdrawal_of_locked_deposit_rejected() -> None:
+    """Deposit locked behind a declared capacity cannot be withdrawn: deposit_locked."""
+    market = opened()
+    market.declare(P0, 5)  # locks 50 of 100
+    assert ["deposit_locked"] == reject_codes(market.withdraw(P0, 51))
+    assert (50, 50, 0) == (
+        market.coordinator.deposit(P0),
+        market.coordinator.locked(P0),
+        market.coordinator.ledger.withdrawn(),
+    )
+
+
+def test_withdrawal_above_holdings_rejected() -> None:
+    """Asking for more than free and locked deposit together is insufficient_funds."""
+    market = opened()
+    assert ["insufficient_funds"] == reject_codes(market.withdraw(P0, 101))
+    assert 100 == market.coordinator.deposit(P0)
+
+
+def test_withdrawal_invalid_amount_rejected() -> None:
+    """A zero amount (which the decoder already refuses) is refused by the core too."""
+    market = opened()
+    assert ["invalid_amount"] == reject_codes(market.withdraw(P0, 0))
+
+
+def test_withdrawal_for_other_round_rejected() -> None:
+    """A withdrawal must name the current round (or a remembered one), never a future one."""
+    market = opened()
+    assert ["wrong_round"] == reject_codes(market.withdraw(P0, 10, round=1))
+    market.tick(START + (SEEN_ROUNDS + 1) * BID_MS)
+    assert ["wrong_round"] == reject_codes(market.withdraw(P0, 10, round=0))
+    assert 100 == market.coordinator.deposit(P0)
+
+
+def test_redelivered_withdrawal_paid_once() -> None:
+    """The same withdrawal envelope twice pays out once; a fresh one pays again."""
+    market = opened()
+    market.withdraw(P0, 10)
+    assert [] == market.feed(market.recorded[-1])
+    market.withdraw(P0, 10)
+    assert (80, 20) == (market.coordinator.deposit(P0), market.coordinator.ledger.withdrawn())
+
+
+def test_withdrawal_after_market_finished() -> None:
+    """Once a round-limited market has finished, everyone can still take their money out."""
+    market = Market(Coordinator(params(), genesis(), COORD, START, rounds=2))
+    market.tick(START + 10 * BID_MS)
+    assert market.coordinator.finished
+    assert [] == reject_codes(market.withdraw(U0, 100, account="balance", round=1))
+    assert 0 == market.coordinator.balance(U0)
 
 
 @pytest.mark.parametrize("rounds", [1, 3])

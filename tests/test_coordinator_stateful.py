@@ -29,6 +29,7 @@ from protocol.messages import (
     ProofSubmission,
     ProverCostBid,
     TaskBidMessage,
+    Withdrawal,
 )
 
 MODES = ["valid", "valid", "corrupt", "partial", "impostor"]
@@ -163,6 +164,16 @@ class CoordinatorMachine(RuleBasedStateMachine):
         pool = self.assignments[-2:] if recent else self.assignments
         prover, assignment = data.draw(st.sampled_from(pool))
         self._answer(prover, assignment, mode)
+
+    @rule(
+        owner=st.sampled_from(USERS + PROVERS),
+        account=st.sampled_from(["balance", "deposit"]),
+        amount=st.integers(0, 70),
+        offset=st.integers(-1, 1),
+    )
+    def withdraw(self, owner: str, account: str, amount: int, offset: int) -> None:
+        msg = Withdrawal(market=MARKET, round=self._round(offset), account=account, amount=amount)  # type: ignore[arg-type]
+        self._send(owner, msg)
 
     @precondition(lambda self: bool(self.fed))
     @rule(data=st.data())

@@ -93,6 +93,12 @@ SAMPLES: list[m.Message] = [
         market=MARKET, round=7, outcome="charged", amount=9, task_id="t-1", proof=b"\x02" * 32
     ),
     m.Reject(market=MARKET, code="bad_signature", reason="no", ref=DIGEST, round=7),
+    m.Withdrawal(market=MARKET, round=7, account="deposit", amount=30),
+    m.WithdrawalReceipt(
+        market=MARKET, round=7, ref=DIGEST, account="deposit", amount=30, remaining=70
+    ),
+    m.FaucetGrant(market=MARKET, to=USER.public_hex, account="balance", amount=500, nonce=1),
+    m.FundingNotice(market=MARKET, to=USER.public_hex, account="balance", amount=500, nonce=1),
 ]
 
 
@@ -101,9 +107,9 @@ def _sealed_by(message: m.Message) -> tuple[Identity, Identity | None]:
     kind = kind_of(message)
     if kind in PUBLIC_KINDS:
         return COORDINATOR, None
-    if kind in {"capacity_declaration", "prover_bid", "proof_submission"}:
+    if kind in {"capacity_declaration", "prover_bid", "proof_submission", "withdrawal"}:
         return PROVER, COORDINATOR
-    if kind == "task_bid":
+    if kind in {"task_bid", "faucet_grant"}:
         return USER, COORDINATOR
     return COORDINATOR, PROVER
 

@@ -90,11 +90,33 @@ def test_free_deposit_withdrawable_locked_not() -> None:
     with pytest.raises(InsufficientFunds):
         ledger.withdraw("p", 41)
     ledger.withdraw("p", 40)
-    assert (0, 60, 60, 60) == (
+    assert (0, 60, 60, 100, 40) == (
         ledger.balance(deposit_of("p")),
         ledger.balance(locked_of("p")),
         ledger.total(),
         ledger.funded(),
+        ledger.withdrawn(),
+    )
+    assert ledger.conserved()
+
+
+def test_balance_paid_out_escrow_and_locked_not() -> None:
+    """A balance can be paid out; escrow and locked deposit never leave the market directly."""
+    ledger = Ledger()
+    ledger.fund(balance_of("u"), 50)
+    ledger.move(balance_of("u"), escrow_of("u"), 20)
+    ledger.pay_out(balance_of("u"), 30)
+    for account in (escrow_of("u"), locked_of("u"), TREASURY):
+        with pytest.raises(UnbalancedTransfer):
+            ledger.pay_out(account, 1)
+    with pytest.raises(InsufficientFunds):
+        ledger.pay_out(balance_of("u"), 1)
+    assert (0, 20, 50, 30, True) == (
+        ledger.balance(balance_of("u")),
+        ledger.balance(escrow_of("u")),
+        ledger.funded(),
+        ledger.withdrawn(),
+        ledger.conserved(),
     )
 
 

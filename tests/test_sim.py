@@ -45,7 +45,7 @@ def test_honest_market_conserves_money_and_proves_everything() -> None:
     assert [r["allocated_tasks"] for r in rounds] == [r["proofs_valid"] for r in rounds]
     assert 0 == sum(r["slashed_provers"] for r in rounds)
     assert sum(r["allocated_tasks"] for r in rounds) > 0
-    assert {"funded", "total", "conserved"} == set(report["ledger"])  # type: ignore[arg-type]
+    assert {"funded", "withdrawn", "total", "conserved"} == set(report["ledger"])  # type: ignore[arg-type]
     assert report["ledger"]["conserved"] is True  # type: ignore[index]
     assert report["invariants_ok"] is True
 
