@@ -43,6 +43,8 @@ from protocol.messages import (
     BidReceipt,
     CapacityDeclaration,
     ClearingResult,
+    FaucetGrant,
+    FundingNotice,
     MarketParams,
     Message,
     ProofSubmission,
@@ -87,6 +89,8 @@ PROVER_BUSY: Final = "prover_busy"
 INVALID_AMOUNT: Final = "invalid_amount"
 INSUFFICIENT_FUNDS: Final = "insufficient_funds"
 DEPOSIT_LOCKED: Final = "deposit_locked"
+NOT_FAUCET: Final = "not_faucet"
+DUPLICATE_GRANT: Final = "duplicate_grant"
 
 REJECT_CODES: Final = (
     WRONG_MARKET,
@@ -109,6 +113,8 @@ REJECT_CODES: Final = (
     INVALID_AMOUNT,
     INSUFFICIENT_FUNDS,
     DEPOSIT_LOCKED,
+    NOT_FAUCET,
+    DUPLICATE_GRANT,
 )
 
 _NO_REFS: Final[frozenset[bytes]] = frozenset()
@@ -127,10 +133,15 @@ def wire_task_id(user: str, task_id: str) -> str:
 
 
 class Genesis(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """The money a market starts with: users' balances and provers' free deposits."""
+    """The money a market starts with: users' balances and provers' free deposits.
+
+    `faucet`, when set, is the one key whose signed `FaucetGrant`s bring new money in
+    later; without it the genesis is all the money there will ever be.
+    """
 
     balances: dict[str, int] = {}
     deposits: dict[str, int] = {}
+    faucet: str | None = None
 
 
 class Phase(Enum):
@@ -238,6 +249,10 @@ class Coordinator:
         self._proving: set[int] = set()  # rounds cleared and not yet settled
         self._refs: dict[int, set[bytes]] = {}  # round -> envelope refs accepted in it
         self._refs_floor = 0  # refs of rounds below this are forgotten
+        # Faucet grants taken, by nonce: (to, account, amount). Kept for good, so no grant
+        # is ever credited twice; they grow with grants made, not with rounds.
+        self._grants: dict[int, tuple[str, str, int]] = {}
+        self._grant_refs: set[bytes] = set()
 
     # -- construction from a record log ----------------------------------------------
 
@@ -381,6 +396,7 @@ class Coordinator:
                 )
                 for r in self._rounds.values()
             ),
+            "grants": sorted(self._grants.items()),
             "provers": sorted(
                 (k, tuple(sorted(p.capacities.items())), tuple(sorted(p.open_rounds)))
                 for k, p in self._provers.items()
@@ -404,6 +420,8 @@ class Coordinator:
                 return self._on_proofs(event, msg)
             if isinstance(msg, Withdrawal):
                 return self._on_withdrawal(event, msg)
+            if isinstance(msg, FaucetGrant):
+                return self._on_faucet_grant(event, msg)
             raise _Refused(UNEXPECTED_MESSAGE, f"a coordinator does not take {type(msg).__name__}")
         except _Refused as refused:
             reject = Reject(
@@ -603,6 +621,36 @@ class Coordinator:
             remaining=available - msg.amount,
         )
         return [Record(event), Publish(receipt, to=owner)]
+
+    def _on_faucet_grant(self, event: MessageReceived, msg: FaucetGrant) -> list[CoordinatorEffect]:
+        faucet = self.genesis.faucet
+        if faucet is None or event.sender != faucet:
+            raise _Refused(NOT_FAUCET, "only the market's faucet key grants money")
+        grant = (msg.to, msg.account, msg.amount)
+        notice = FundingNotice(
+            market=self.params.market,
+            to=msg.to,
+            account=msg.account,
+            amount=msg.amount,
+            nonce=msg.nonce,
+        )
+        taken = self._grants.get(msg.nonce)
+        if taken == grant:
+            # The same grant again (redelivered or re-signed): credit nothing, but tell a
+            # retrying faucet that it was taken.
+            return [] if event.ref in self._grant_refs else [Publish(notice, to=faucet)]
+        if taken is not None:
+            raise _Refused(DUPLICATE_GRANT, f"nonce {msg.nonce} names another grant")
+        if msg.amount < 1:
+            raise _Refused(INVALID_AMOUNT, f"amount {msg.amount} is not positive")
+        account = balance_of(msg.to) if msg.account == "balance" else deposit_of(msg.to)
+        self.ledger.fund(account, msg.amount)
+        self._grants[msg.nonce] = grant
+        self._grant_refs.add(event.ref)
+        effects: list[CoordinatorEffect] = [Record(event), Publish(notice, to=msg.to)]
+        if msg.to != faucet:
+            effects.append(Publish(notice, to=faucet))
+        return effects
 
     # -- time -----------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ from protocol.messages import (
     AssignedTask,
     Assignment,
     CapacityDeclaration,
+    FaucetGrant,
     MarketParams,
     Message,
     ProofSubmission,
@@ -36,6 +37,7 @@ def key(name: str) -> str:
 COORD = key("coordinator")
 USERS = [key(f"user{i}") for i in range(4)]
 PROVERS = [key(f"prover{i}") for i in range(3)]
+FAUCET = key("faucet")
 
 
 def params(**changes: object) -> MarketParams:
@@ -54,8 +56,12 @@ def params(**changes: object) -> MarketParams:
     return MarketParams(**base)  # type: ignore[arg-type]
 
 
-def genesis(balance: int = 100, deposit: int = 100) -> Genesis:
-    return Genesis(balances=dict.fromkeys(USERS, balance), deposits=dict.fromkeys(PROVERS, deposit))
+def genesis(balance: int = 100, deposit: int = 100, faucet: str | None = None) -> Genesis:
+    return Genesis(
+        balances=dict.fromkeys(USERS, balance),
+        deposits=dict.fromkeys(PROVERS, deposit),
+        faucet=faucet,
+    )
 
 
 class Market:
@@ -122,6 +128,18 @@ class Market:
     ) -> list[CoordinatorEffect]:
         msg = Withdrawal(market=MARKET, round=round, account=account, amount=amount)  # type: ignore[arg-type]
         return self.send(owner, msg, now)
+
+    def grant(
+        self,
+        to: str,
+        amount: int,
+        nonce: int,
+        account: str = "balance",
+        sender: str = FAUCET,
+        now: int = START,
+    ) -> list[CoordinatorEffect]:
+        msg = FaucetGrant(market=MARKET, to=to, account=account, amount=amount, nonce=nonce)  # type: ignore[arg-type]
+        return self.send(sender, msg, now)
 
     def prove(
         self, prover: str, assignment: Assignment, now: int, corrupt: Sequence[str] = ()

@@ -6,6 +6,7 @@ import pytest
 from test_coordinator_helpers import (
     BID_MS,
     COORD,
+    FAUCET,
     MARKET,
     P_MAX,
     PROVE_MS,
@@ -27,6 +28,7 @@ from protocol.messages import (
     Assignment,
     BidReceipt,
     ClearingResult,
+    FundingNotice,
     ProverCostBid,
     Reject,
     RoundAnnouncement,
@@ -592,6 +594,79 @@ def test_withdrawal_after_market_finished() -> None:
     assert market.coordinator.finished
     assert [] == reject_codes(market.withdraw(U0, 100, account="balance", round=1))
     assert 0 == market.coordinator.balance(U0)
+
+
+# -- faucet -----------------------------------------------------------------------------
+
+
+def faucet_market() -> Market:
+    market = Market(Coordinator(params(), genesis(faucet=FAUCET), COORD, START))
+    market.tick(START)
+    return market
+
+
+def test_faucet_grant_funds_balance_or_deposit() -> None:
+    """A grant from the genesis's faucet brings new money in, recorded and announced."""
+    market = faucet_market()
+    effects = market.grant(U0, 50, nonce=1)
+    assert isinstance(effects[0], Record)
+    assert {U0, FAUCET} == {e.to for e in published(effects, FundingNotice)}
+    market.grant(P0, 30, nonce=2, account="deposit")
+    c = market.coordinator
+    assert (150, 130, 4 * 100 + 3 * 100 + 80) == (c.balance(U0), c.deposit(P0), c.ledger.funded())
+    assert [] == check_invariants(c)
+
+
+def test_faucet_grant_from_other_key_rejected() -> None:
+    """Only the faucet key named in the genesis may grant: anyone else gets not_faucet."""
+    market = faucet_market()
+    assert ["not_faucet"] == reject_codes(market.grant(U0, 50, nonce=1, sender=U0))
+    assert 100 == market.coordinator.balance(U0)
+
+
+def test_faucet_grant_without_faucet_rejected() -> None:
+    """A market whose genesis names no faucet takes no grants at all."""
+    market = opened()
+    assert ["not_faucet"] == reject_codes(market.grant(U0, 50, nonce=1))
+    assert 700 == market.coordinator.ledger.funded()
+
+
+def test_same_faucet_grant_twice_credits_once() -> None:
+    """A grant redelivered, or re-signed with its nonce, credits nothing the second time."""
+    market = faucet_market()
+    market.grant(U0, 50, nonce=7)
+    before = market.coordinator.state()
+    assert [] == market.feed(market.recorded[-1])
+    again = market.grant(U0, 50, nonce=7)
+    assert not any(isinstance(e, Record) for e in again)
+    assert [FAUCET] == [e.to for e in published(again, FundingNotice)]
+    assert before == market.coordinator.state()
+
+
+def test_faucet_nonce_reused_for_another_grant_rejected() -> None:
+    """A nonce already taken cannot name a different grant: duplicate_grant."""
+    market = faucet_market()
+    market.grant(U0, 50, nonce=7)
+    assert ["duplicate_grant"] == reject_codes(market.grant(U1, 50, nonce=7))
+    assert ["duplicate_grant"] == reject_codes(market.grant(U0, 51, nonce=7))
+    assert (150, 100) == (market.coordinator.balance(U0), market.coordinator.balance(U1))
+
+
+def test_faucet_grant_invalid_amount_rejected() -> None:
+    """A zero grant is refused and takes no nonce."""
+    market = faucet_market()
+    assert ["invalid_amount"] == reject_codes(market.grant(U0, 0, nonce=3))
+    assert [] == reject_codes(market.grant(U0, 5, nonce=3))
+
+
+def test_faucet_grants_survive_replay() -> None:
+    """A restored coordinator remembers the grants taken, so a replayed grant credits nothing."""
+    market = faucet_market()
+    market.grant(U0, 50, nonce=1)
+    restored = Coordinator.restore(params(), genesis(faucet=FAUCET), COORD, START, market.recorded)
+    assert market.coordinator.state() == restored.state()
+    assert [] == reject_codes(Market(restored).grant(U0, 50, nonce=1))
+    assert 150 == restored.balance(U0)
 
 
 @pytest.mark.parametrize("rounds", [1, 3])

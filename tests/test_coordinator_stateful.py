@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 from test_coordinator_helpers import (
     COORD,
+    FAUCET,
     MARKET,
     P_MAX,
     PROVERS,
@@ -25,6 +26,7 @@ from protocol.events import Publish, Record
 from protocol.messages import (
     Assignment,
     CapacityDeclaration,
+    FaucetGrant,
     Message,
     ProofSubmission,
     ProverCostBid,
@@ -39,7 +41,7 @@ class CoordinatorMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.params = params(prove_window_ms=150, epoch_rounds=1)
-        self.genesis = genesis(balance=40, deposit=60)
+        self.genesis = genesis(balance=40, deposit=60, faucet=FAUCET)
         self.market = Market(Coordinator(self.params, self.genesis, COORD, START))
         self.now = START
         self.market.tick(self.now)
@@ -174,6 +176,18 @@ class CoordinatorMachine(RuleBasedStateMachine):
     def withdraw(self, owner: str, account: str, amount: int, offset: int) -> None:
         msg = Withdrawal(market=MARKET, round=self._round(offset), account=account, amount=amount)  # type: ignore[arg-type]
         self._send(owner, msg)
+
+    @rule(
+        sender=st.sampled_from([FAUCET, FAUCET, USERS[0]]),
+        to=st.sampled_from(USERS + PROVERS),
+        account=st.sampled_from(["balance", "deposit"]),
+        amount=st.integers(0, 50),
+        nonce=st.integers(0, 5),
+    )
+    def grant(self, sender: str, to: str, account: str, amount: int, nonce: int) -> None:
+        """Faucet grants, some from an impostor, nonces often reused."""
+        msg = FaucetGrant(market=MARKET, to=to, account=account, amount=amount, nonce=nonce)  # type: ignore[arg-type]
+        self._send(sender, msg)
 
     @precondition(lambda self: bool(self.fed))
     @rule(data=st.data())
