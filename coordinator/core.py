@@ -59,7 +59,8 @@ from protocol.messages import (
 )
 from protocol.workload import verify_batch
 
-# How many rounds back envelope references are remembered to drop redeliveries silently.
+# How many rounds back envelope references are remembered to drop redeliveries silently;
+# settled rounds older than this are forgotten altogether (their tasks included).
 SEEN_ROUNDS: Final = 64
 
 CoordinatorEvent: TypeAlias = MessageReceived | Tick
@@ -225,12 +226,16 @@ class Coordinator:
         start_ms: int,
         *,
         rounds: int | None = None,
+        seen_rounds: int = SEEN_ROUNDS,
     ) -> None:
         self.params = params
         self.genesis = genesis
         self.key = key
         self.start_ms = start_ms
         self.rounds_limit = rounds
+        if seen_rounds < 1:
+            raise ValueError(f"seen_rounds must be >= 1, got {seen_rounds}")
+        self.seen_rounds = seen_rounds
         self.mechanism = get_mechanism(params.mechanism)
         self.ledger = Ledger()
         for owner, amount in sorted(genesis.balances.items()):
@@ -248,7 +253,7 @@ class Coordinator:
         self._declaration_refs: dict[int, set[bytes]] = {}  # epoch -> accepted refs
         self._proving: set[int] = set()  # rounds cleared and not yet settled
         self._refs: dict[int, set[bytes]] = {}  # round -> envelope refs accepted in it
-        self._refs_floor = 0  # refs of rounds below this are forgotten
+        self._floor = 0  # rounds below this are settled and forgotten
         # Faucet grants taken, by nonce: (to, account, amount). Kept for good, so no grant
         # is ever credited twice; they grow with grants made, not with rounds.
         self._grants: dict[int, tuple[str, str, int]] = {}
@@ -266,9 +271,10 @@ class Coordinator:
         events: Iterable[CoordinatorEvent],
         *,
         rounds: int | None = None,
+        seen_rounds: int = SEEN_ROUNDS,
     ) -> Coordinator:
         """A coordinator rebuilt by replaying its recorded events; it carries on from there."""
-        coordinator = cls(params, genesis, key, start_ms, rounds=rounds)
+        coordinator = cls(params, genesis, key, start_ms, rounds=rounds, seen_rounds=seen_rounds)
         coordinator.replay(events)
         return coordinator
 
@@ -318,6 +324,11 @@ class Coordinator:
         """The round currently open for bids, if any."""
         r = self._rounds.get(self._bidding)
         return r.number if r is not None and r.phase is Phase.BID else None
+
+    @property
+    def floor(self) -> int:
+        """The lowest round still held; older settled rounds are forgotten."""
+        return self._floor
 
     def round_deadlines(self, number: int) -> tuple[int, int]:
         """(bid deadline, prove deadline) of round `number`."""
@@ -555,6 +566,8 @@ class Coordinator:
     def _on_proofs(self, event: MessageReceived, msg: ProofSubmission) -> list[CoordinatorEffect]:
         r = self._rounds.get(msg.round)
         batch = None if r is None else r.batches.get(event.sender)
+        if r is None and msg.round < self._floor:
+            raise _Refused(LATE_PROOF, f"round {msg.round} settled long ago")
         if r is None or batch is None:
             raise _Refused(NOT_ASSIGNED, f"no batch assigned to you in round {msg.round}")
         if event.ref in self._seen(r.number):
@@ -598,7 +611,7 @@ class Coordinator:
             return []
         # Only the current round (or one still remembered) so that a replayed copy of a
         # paid withdrawal is always recognised.
-        if msg.round > self._bidding or msg.round <= self._bidding - SEEN_ROUNDS:
+        if msg.round > self._bidding or msg.round <= self._bidding - self.seen_rounds:
             raise _Refused(WRONG_ROUND, f"withdrawals name the current round, {self._bidding}")
         if msg.amount < 1:
             raise _Refused(INVALID_AMOUNT, f"amount {msg.amount} is not positive")
@@ -710,16 +723,51 @@ class Coordinator:
         return [Publish(announcement)]
 
     def _forget(self, bidding: int) -> None:
-        """Drop envelope refs of settled rounds older than SEEN_ROUNDS.
+        """Forget settled rounds older than `seen_rounds`: their refs, tasks and batches.
 
-        Redeliveries that old are refused (late, wrong round) instead of silently dropped.
+        Redeliveries that old are refused (late, wrong round) instead of silently dropped,
+        so nothing idempotency needs is lost, and a long-running market stays bounded.
         """
-        while self._refs_floor <= bidding - SEEN_ROUNDS:
-            r = self._rounds.get(self._refs_floor)
+        while self._floor <= bidding - self.seen_rounds:
+            r = self._rounds.get(self._floor)
             if r is not None and r.phase is not Phase.SETTLED:
                 break
-            self._refs.pop(self._refs_floor, None)
-            self._refs_floor += 1
+            self._refs.pop(self._floor, None)
+            if r is not None:
+                del self._rounds[self._floor]
+                for key in r.tasks:
+                    task = self._tasks.get(key)
+                    # A carried task lives on in the next round.
+                    if task is not None and task.round == r.number:
+                        del self._tasks[key]
+                        del self._wire[task.wire_id]
+            self._floor += 1
+        self._forget_epochs(self._floor // self.params.epoch_rounds)
+
+    def _forget_epochs(self, kept: int) -> None:
+        """Forget declarations of epochs before `kept`, all of whose rounds are forgotten.
+
+        Each prover keeps its latest older capacity, which the factor-m rule compares with.
+        """
+        for epoch in [e for e in self._declaration_refs if e < kept]:
+            del self._declaration_refs[epoch]
+        for prover in self._provers.values():
+            for epoch in sorted(e for e in prover.capacities if e < kept)[:-1]:
+                del prover.capacities[epoch]
+
+    def size(self) -> dict[str, int]:
+        """How many entries the state holds, by kind: what must stay bounded over time."""
+        return {
+            "rounds": len(self._rounds),
+            "tasks": len(self._tasks),
+            "wire_ids": len(self._wire),
+            "refs": sum(len(refs) for refs in self._refs.values()),
+            "declaration_refs": sum(len(refs) for refs in self._declaration_refs.values()),
+            "capacities": sum(len(p.capacities) for p in self._provers.values()),
+            "provers": len(self._provers),
+            "accounts": len(self.ledger.snapshot()),
+            "grants": len(self._grants),
+        }
 
     # -- clearing -------------------------------------------------------------------------
 

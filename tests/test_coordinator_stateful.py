@@ -35,6 +35,7 @@ from protocol.messages import (
 )
 
 MODES = ["valid", "valid", "corrupt", "partial", "impostor"]
+SEEN = 3
 
 
 class CoordinatorMachine(RuleBasedStateMachine):
@@ -42,7 +43,8 @@ class CoordinatorMachine(RuleBasedStateMachine):
         super().__init__()
         self.params = params(prove_window_ms=150, epoch_rounds=1)
         self.genesis = genesis(balance=40, deposit=60, faucet=FAUCET)
-        self.market = Market(Coordinator(self.params, self.genesis, COORD, START))
+        # A short memory, so that forgetting old rounds happens within a run.
+        self.market = Market(Coordinator(self.params, self.genesis, COORD, START, seen_rounds=SEEN))
         self.now = START
         self.market.tick(self.now)
         self.fed: list[CoordinatorEvent] = []
@@ -205,6 +207,7 @@ class CoordinatorMachine(RuleBasedStateMachine):
         effects = self.market.tick(self.now)
         self._check_effects(before, effects)
         event(f"open batches: {len(self.coordinator.open_assignments())}")
+        event(f"rounds forgotten: {self.coordinator.floor > 0}")
 
     @invariant()
     def market_invariants_hold(self) -> None:
@@ -214,7 +217,7 @@ class CoordinatorMachine(RuleBasedStateMachine):
         for status in sorted({t.status for t in self.coordinator.tasks()}):
             event(f"some task {status}")
         restored = Coordinator.restore(
-            self.params, self.genesis, COORD, START, self.market.recorded
+            self.params, self.genesis, COORD, START, self.market.recorded, seen_rounds=SEEN
         )
         assert self.coordinator.state() == restored.state()
 

@@ -1,0 +1,90 @@
+"""A coordinator running for many rounds forgets settled history and stays bounded."""
+
+from __future__ import annotations
+
+from test_coordinator_helpers import (
+    COORD,
+    PROVERS,
+    START,
+    USERS,
+    Market,
+    genesis,
+    params,
+    published,
+    reject_codes,
+)
+
+from coordinator.core import Coordinator, check_invariants
+from protocol.messages import Assignment
+
+SEEN = 4
+
+
+def run_rounds(market: Market, rounds: int) -> list[dict[str, int]]:
+    """Drive `rounds` busy rounds (bids, clearing, proofs); the state's size after each."""
+    c = market.coordinator
+    sizes = []
+    for _ in range(rounds):
+        number = c.bidding_round
+        assert number is not None
+        bid_deadline, _ = c.round_deadlines(number)
+        now = bid_deadline - 50
+        epoch = number // c.params.epoch_rounds
+        for i, prover in enumerate(PROVERS[:2]):
+            market.declare(prover, 2, epoch=epoch, now=now)
+            market.cost_bid(prover, 1 + 4 * i, round=number, now=now)
+        for i, user in enumerate(USERS):
+            market.task_bid(user, f"t{number}", 9 - i, round=number, now=now, carry_over=i == 3)
+        effects = market.tick(bid_deadline)
+        for e in published(effects, Assignment):
+            assert e.to is not None
+            market.prove(e.to, e.message, bid_deadline + 10)  # type: ignore[arg-type]
+        sizes.append(c.size())
+    return sizes
+
+
+def test_state_stays_bounded_over_many_rounds() -> None:
+    """After 200 rounds the coordinator holds no more entries than after 20: history is pruned."""
+    coordinator = Coordinator(params(), genesis(balance=10_000), COORD, START, seen_rounds=SEEN)
+    market = Market(coordinator)
+    market.tick(START)
+    sizes = run_rounds(market, 200)
+    assert sizes[19] == sizes[-1]
+    assert SEEN + 2 >= sizes[-1]["rounds"]
+    assert 0 < sizes[-1]["tasks"] <= len(USERS) * (SEEN + 2)
+    assert [] == check_invariants(coordinator)
+
+
+def test_task_ids_reused_once_their_round_is_forgotten() -> None:
+    """A task id is the user's own again once its round is forgotten, not before."""
+    coordinator = Coordinator(params(), genesis(balance=10_000), COORD, START, seen_rounds=SEEN)
+    market = Market(coordinator)
+    market.tick(START)
+    run_rounds(market, SEEN + 2)
+    number = SEEN + 2
+    now = START + number * 100
+    assert coordinator.task(USERS[0], "t0") is None
+    assert ["duplicate_task"] == reject_codes(
+        market.task_bid(USERS[0], f"t{number - 1}", 5, round=number, now=now)
+    )
+    assert [] == reject_codes(market.task_bid(USERS[0], "t0", 5, round=number, now=now))
+
+
+def test_redelivery_of_a_forgotten_round_is_refused_and_changes_nothing() -> None:
+    """Inputs of a pruned round are refused as late (never applied twice); replay still agrees."""
+    coordinator = Coordinator(params(), genesis(balance=10_000), COORD, START, seen_rounds=SEEN)
+    market = Market(coordinator)
+    market.tick(START)
+    run_rounds(market, 2)
+    early = list(market.recorded)
+    run_rounds(market, 3 * SEEN)
+    before = coordinator.state()
+    codes = []
+    for event in early:
+        codes += reject_codes(market.feed(event))
+    assert before == coordinator.state()
+    assert {"late_bid", "late_proof", "capacity_locked"} == set(codes)
+    restored = Coordinator.restore(
+        params(), genesis(balance=10_000), COORD, START, market.recorded, seen_rounds=SEEN
+    )
+    assert coordinator.state() == restored.state()
