@@ -16,8 +16,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import msgspec
@@ -28,7 +29,7 @@ from coordinator.store import MemoryStore, RecordStore, SqliteStore
 from deploy.runtime import Clock, install_stop_signals, wall_ms
 from protocol import topics
 from protocol.bus import Bus, Delivery
-from protocol.envelope import open_envelope, rejection, seal
+from protocol.envelope import kind_of, open_envelope, rejection, seal
 from protocol.errors import ProtocolError
 from protocol.events import MessageReceived, Publish, Record, Tick, WakeAt
 from protocol.identity import Identity
@@ -144,6 +145,19 @@ class RoundTally:
         return None
 
 
+@dataclass(slots=True)
+class IngestStats:
+    """What the service has taken in and sent out, for operators and `bench ingest`."""
+
+    deliveries: int = 0
+    refused: int = 0
+    records: int = 0
+    batches: int = 0
+    first_delivery: float | None = None  # time.monotonic() of the first delivery
+    last_batch: float | None = None  # time.monotonic() when the last batch was published
+    sent: dict[str, int] = field(default_factory=dict)  # message kind -> count
+
+
 class CoordinatorService:
     """Drives one `Coordinator` core from a connected `Bus` and a record store."""
 
@@ -164,6 +178,7 @@ class CoordinatorService:
         self.clock = clock
         self.market = core.params.market
         self.tally = RoundTally()
+        self.stats = IngestStats()
         self.log = structlog.get_logger("coordinator").bind(market=self.market)
         self._events: asyncio.Queue[Delivery | Tick] = asyncio.Queue(maxsize=4 * BATCH_MAX)
         self._timer: asyncio.TimerHandle | None = None
@@ -225,7 +240,12 @@ class CoordinatorService:
             if self._timer is not None:
                 self._timer.cancel()
             self.log.info(
-                "coordinator.stopped", finished=self.core.finished, recorded=len(self.store)
+                "coordinator.stopped",
+                finished=self.core.finished,
+                recorded=len(self.store),
+                deliveries=self.stats.deliveries,
+                refused=self.stats.refused,
+                sent=self.stats.sent,
             )
         error = None if reader.cancelled() else reader.exception()
         if error is not None:
@@ -233,6 +253,9 @@ class CoordinatorService:
 
     async def _read(self) -> None:
         async for delivery in self.bus.messages():
+            if self.stats.first_delivery is None:
+                self.stats.first_delivery = time.monotonic()
+            self.stats.deliveries += 1
             await self._events.put(delivery)
 
     async def _handle_batch(self, batch: list[Delivery | Tick]) -> None:
@@ -252,8 +275,11 @@ class CoordinatorService:
         if records:
             # Durable before anything that acknowledges it leaves this process.
             self.store.append_many(records)
+            self.stats.records += len(records)
         if sends:
             await asyncio.gather(*(self._send(effect) for effect in sends))
+        self.stats.batches += 1
+        self.stats.last_batch = time.monotonic()
         self._after_batch()
         self._arm(wake if wake is not None else self.core.next_wake())
 
@@ -280,6 +306,7 @@ class CoordinatorService:
             topics.expect_sender(topic, opened.sender)
             self.guard.admit_opened(opened, self._current_round())
         except ProtocolError as exc:
+            self.stats.refused += 1
             self.log.warning(
                 "coordinator.refused", code=exc.code, reason=exc.reason, sender=topic.party
             )
@@ -288,6 +315,8 @@ class CoordinatorService:
 
     async def _send(self, effect: Publish) -> None:
         message = effect.message
+        kind = kind_of(message)
+        self.stats.sent[kind] = self.stats.sent.get(kind, 0) + 1
         changed = self.tally.note(message)
         if isinstance(message, Reject):
             self.log.warning(

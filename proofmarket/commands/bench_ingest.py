@@ -4,11 +4,56 @@ from __future__ import annotations
 
 import click
 
-from proofmarket.commands._unbuilt import not_built
+
+@click.command("ingest")
+@click.option(
+    "--broker",
+    default="embedded",
+    show_default=True,
+    help="An mqtt:// URL, or 'embedded' for an amqtt broker in a process of its own.",
+)
+@click.option("--bids", type=click.IntRange(min=1), default=5000, show_default=True)
+@click.option("--seed", type=int, default=7, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON line.")
+def bench_ingest(broker: str, bids: int, seed: int, as_json: bool) -> None:
+    """Task bids/s the coordinator accepts, against a bare subscriber on the same broker."""
+    import asyncio
+    import json
+
+    from deploy.ingest_bench import run_bench
+
+    async def run() -> dict[str, object]:
+        if broker != "embedded":
+            return await run_bench(broker, bids, seed=seed)
+        url, process = await _embedded_broker()
+        try:
+            return await run_bench(url, bids, seed=seed)
+        finally:
+            process.terminate()
+            await process.wait()
+
+    result = asyncio.run(run())
+    if as_json:
+        click.echo(json.dumps(result))
+    else:
+        click.echo(
+            f"{result['bids']} task bids of {result['bytes']} bytes: coordinator "
+            f"{result['coordinator_per_s']}/s, bare subscriber {result['bare_per_s']}/s, "
+            f"ratio {result['ratio']}"
+        )
 
 
-@click.command("ingest", context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def bench_ingest(args: tuple[str, ...]) -> None:
-    """Not built yet."""
-    not_built("bench ingest")
+async def _embedded_broker() -> tuple[str, object]:
+    import asyncio
+    import sys
+
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "deploy.broker", stdout=asyncio.subprocess.PIPE
+    )
+    assert process.stdout is not None
+    async with asyncio.timeout(30):
+        line = (await process.stdout.readline()).decode().split()
+    if len(line) != 2 or line[0] != "ready":
+        process.kill()
+        raise click.ClickException("the embedded broker did not start")
+    return line[1], process

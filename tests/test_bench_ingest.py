@@ -1,0 +1,29 @@
+"""`proofmarket bench ingest` runs end to end against a real broker and reports rates."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+
+import pytest
+from conftest import RunningBroker
+
+
+@pytest.mark.slow
+async def test_bench_ingest_reports_both_rates_and_their_ratio(broker: RunningBroker) -> None:
+    """The JSON line carries the bid count, both rates and ratio = coordinator / bare."""
+    args = ["bench", "ingest", "--broker", broker.url_for("bench"), "--bids", "200", "--json"]
+    # The embedded broker runs in this event loop, so the child must be awaited, not blocked on.
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "proofmarket", *args, stdout=asyncio.subprocess.PIPE
+    )
+    async with asyncio.timeout(120):
+        out, _ = await process.communicate()
+    assert 0 == process.returncode
+    result = json.loads(out.decode().strip().splitlines()[-1])
+    assert ["bids", "bytes", "coordinator_per_s", "bare_per_s", "ratio"] == list(result)
+    assert 200 == result["bids"]
+    assert result["coordinator_per_s"] > 0 and result["bare_per_s"] > 0
+    # the rates are rounded to 0.1/s and the ratio to 0.001, so compare within that
+    assert abs(result["coordinator_per_s"] / result["bare_per_s"] - result["ratio"]) < 0.01
