@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import click
 
 
@@ -17,7 +19,6 @@ import click
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON line.")
 def bench_ingest(broker: str, bids: int, seed: int, as_json: bool) -> None:
     """Task bids/s the coordinator accepts, against a bare subscriber on the same broker."""
-    import asyncio
     import json
 
     from deploy.ingest_bench import run_bench
@@ -43,8 +44,7 @@ def bench_ingest(broker: str, bids: int, seed: int, as_json: bool) -> None:
         )
 
 
-async def _embedded_broker() -> tuple[str, object]:
-    import asyncio
+async def _embedded_broker() -> tuple[str, asyncio.subprocess.Process]:
     import sys
 
     process = await asyncio.create_subprocess_exec(
