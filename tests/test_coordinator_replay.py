@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from test_coordinator_helpers import FAUCET, PROVERS, START, USERS, Market, genesis, params
 
 from coordinator.core import (
     Coordinator,
@@ -105,3 +106,29 @@ def _drive(
     for event in inputs[:limit]:
         effects += coordinator.handle(event)
     return effects
+
+
+def test_withdrawals_and_grants_replay_through_sqlite(tmp_path: Path) -> None:
+    """Grants and withdrawals recorded in SQLite restore to the same ledger, paid once."""
+    gen = genesis(faucet=FAUCET)
+    market = Market(Coordinator(params(), gen, "c" * 64, START))
+    market.tick(START)
+    market.grant(USERS[0], 40, nonce=1)
+    market.grant(PROVERS[0], 25, nonce=2, account="deposit")
+    market.withdraw(USERS[0], 120, account="balance")
+    market.withdraw(PROVERS[0], 125)
+    store = SqliteStore(tmp_path / "ledger.sqlite")
+    store.append_many([encode_record(e) for e in market.recorded])
+    store.close()
+    reopened = SqliteStore(tmp_path / "ledger.sqlite")
+    events = [decode_record(r) for r in reopened.replay()]
+    reopened.close()
+    restored = Coordinator.restore(params(), gen, "c" * 64, START, events)
+    assert market.recorded == events
+    assert market.coordinator.state() == restored.state()
+    assert (20, 0, 765, 245) == (
+        restored.balance(USERS[0]),
+        restored.deposit(PROVERS[0]),
+        restored.ledger.funded(),
+        restored.ledger.withdrawn(),
+    )

@@ -132,3 +132,33 @@ def test_random_moves_conserve_and_never_go_negative(moves: list[tuple[int, int,
             ledger.move(accounts[src], accounts[dst], amount)
         assert ledger.conserved()
         assert all(ledger.balance(a) >= 0 for a in accounts)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["fund", "move", "pay_out"]),
+            st.integers(0, 3),
+            st.integers(0, 3),
+            st.integers(-5, 60),
+        )
+    )
+)
+def test_random_funding_and_pay_outs_conserve(
+    steps: list[tuple[str, int, int, int]],
+) -> None:
+    """Funding, moves and pay-outs in any order keep total == funded - withdrawn, none negative."""
+    ledger = Ledger()
+    accounts = [balance_of("a"), deposit_of("b"), escrow_of("a"), TREASURY]
+    for op, src, dst, amount in steps:
+        with contextlib.suppress(InsufficientFunds, InvalidAmount, UnbalancedTransfer):
+            if op == "fund":
+                ledger.fund(accounts[src], amount)
+            elif op == "pay_out":
+                ledger.pay_out(accounts[src], amount)
+            else:
+                ledger.move(accounts[src], accounts[dst], amount)
+        assert ledger.conserved()
+        assert ledger.total() == ledger.funded() - ledger.withdrawn()
+        assert all(ledger.balance(a) >= 0 for a in accounts)
