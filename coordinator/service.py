@@ -420,7 +420,9 @@ def load_genesis(path: str, *, market: str, key: str) -> Genesis:
         )
     if genesis.coordinator != key:
         raise CoordinatorStartError(f"genesis {path} names another coordinator key")
-    return Genesis(balances=dict(genesis.users), deposits=dict(genesis.provers))
+    return Genesis(
+        balances=dict(genesis.users), deposits=dict(genesis.provers), faucet=genesis.faucet
+    )
 
 
 def summary_from_ledger(config: CoordinatorConfig, key: str) -> dict[str, object]:

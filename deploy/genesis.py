@@ -30,7 +30,7 @@ __all__ = ["GenesisError", "MarketGenesis", "dump_genesis", "load_genesis", "par
 
 _KEY = re.compile(r"[0-9a-f]{64}")
 _MARKET = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # the same names protocol.topics accepts
-_FIELDS = {"market", "coordinator", "provers", "users"}
+_FIELDS = {"market", "coordinator", "provers", "users", "faucet"}
 
 
 class GenesisError(ValueError):
@@ -45,11 +45,14 @@ class MarketGenesis:
     coordinator: str
     provers: Mapping[str, int] = field(default_factory=dict)
     users: Mapping[str, int] = field(default_factory=dict)
+    faucet: str | None = None  # the one key whose signed faucet grants add money later
 
     def __post_init__(self) -> None:
         if not isinstance(self.market, str) or not _MARKET.fullmatch(self.market):
             raise GenesisError(f"market: {self.market!r} is not 1-64 of A-Z a-z 0-9 _ . -")
         _check_key("coordinator", self.coordinator)
+        if self.faucet is not None:
+            _check_key("faucet", self.faucet)
         for role, accounts in (("provers", self.provers), ("users", self.users)):
             if not isinstance(accounts, Mapping):
                 raise GenesisError(f"{role}: expected an object of key -> amount")
@@ -62,14 +65,17 @@ class MarketGenesis:
             raise GenesisError(f"keys both prover and user: {sorted(both)}")
         if self.coordinator in self.provers or self.coordinator in self.users:
             raise GenesisError("the coordinator's key is also a participant's")
+        if self.faucet is not None and self.faucet == self.coordinator:
+            raise GenesisError("the faucet needs a key of its own, not the coordinator's")
         # frozen means frozen: callers cannot move money in a loaded genesis
         object.__setattr__(self, "provers", MappingProxyType(dict(self.provers)))
         object.__setattr__(self, "users", MappingProxyType(dict(self.users)))
 
     @property
     def participants(self) -> list[str]:
-        """Every prover and user key, sorted."""
-        return sorted([*self.provers, *self.users])
+        """Every key that logs in to publish besides the coordinator: provers, users, faucet."""
+        faucet = [] if self.faucet is None else [self.faucet]
+        return sorted({*self.provers, *self.users, *faucet})
 
     @property
     def total_money(self) -> int:
@@ -101,6 +107,7 @@ def parse_genesis(text: str | bytes) -> MarketGenesis:
         coordinator=data["coordinator"],
         provers=data.get("provers", {}),
         users=data.get("users", {}),
+        faucet=data.get("faucet"),
     )
 
 
@@ -118,10 +125,12 @@ def load_genesis(path: Path) -> MarketGenesis:
 
 def dump_genesis(genesis: MarketGenesis) -> str:
     """The canonical JSON text of a genesis (sorted keys, trailing newline)."""
-    data = {
+    data: dict[str, object] = {
         "market": genesis.market,
         "coordinator": genesis.coordinator,
         "provers": dict(sorted(genesis.provers.items())),
         "users": dict(sorted(genesis.users.items())),
     }
+    if genesis.faucet is not None:
+        data["faucet"] = genesis.faucet
     return json.dumps(data, indent=2) + "\n"

@@ -83,3 +83,19 @@ def test_constructor_validates() -> None:
     """Building a MarketGenesis directly validates just like parsing."""
     with pytest.raises(GenesisError):
         MarketGenesis(market="m1", coordinator=C, provers={P: 1}, users={P: 1})
+
+
+def test_faucet_round_trips_and_logs_in_like_a_participant(tmp_path: Path) -> None:
+    """A genesis naming a faucet keeps it through a file and lists it among the logins."""
+    faucet = "f" * 64
+    genesis = parse_genesis(json.dumps({**GOOD, "faucet": faucet}))
+    path = tmp_path / "genesis.json"
+    path.write_text(dump_genesis(genesis))
+    loaded = load_genesis(path)
+    assert (faucet, sorted([P, U, faucet])) == (loaded.faucet, loaded.participants)
+
+
+def test_faucet_may_not_be_the_coordinator() -> None:
+    """The coordinator's key cannot double as the faucet's."""
+    with pytest.raises(GenesisError, match="faucet"):
+        parse_genesis(json.dumps({**GOOD, "faucet": C}))
