@@ -33,7 +33,16 @@ from protocol.envelope import kind_of, open_envelope, rejection, seal
 from protocol.errors import ProtocolError
 from protocol.events import MessageReceived, Publish, Record, Tick, WakeAt
 from protocol.identity import Identity
-from protocol.messages import ClearingResult, MarketParams, Message, Reject, RoundAnnouncement
+from protocol.messages import (
+    BidReceipt,
+    BidReceipts,
+    ClearingResult,
+    MarketParams,
+    Message,
+    ReceiptEntry,
+    Reject,
+    RoundAnnouncement,
+)
 from protocol.replay import ReplayGuard, round_of
 
 BATCH_MAX = 1024
@@ -156,6 +165,34 @@ class IngestStats:
     first_delivery: float | None = None  # time.monotonic() of the first delivery
     last_batch: float | None = None  # time.monotonic() when the last batch was published
     sent: dict[str, int] = field(default_factory=dict)  # message kind -> count
+    bids_acknowledged: int = 0  # receipts sent, counting each entry of a bid_receipts
+
+
+def coalesce_receipts(sends: list[Publish]) -> list[Publish]:
+    """One `bid_receipts` per bidder with several receipts in `sends`, in first-seen order.
+
+    Every other message, and a lone receipt, goes out as it is: the batch only changes
+    how many envelopes carry the receipts, never what they say.
+    """
+    grouped: dict[str, list[BidReceipt]] = {}
+    for effect in sends:
+        if isinstance(effect.message, BidReceipt) and effect.to is not None:
+            grouped.setdefault(effect.to, []).append(effect.message)
+    out: list[Publish] = []
+    for effect in sends:
+        message = effect.message
+        if not isinstance(message, BidReceipt) or effect.to is None:
+            out.append(effect)
+            continue
+        receipts = grouped.pop(effect.to, None)
+        if receipts is None:
+            continue  # already sent with this bidder's first receipt
+        if len(receipts) == 1:
+            out.append(effect)
+        else:
+            entries = [ReceiptEntry(r.round, r.ref, r.escrowed) for r in receipts]
+            out.append(Publish(BidReceipts(market=message.market, receipts=entries), effect.to))
+    return out
 
 
 class CoordinatorService:
@@ -277,7 +314,7 @@ class CoordinatorService:
             self.store.append_many(records)
             self.stats.records += len(records)
         if sends:
-            await asyncio.gather(*(self._send(effect) for effect in sends))
+            await asyncio.gather(*(self._send(effect) for effect in coalesce_receipts(sends)))
         self.stats.batches += 1
         self.stats.last_batch = time.monotonic()
         self._after_batch()
@@ -317,6 +354,10 @@ class CoordinatorService:
         message = effect.message
         kind = kind_of(message)
         self.stats.sent[kind] = self.stats.sent.get(kind, 0) + 1
+        if isinstance(message, BidReceipt):
+            self.stats.bids_acknowledged += 1
+        elif isinstance(message, BidReceipts):
+            self.stats.bids_acknowledged += len(message.receipts)
         changed = self.tally.note(message)
         if isinstance(message, Reject):
             self.log.warning(

@@ -128,7 +128,7 @@ async def measure_coordinator(
                 while core.bidding_round != 0:  # round 0 opens on the service's first tick
                     await asyncio.sleep(0.01)
                 async with publisher(url, path, None):
-                    while service.stats.sent.get("bid_receipt", 0) < count:
+                    while service.stats.bids_acknowledged < count:
                         if running.done():
                             running.result()
                         await asyncio.sleep(0.005)
@@ -141,20 +141,26 @@ async def measure_coordinator(
 
 
 async def run_bench(
-    url: str, count: int, *, seed: int = 7, timeout: float = 300.0
+    url: str, count: int, *, repeat: int = 3, seed: int = 7, timeout: float = 300.0
 ) -> dict[str, object]:
+    """Best of `repeat` runs of each side, alternated so that load from elsewhere on the
+    machine falls on both alike."""
     coordinator = Identity.from_seed(random.Random(seed).randbytes(32))
     bids, genesis = make_bids(coordinator, count, seed)
+    bare: list[float] = []
+    measured: list[float] = []
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
-        workdir = Path(tmp)
-        path = workdir / "bids.msgpack"
+        path = Path(tmp) / "bids.msgpack"
         path.write_bytes(msgspec.msgpack.encode(bids))
-        bare_s = await measure_bare(url, path, count, timeout)
-        coordinator_s = await measure_coordinator(
-            url, path, count, coordinator, genesis, workdir, timeout
-        )
-    coordinator_rate = count / coordinator_s
-    bare_rate = count / bare_s
+        for n in range(repeat):
+            workdir = Path(tmp) / f"run-{n}"
+            workdir.mkdir()
+            bare.append(await measure_bare(url, path, count, timeout))
+            measured.append(
+                await measure_coordinator(url, path, count, coordinator, genesis, workdir, timeout)
+            )
+    coordinator_rate = count / min(measured)
+    bare_rate = count / min(bare)
     return {
         "bids": count,
         "bytes": len(bids[0][1]),

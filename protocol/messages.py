@@ -106,6 +106,23 @@ class BidReceipt(_Body, tag="bid_receipt", frozen=True):
     escrowed: Money = 0
 
 
+class ReceiptEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    round: Round
+    ref: Digest
+    escrowed: Money = 0
+
+
+class BidReceipts(_Body, tag="bid_receipts", frozen=True):
+    """Coordinator -> bidder: several bids accepted in one durable write, one envelope.
+
+    Means exactly what one `bid_receipt` per entry would; a busy coordinator sends it so
+    that a bidder with many bids in flight costs one signature and one publish per batch.
+    """
+
+    market: MarketId
+    receipts: Annotated[list[ReceiptEntry], Meta(min_length=1, max_length=100_000)]
+
+
 class ClearingResult(_Body, tag="clearing_result", frozen=True):
     """Coordinator -> everyone (signed, public): the round's outcome, no bid contents."""
 
@@ -249,6 +266,7 @@ Message = (
     | ProverCostBid
     | TaskBidMessage
     | BidReceipt
+    | BidReceipts
     | ClearingResult
     | Assignment
     | UserReceipt
@@ -269,6 +287,7 @@ KINDS: Final[dict[str, type[Message]]] = {
         ProverCostBid,
         TaskBidMessage,
         BidReceipt,
+        BidReceipts,
         ClearingResult,
         Assignment,
         UserReceipt,

@@ -13,7 +13,17 @@ from conftest import RunningBroker
 @pytest.mark.slow
 async def test_bench_ingest_reports_both_rates_and_their_ratio(broker: RunningBroker) -> None:
     """The JSON line carries the bid count, both rates and ratio = coordinator / bare."""
-    args = ["bench", "ingest", "--broker", broker.url_for("bench"), "--bids", "200", "--json"]
+    args = [
+        "bench",
+        "ingest",
+        "--broker",
+        broker.url_for("bench"),
+        "--bids",
+        "200",
+        "--repeat",
+        "1",
+        "--json",
+    ]
     # The embedded broker runs in this event loop, so the child must be awaited, not blocked on.
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "proofmarket", *args, stdout=asyncio.subprocess.PIPE

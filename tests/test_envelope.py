@@ -62,6 +62,10 @@ SAMPLES: list[m.Message] = [
         market=MARKET, round=7, task_id="t-1", fee=40, task_input=b"\x01" * 64, carry_over=True
     ),
     m.BidReceipt(market=MARKET, round=7, ref=DIGEST, escrowed=40),
+    m.BidReceipts(
+        market=MARKET,
+        receipts=[m.ReceiptEntry(7, DIGEST, 40), m.ReceiptEntry(7, DIGEST[::-1], 12)],
+    ),
     m.ClearingResult(
         market=MARKET,
         round=7,

@@ -19,6 +19,7 @@ from typing import Final, Literal, TypeAlias
 from protocol.events import MessageReceived, Publish, Tick
 from protocol.messages import (
     BidReceipt,
+    BidReceipts,
     Reject,
     RoundAnnouncement,
     SettlementNotice,
@@ -143,6 +144,8 @@ class UserCore:
             return self._on_announcement(msg)
         if isinstance(msg, BidReceipt):
             self.summary.bids_accepted += 1
+        elif isinstance(msg, BidReceipts):
+            self.summary.bids_accepted += len(msg.receipts)
         elif isinstance(msg, UserReceipt):
             self._on_receipt(msg)
         elif isinstance(msg, SettlementNotice):

@@ -15,20 +15,26 @@ import click
     help="An mqtt:// URL, or 'embedded' for an amqtt broker in a process of its own.",
 )
 @click.option("--bids", type=click.IntRange(min=1), default=5000, show_default=True)
+@click.option(
+    "--repeat", type=click.IntRange(min=1), default=3, show_default=True, help="Best of K each."
+)
 @click.option("--seed", type=int, default=7, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON line.")
-def bench_ingest(broker: str, bids: int, seed: int, as_json: bool) -> None:
+def bench_ingest(broker: str, bids: int, repeat: int, seed: int, as_json: bool) -> None:
     """Task bids/s the coordinator accepts, against a bare subscriber on the same broker."""
     import json
 
     from deploy.ingest_bench import run_bench
+    from deploy.runtime import configure_logging
+
+    configure_logging("console", "warning")  # stdout carries the result line only
 
     async def run() -> dict[str, object]:
         if broker != "embedded":
-            return await run_bench(broker, bids, seed=seed)
+            return await run_bench(broker, bids, repeat=repeat, seed=seed)
         url, process = await _embedded_broker()
         try:
-            return await run_bench(url, bids, seed=seed)
+            return await run_bench(url, bids, repeat=repeat, seed=seed)
         finally:
             process.terminate()
             await process.wait()
