@@ -416,8 +416,10 @@ async def run_coordinator(
     clock: Clock = wall_ms,
 ) -> Coordinator:
     """Run a market's coordinator until its rounds are done or it is stopped."""
-    stop = stop or asyncio.Event()
-    install_stop_signals(stop)
+    if stop is None:
+        # no caller to stop us: SIGINT and SIGTERM do
+        stop = asyncio.Event()
+        install_stop_signals(stop)
     store, meta, recorded = open_ledger(config, identity.public_hex, clock())
     try:
         core = Coordinator.restore(

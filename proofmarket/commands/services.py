@@ -1,4 +1,4 @@
-"""`proofmarket coordinator|prover|user`: the long-running market services."""
+"""`proofmarket prover|user`: the long-running participant services."""
 
 from __future__ import annotations
 
@@ -7,17 +7,8 @@ from typing import TYPE_CHECKING, Literal
 
 import click
 
-from proofmarket.commands._unbuilt import not_built
-
 if TYPE_CHECKING:
     from protocol.identity import Identity
-
-
-@click.command(context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def coordinator(args: tuple[str, ...]) -> None:
-    """Not built yet."""
-    not_built("coordinator")
 
 
 def _load_identity(path: str) -> Identity:
