@@ -25,6 +25,7 @@ import msgspec
 import structlog
 
 from coordinator.core import Coordinator, Genesis, decode_record, encode_record
+from coordinator.report import RoundTally, market_report
 from coordinator.store import MemoryStore, RecordStore, SqliteStore
 from deploy.runtime import Clock, install_stop_signals, wall_ms
 from protocol import topics
@@ -36,12 +37,10 @@ from protocol.identity import Identity
 from protocol.messages import (
     BidReceipt,
     BidReceipts,
-    ClearingResult,
     MarketParams,
     Message,
     ReceiptEntry,
     Reject,
-    RoundAnnouncement,
 )
 from protocol.replay import ReplayGuard, round_of
 
@@ -105,53 +104,6 @@ def open_ledger(
         path.write_bytes(msgspec.json.encode(meta))
     store = SqliteStore(config.ledger)
     return store, meta, [decode_record(r) for r in store.replay()]
-
-
-class RoundTally:
-    """Per-round figures an operator watches, folded from what the coordinator sends."""
-
-    def __init__(self) -> None:
-        self.rows: dict[int, dict[str, object]] = {}
-
-    def note(self, message: Message) -> int | None:
-        """Fold one outgoing message in; the round it changed, if any."""
-        from protocol.messages import SettlementNotice
-
-        if isinstance(message, RoundAnnouncement):
-            self.rows.setdefault(message.round, {"round": message.round, "phase": "bid"})
-            return message.round
-        if isinstance(message, ClearingResult):
-            row = self.rows.setdefault(message.round, {"round": message.round})
-            row.update(
-                phase="prove" if message.allocated_tasks else "settled",
-                tasks_bid=message.tasks_bid,
-                provers_bid=message.provers_bid,
-                allocated_provers=message.allocated_provers,
-                allocated_tasks=message.allocated_tasks,
-                user_price=message.user_price,
-                prover_price=message.prover_price,
-                surplus=message.surplus,
-                proofs_valid=0,
-                slashed_provers=0,
-                refunded_tasks=0,
-                settled_tasks=0,
-            )
-            return message.round
-        if isinstance(message, SettlementNotice):
-            row = self.rows.setdefault(message.round, {"round": message.round})
-            counter = {
-                "charged": "proofs_valid",
-                "slashed": "slashed_provers",
-                "refunded": "refunded_tasks",
-            }.get(message.outcome)
-            if counter is not None:
-                row[counter] = int(row.get(counter, 0)) + 1  # type: ignore[call-overload]
-            if message.outcome in ("charged", "refunded"):
-                row["settled_tasks"] = int(row.get("settled_tasks", 0)) + 1  # type: ignore[call-overload]
-                if row["settled_tasks"] == row.get("allocated_tasks"):
-                    row["phase"] = "settled"
-            return message.round
-        return None
 
 
 @dataclass(slots=True)
@@ -470,8 +422,6 @@ def load_genesis(path: str, *, market: str, key: str) -> Genesis:
 
 def summary_from_ledger(config: CoordinatorConfig, key: str) -> dict[str, object]:
     """The `proofmarket sim` report of a finished (or stopped) networked run, from its ledger."""
-    from deploy.simulation import market_report
-
     if config.ledger is None:
         raise ValueError("a summary needs a ledger file")
     meta = msgspec.json.decode(_meta_path(config.ledger).read_bytes(), type=_Meta)

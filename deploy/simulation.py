@@ -17,9 +17,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final, TypeAlias
 
-from coordinator.core import Coordinator, CoordinatorEvent, Genesis, check_invariants
+from coordinator.core import Coordinator, CoordinatorEvent, Genesis
+from coordinator.report import market_report
 from protocol.events import MessageReceived, Publish, Record, Tick, WakeAt
-from protocol.messages import ClearingResult, MarketParams, Message, SettlementNotice, TaskProof
+from protocol.messages import MarketParams, Message, TaskProof
 from protocol.workload import prove_batch
 from prover_node.core import ProverCore, ProvingDone, StartProving
 from user_client.core import UserCore
@@ -80,70 +81,6 @@ class SimResult:
 def sim_key(seed: int, role: str, index: int) -> str:
     """A stand-in public key (64 hex digits), the same for the same seed, role and index."""
     return hashlib.sha256(f"proofmarket-sim/{seed}/{role}/{index}".encode()).hexdigest()
-
-
-# -- the report, as a function of what the coordinator published ------------------------
-
-
-def round_summaries(outputs: Iterable[Message]) -> list[dict[str, object]]:
-    """Per-round figures from the coordinator's published messages, in round order.
-
-    Reads only the public clearing result and the settlement notices, so it serves both
-    this simulation and an observer of a networked market that logs those messages.
-    """
-    rounds: dict[int, dict[str, object]] = {}
-    counts: dict[int, dict[str, int]] = {}
-    for msg in outputs:
-        if isinstance(msg, ClearingResult):
-            rounds[msg.round] = {
-                "round": msg.round,
-                "tasks_bid": msg.tasks_bid,
-                "provers_bid": msg.provers_bid,
-                "allocated_provers": msg.allocated_provers,
-                "allocated_tasks": msg.allocated_tasks,
-                "user_price": msg.user_price,
-                "prover_price": msg.prover_price,
-            }
-            counts.setdefault(msg.round, {})
-            rounds[msg.round]["surplus"] = msg.surplus
-        elif isinstance(msg, SettlementNotice):
-            tally = counts.setdefault(msg.round, {})
-            tally[msg.outcome] = tally.get(msg.outcome, 0) + 1
-    summaries = []
-    for number in sorted(rounds):
-        tally = counts.get(number, {})
-        row = rounds[number]
-        summaries.append(
-            {
-                "round": row["round"],
-                "tasks_bid": row["tasks_bid"],
-                "provers_bid": row["provers_bid"],
-                "allocated_provers": row["allocated_provers"],
-                "allocated_tasks": row["allocated_tasks"],
-                "user_price": row["user_price"],
-                "prover_price": row["prover_price"],
-                "proofs_valid": tally.get("charged", 0),
-                "slashed_provers": tally.get("slashed", 0),
-                "refunded_tasks": tally.get("refunded", 0),
-                "surplus": row["surplus"],
-            }
-        )
-    return summaries
-
-
-def market_report(coordinator: Coordinator, outputs: Iterable[Message]) -> dict[str, object]:
-    """The `proofmarket sim --json` document: rounds, ledger totals, invariants."""
-    ledger = coordinator.ledger
-    return {
-        "rounds": round_summaries(outputs),
-        "ledger": {
-            "funded": ledger.funded(),
-            "withdrawn": ledger.withdrawn(),
-            "total": ledger.total(),
-            "conserved": ledger.conserved(),
-        },
-        "invariants_ok": not check_invariants(coordinator),
-    }
 
 
 # -- the harness -------------------------------------------------------------------------

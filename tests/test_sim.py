@@ -6,7 +6,8 @@ import json
 import subprocess
 import sys
 
-from deploy.simulation import SimConfig, round_summaries, run_simulation
+from coordinator.report import round_summaries
+from deploy.simulation import SimConfig, run_simulation
 from protocol.messages import ClearingResult, SettlementNotice
 
 ROUND_KEYS = [

@@ -1,0 +1,114 @@
+"""Per-round market figures, folded from what the coordinator publishes.
+
+One fold serves the live view of a running coordinator (it logs each row as it changes)
+and the report of a finished market (`proofmarket sim`, `proofmarket testnet`). It reads
+only the public round announcement and clearing result and the settlement notices, so an
+observer with a copy of those messages computes the same figures.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from protocol.messages import ClearingResult, Message, RoundAnnouncement, SettlementNotice
+
+if TYPE_CHECKING:
+    from coordinator.core import Coordinator
+
+REPORT_FIELDS = (
+    "round",
+    "tasks_bid",
+    "provers_bid",
+    "allocated_provers",
+    "allocated_tasks",
+    "user_price",
+    "prover_price",
+    "proofs_valid",
+    "slashed_provers",
+    "refunded_tasks",
+    "surplus",
+)
+
+_COUNTERS = {"charged": "proofs_valid", "slashed": "slashed_provers", "refunded": "refunded_tasks"}
+
+
+class RoundTally:
+    """Rows by round: the clearing's figures, settlement counts, and the round's phase."""
+
+    def __init__(self) -> None:
+        self.rows: dict[int, dict[str, object]] = {}
+
+    def note(self, message: Message) -> int | None:
+        """Fold one outgoing message in; the round it changed, if any."""
+        if isinstance(message, RoundAnnouncement):
+            self.rows.setdefault(message.round, {"round": message.round, "phase": "bid"})
+            return message.round
+        if isinstance(message, ClearingResult):
+            row = self._row(message.round)
+            row.update(
+                phase="prove" if message.allocated_tasks else "settled",
+                tasks_bid=message.tasks_bid,
+                provers_bid=message.provers_bid,
+                allocated_provers=message.allocated_provers,
+                allocated_tasks=message.allocated_tasks,
+                user_price=message.user_price,
+                prover_price=message.prover_price,
+                surplus=message.surplus,
+            )
+            return message.round
+        if isinstance(message, SettlementNotice):
+            row = self._row(message.round)
+            counter = _COUNTERS.get(message.outcome)
+            if counter is not None:
+                row[counter] = _int(row[counter]) + 1
+            if message.outcome in ("charged", "refunded"):
+                row["settled_tasks"] = _int(row["settled_tasks"]) + 1
+                if row["settled_tasks"] == row.get("allocated_tasks"):
+                    row["phase"] = "settled"
+            return message.round
+        return None
+
+    def _row(self, number: int) -> dict[str, object]:
+        row = self.rows.setdefault(number, {"round": number})
+        for counter in (*_COUNTERS.values(), "settled_tasks"):
+            row.setdefault(counter, 0)
+        return row
+
+    def summaries(self) -> list[dict[str, object]]:
+        """The cleared rounds in order, each with exactly REPORT_FIELDS."""
+        return [
+            {key: self.rows[n].get(key) for key in REPORT_FIELDS}
+            for n in sorted(self.rows)
+            if "tasks_bid" in self.rows[n]
+        ]
+
+
+def _int(value: object) -> int:
+    assert isinstance(value, int)
+    return value
+
+
+def round_summaries(outputs: Iterable[Message]) -> list[dict[str, object]]:
+    """Per-round figures of every cleared round, in round order."""
+    tally = RoundTally()
+    for message in outputs:
+        tally.note(message)
+    return tally.summaries()
+
+
+def market_report(coordinator: Coordinator, outputs: Iterable[Message]) -> dict[str, object]:
+    """The `proofmarket sim --json` document: rounds, ledger totals, invariants."""
+    from coordinator.core import check_invariants
+
+    ledger = coordinator.ledger
+    return {
+        "rounds": round_summaries(outputs),
+        "ledger": {
+            "funded": ledger.funded(),
+            "withdrawn": ledger.withdrawn(),
+            "total": ledger.total(),
+            "conserved": ledger.conserved(),
+        },
+        "invariants_ok": not check_invariants(coordinator),
+    }
