@@ -290,6 +290,14 @@ class CoordinatorService:
         if topic.channel != "in" or topic.market != self.market or topic.party is None:
             self.log.warning("coordinator.refused", code="bad_topic", topic=delivery.topic)
             return []
+        if delivery.size:
+            self.stats.refused += 1
+            reason = f"{delivery.size} bytes is over this coordinator's limit"
+            self.log.warning("coordinator.refused", code="too_large", sender=topic.party)
+            reject = Reject(
+                market=self.market, code="too_large", reason=reason, ref=delivery.digest
+            )
+            return [Publish(reject, to=topic.party)]
         try:
             opened = open_envelope(self.identity, delivery.payload, market=self.market)
             topics.expect_sender(topic, opened.sender)

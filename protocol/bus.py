@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import hashlib
 import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -83,10 +84,29 @@ class PayloadTooLargeError(BusError, ValueError):
 
 
 class Delivery(NamedTuple):
-    """One message received from the broker."""
+    """One message received from the broker.
+
+    A message larger than the bus's ``max_payload`` is not kept: it arrives with an
+    empty payload, its original ``size`` and the blake2b-128 ``digest`` of its bytes, so
+    a receiver can still answer the sender about it (the protocol's envelope reference
+    is that same digest) without the bus holding it in memory.
+    """
 
     topic: str
     payload: bytes
+    size: int = 0  # non-zero only for an oversized message, whose payload is dropped
+    digest: bytes = b""
+
+
+class _OversizedMessage(aiomqtt.Message):
+    """What an oversized message leaves in the inbox: its size and digest, not its bytes."""
+
+    def __init__(self, original: aiomqtt.Message, size: int, digest: bytes) -> None:
+        super().__init__(
+            original.topic, b"", original.qos, original.retain, original.mid, original.properties
+        )
+        self.size = size
+        self.digest = digest
 
 
 @dataclass(frozen=True)
@@ -145,12 +165,16 @@ def _inbox_type(
         def put_nowait(self, item: aiomqtt.Message) -> None:
             stats.received += 1
             changed.set()
-            if not isinstance(item.payload, bytes) or len(item.payload) > max_payload:
+            if not isinstance(item.payload, bytes):
                 stats.dropped_oversized += 1
                 return
             if self.full():
                 stats.dropped_full += 1
                 return
+            if len(item.payload) > max_payload:
+                stats.dropped_oversized += 1
+                digest = hashlib.blake2b(item.payload, digest_size=16).digest()
+                item = _OversizedMessage(item, len(item.payload), digest)
             super().put_nowait(item)
 
     return _CountingQueue
@@ -337,7 +361,12 @@ class Bus:
                         # fills behind us and then drops (counted) instead of growing
                         payload = message.payload
                         assert isinstance(payload, bytes)  # the inbox lets only bytes through
-                        await self._inbox.put(Delivery(message.topic.value, payload))
+                        topic = message.topic.value
+                        if isinstance(message, _OversizedMessage):
+                            delivery = Delivery(topic, b"", message.size, message.digest)
+                        else:
+                            delivery = Delivery(topic, payload)
+                        await self._inbox.put(delivery)
             except aiomqtt.MqttCodeError as exc:
                 if _is_refusal(exc):
                     self._fatal = BusAuthError(f"broker refused {self.client_id!r}: {exc}")
