@@ -229,6 +229,7 @@ async def test_hostile_messages_get_signed_rejects_and_the_market_settles(
                 "wrong_market": foreign,
                 "unknown_version": noise,
                 "bad_encoding": bad_mode,
+                "too_large": oversized,
             }
             for code, payload in expected.items():
                 reject = await attacker.first(Reject, envelope_ref(payload))
