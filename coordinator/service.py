@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -159,6 +159,7 @@ class CoordinatorService:
         *,
         clock: Clock = wall_ms,
         recorded: Iterable[MessageReceived | Tick] = (),
+        resend: Sequence[Publish] = (),
     ) -> None:
         self.core = core
         self.identity = identity
@@ -177,6 +178,8 @@ class CoordinatorService:
         params = core.params
         self._lag = math.ceil(params.prove_window_ms / params.bid_window_ms) + 2
         self.guard = ReplayGuard(horizon=self._lag + 4)
+        self._resend = list(resend)
+        self._published_through = store.published()
         for event in recorded:
             if isinstance(event, MessageReceived):
                 self._remember(event)
@@ -206,6 +209,15 @@ class CoordinatorService:
             rounds=self.core.rounds_limit,
             recorded=len(self.store),
         )
+        if self._resend:
+            # Recorded before a crash but perhaps never sent: send again. Every party
+            # treats a second copy of a receipt, assignment or settlement as a no-op.
+            self.log.info("coordinator.resending", messages=len(self._resend))
+            await asyncio.gather(*(self._send(e) for e in coalesce_receipts(self._resend)))
+            self._resend = []
+        if self._published_through < len(self.store) - 1:
+            self._published_through = len(self.store) - 1
+            self.store.mark_published(self._published_through)
         self._arm(self.core.next_wake())
         reader = asyncio.create_task(self._read(), name="coordinator:read")
         stopper = asyncio.create_task(stop.wait(), name="coordinator:stop")
@@ -228,6 +240,8 @@ class CoordinatorService:
             await asyncio.gather(reader, stopper, return_exceptions=True)
             if self._timer is not None:
                 self._timer.cancel()
+            if self._published_through > self.store.published():
+                self.store.mark_published(self._published_through)
             self.log.info(
                 "coordinator.stopped",
                 finished=self.core.finished,
@@ -261,12 +275,16 @@ class CoordinatorService:
                     sends.append(effect)
                 elif isinstance(effect, WakeAt):
                     wake = effect.at if wake is None else min(wake, effect.at)
+        last: int | None = None
         if records:
-            # Durable before anything that acknowledges it leaves this process.
-            self.store.append_many(records)
+            # Durable before anything that acknowledges it leaves this process. The
+            # watermark written with it says the previous batch went out in full.
+            last = self.store.append_many(records, published=self._published_through)
             self.stats.records += len(records)
         if sends:
             await asyncio.gather(*(self._send(effect) for effect in coalesce_receipts(sends)))
+        if last is not None:
+            self._published_through = last
         self.stats.batches += 1
         self.stats.last_batch = time.monotonic()
         self._after_batch()
@@ -368,6 +386,28 @@ class CoordinatorService:
         self._arm(at)
 
 
+def restore(
+    config: CoordinatorConfig,
+    key: str,
+    start_ms: int,
+    recorded: Sequence[MessageReceived | Tick],
+    store: RecordStore,
+) -> tuple[Coordinator, list[Publish]]:
+    """The core rebuilt from its records, and what it had to send but may not have sent.
+
+    Records up to the store's published watermark are replayed silently; the messages
+    produced by the records after it are returned, to be sent again.
+    """
+    core = Coordinator(config.params, config.genesis, key, start_ms, rounds=config.rounds)
+    published = store.published()
+    resend: list[Publish] = []
+    for seq, event in enumerate(recorded):
+        effects = core.handle(event)
+        if seq > published:
+            resend.extend(e for e in effects if isinstance(e, Publish))
+    return core, resend
+
+
 async def run_coordinator(
     identity: Identity,
     config: CoordinatorConfig,
@@ -382,14 +422,7 @@ async def run_coordinator(
         install_stop_signals(stop)
     store, meta, recorded = open_ledger(config, identity.public_hex, clock())
     try:
-        core = Coordinator.restore(
-            config.params,
-            config.genesis,
-            identity.public_hex,
-            meta.start_ms,
-            recorded,
-            rounds=config.rounds,
-        )
+        core, resend = restore(config, identity.public_hex, meta.start_ms, recorded, store)
         async with Bus(
             config.broker,
             client_id=identity.public_hex,
@@ -397,7 +430,9 @@ async def run_coordinator(
             password=config.password,
             ca_file=config.ca_file,
         ) as bus:
-            service = CoordinatorService(core, identity, bus, store, clock=clock, recorded=recorded)
+            service = CoordinatorService(
+                core, identity, bus, store, clock=clock, recorded=recorded, resend=resend
+            )
             await service.run(stop)
     finally:
         store.close()

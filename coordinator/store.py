@@ -36,11 +36,25 @@ class RecordStore(Protocol):
         """Durably add one record; returns its sequence number (0, 1, 2, ...)."""
         ...
 
-    def append_many(self, records: Sequence[bytes]) -> int:
+    def append_many(self, records: Sequence[bytes], *, published: int | None = None) -> int:
         """Durably add records all together or not at all; returns the last's number.
 
-        With no records nothing is written and the result is len(store) - 1.
+        With no records nothing is written and the result is len(store) - 1. `published`,
+        when given, moves the published watermark in the same transaction.
         """
+        ...
+
+    def published(self) -> int:
+        """The watermark: every effect of records up to this number has been sent (-1: none).
+
+        A writer that acknowledges records only after they are durable can crash between
+        the two; records past the watermark are the ones whose acknowledgements it must
+        send again when it restarts.
+        """
+        ...
+
+    def mark_published(self, seq: int) -> None:
+        """Durably move the published watermark up to `seq` (never down)."""
         ...
 
     def replay(self) -> Iterator[bytes]:
@@ -65,6 +79,7 @@ class MemoryStore:
 
     def __init__(self) -> None:
         self._records: list[bytes] = []
+        self._published = -1
         self._closed = False
 
     def _check_open(self) -> None:
@@ -76,11 +91,21 @@ class MemoryStore:
         self._records.append(_as_record(record))
         return len(self._records) - 1
 
-    def append_many(self, records: Sequence[bytes]) -> int:
+    def append_many(self, records: Sequence[bytes], *, published: int | None = None) -> int:
         self._check_open()
         checked = [_as_record(record) for record in records]  # all or nothing
         self._records.extend(checked)
+        if published is not None:
+            self._published = max(self._published, published)
         return len(self._records) - 1
+
+    def published(self) -> int:
+        self._check_open()
+        return self._published
+
+    def mark_published(self, seq: int) -> None:
+        self._check_open()
+        self._published = max(self._published, seq)
 
     def replay(self) -> Iterator[bytes]:
         self._check_open()
@@ -154,6 +179,8 @@ class SqliteStore:
         if mode != "wal":
             raise StoreError(f"{self._path!r}: SQLite refused WAL mode (got {mode!r})")
         db.execute("PRAGMA synchronous = FULL")
+        # Added after schema 1 shipped; creating it when missing keeps old files readable.
+        db.execute("CREATE TABLE IF NOT EXISTS marks (name TEXT PRIMARY KEY, seq INTEGER NOT NULL)")
 
     def _create(self, db: sqlite3.Connection) -> None:
         db.execute("BEGIN IMMEDIATE")
@@ -176,7 +203,7 @@ class SqliteStore:
     def append(self, record: bytes) -> int:
         return self.append_many([record])
 
-    def append_many(self, records: Sequence[bytes]) -> int:
+    def append_many(self, records: Sequence[bytes], *, published: int | None = None) -> int:
         checked = [_as_record(record) for record in records]
         with self._lock:
             db = self._conn()
@@ -189,12 +216,39 @@ class SqliteStore:
                     "INSERT INTO records (seq, body) VALUES (?, ?)",
                     ((last + 1 + i, body) for i, body in enumerate(checked)),
                 )
+                if published is not None:
+                    self._raise_mark(db, published)
                 db.execute("COMMIT")
             except BaseException:
                 if db.in_transaction:
                     db.execute("ROLLBACK")
                 raise
             return int(last) + len(checked)
+
+    @staticmethod
+    def _raise_mark(db: sqlite3.Connection, seq: int) -> None:
+        db.execute(
+            "INSERT INTO marks (name, seq) VALUES ('published', ?) "
+            "ON CONFLICT(name) DO UPDATE SET seq = max(seq, excluded.seq)",
+            (seq,),
+        )
+
+    def published(self) -> int:
+        with self._lock:
+            row = self._conn().execute("SELECT seq FROM marks WHERE name = 'published'").fetchone()
+        return -1 if row is None else int(row[0])
+
+    def mark_published(self, seq: int) -> None:
+        with self._lock:
+            db = self._conn()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                self._raise_mark(db, seq)
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
 
     def replay(self) -> Iterator[bytes]:
         # Reads in chunks by sequence number instead of holding one cursor open, so no

@@ -49,3 +49,31 @@ def test_coalescing_keeps_every_receipt() -> None:
     )
     assert sorted(r.message.ref for r in sends) == refs  # type: ignore[union-attr]
     assert 2 == len(out)
+
+
+def test_restore_resends_only_what_follows_the_published_watermark() -> None:
+    """Records past the watermark give back their messages; earlier ones replay silently."""
+    from coordinator.core import Coordinator, Genesis, encode_record
+    from coordinator.service import CoordinatorConfig, restore
+    from coordinator.store import MemoryStore
+    from deploy.market import DEFAULT_MARKET
+    from protocol.events import Record, Tick
+    from protocol.messages import RoundAnnouncement
+
+    genesis = Genesis()
+    config = CoordinatorConfig(broker="mqtt://127.0.0.1", params=DEFAULT_MARKET, genesis=genesis)
+    live = Coordinator(DEFAULT_MARKET, genesis, A, 1000)
+    store = MemoryStore()
+    recorded = [Tick(1000), Tick(1000 + DEFAULT_MARKET.bid_window_ms)]
+    for tick in recorded:
+        store.append_many(
+            [encode_record(e.event) for e in live.handle(tick) if isinstance(e, Record)]
+        )
+
+    store.mark_published(0)
+    _, resend = restore(config, A, 1000, recorded, store)
+    assert [1] == [p.message.round for p in resend if isinstance(p.message, RoundAnnouncement)]
+
+    store.mark_published(1)
+    _, resend = restore(config, A, 1000, recorded, store)
+    assert [] == resend

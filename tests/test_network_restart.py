@@ -92,12 +92,6 @@ def crashed_after_clearing(config: CoordinatorConfig) -> None:
     assert not core.finished
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a restored coordinator never re-sends the messages of its last recorded "
-    "batch (coordinator/service.py run_coordinator/CoordinatorService.run), so the winner "
-    "of a round cleared just before a crash is slashed for an assignment it never got",
-)
 async def test_restarted_coordinator_sends_the_assignment_it_recorded(
     broker: RunningBroker, tmp_path: Path
 ) -> None:
@@ -126,6 +120,5 @@ async def test_restarted_coordinator_sends_the_assignment_it_recorded(
         finally:
             market.cancel()
             await asyncio.gather(market, return_exceptions=True)
-    # the bug: nothing resends the lost assignment, so the prover is slashed instead
     assert isinstance(message, Assignment), message
     assert 2 == len(message.tasks)

@@ -341,3 +341,29 @@ def test_sqlite_record_survives_process_death(tmp_path: Path, death: str) -> Non
     with SqliteStore(path) as store:
         assert [b"record-%d" % i for i in range(50)] == list(store.replay())
         assert 50 == store.append(b"after the crash")
+
+
+def test_published_watermark_starts_below_every_record(new_store: Factory) -> None:
+    """A new store has published nothing: the watermark is -1."""
+    assert -1 == new_store().published()
+
+
+def test_published_watermark_moves_with_an_append_and_never_down(new_store: Factory) -> None:
+    """append_many(published=) and mark_published raise the watermark, never lower it."""
+    store = new_store()
+    store.append_many([b"a", b"b"])
+    store.append_many([b"c"], published=1)
+    assert 1 == store.published()
+    store.mark_published(0)
+    assert 1 == store.published()
+    store.mark_published(2)
+    assert (2, [b"a", b"b", b"c"]) == (store.published(), list(store.replay()))
+
+
+def test_sqlite_watermark_survives_reopen(tmp_path: Path) -> None:
+    """The watermark is durable with the records it was written with."""
+    path = tmp_path / "ledger.sqlite"
+    with SqliteStore(path) as store:
+        store.append_many([b"a", b"b", b"c"], published=1)
+    with SqliteStore(path) as store:
+        assert (1, 3) == (store.published(), len(store))
