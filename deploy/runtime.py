@@ -8,11 +8,13 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
 import structlog
 
 Clock = Callable[[], int]
+T = TypeVar("T")
 
 
 def wall_ms() -> int:
@@ -26,6 +28,20 @@ def install_stop_signals(stop: asyncio.Event) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
+
+
+def run_service(main: Coroutine[Any, Any, T]) -> T:
+    """Run a service's main coroutine; once it returns, the process is on its way out.
+
+    The loop's SIGINT/SIGTERM handlers go with the loop, so a stop signal arriving
+    while the process writes its summary and exits would otherwise kill it and turn a
+    clean exit into -15. From here on such a signal is ignored.
+    """
+    try:
+        return asyncio.run(main)
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
 
 
 def configure_logging(fmt: str = "console", level: str = "info") -> None:

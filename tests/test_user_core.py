@@ -10,6 +10,7 @@ from protocol import workload
 from protocol.events import MessageReceived, Publish, Tick
 from protocol.messages import (
     BidReceipt,
+    ClearingResult,
     MarketParams,
     Message,
     Reject,
@@ -296,3 +297,40 @@ def test_unbounded_user_never_finishes() -> None:
     core = make(tasks=0)
     core.handle(received(announce(0)))
     assert (False, False) == (core.bidding_done, core.finished)
+
+
+def _bounded(rounds: int) -> UserCore:
+    return UserCore(
+        USER, COORD, MARKET, random.Random(1), 1, (1, 9), verify=fake_verify, rounds=rounds
+    )
+
+
+def test_a_lost_announcement_does_not_keep_a_bounded_user_bidding() -> None:
+    """Rounds count by number from the first seen: missing round 11 still ends at round 12."""
+    core = _bounded(3)
+    assert 1 == len(bids(core.handle(received(announce(10)))))
+    assert 1 == len(bids(core.handle(received(announce(12)))))
+    assert (True, []) == (core.bidding_done, core.handle(received(announce(13))))
+
+
+def test_a_clearing_result_tells_a_user_the_market_moved_on() -> None:
+    """With its last announcement lost, the clearing of the round before ends bidding."""
+    core = _bounded(2)
+    core.handle(received(announce(0)))
+    assert not core.bidding_done
+    cleared = ClearingResult(
+        market=MARKET,
+        round=0,
+        mechanism="prooph",
+        tasks_bid=1,
+        provers_bid=0,
+        allocated_provers=0,
+        allocated_tasks=0,
+        user_price=None,
+        prover_price=None,
+        winners=[],
+        surplus=0,
+        prove_deadline=0,
+    )
+    core.handle(received(cleared))
+    assert core.bidding_done

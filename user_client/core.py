@@ -20,6 +20,7 @@ from protocol.events import MessageReceived, Publish, Tick
 from protocol.messages import (
     BidReceipt,
     BidReceipts,
+    ClearingResult,
     Reject,
     RoundAnnouncement,
     SettlementNotice,
@@ -132,6 +133,8 @@ class UserCore:
         self._rounds: set[int] = set()
         self._tasks: dict[str, _Task] = {}
         self._floor = 0
+        self._first_round: int | None = None
+        self._latest_round = -1
 
     def handle(self, event: UserEvent) -> list[UserEffect]:
         """Advance on one event and return the messages to publish."""
@@ -142,7 +145,11 @@ class UserCore:
             return []
         if isinstance(msg, RoundAnnouncement):
             return self._on_announcement(msg)
-        if isinstance(msg, BidReceipt):
+        if isinstance(msg, ClearingResult):
+            # Round r cleared means round r+1 opened: the market moved on even if its
+            # announcement never reached us.
+            self._latest_round = max(self._latest_round, msg.round + 1)
+        elif isinstance(msg, BidReceipt):
             self.summary.bids_accepted += 1
         elif isinstance(msg, BidReceipts):
             self.summary.bids_accepted += len(msg.receipts)
@@ -161,8 +168,26 @@ class UserCore:
 
     @property
     def bidding_done(self) -> bool:
-        """True once the user has bid in all the rounds it was told to (never if unbounded)."""
-        return self.rounds is not None and self.summary.rounds_seen >= self.rounds
+        """True once the market is past the rounds the user was told to bid in.
+
+        Counted by round number from the first announcement seen, not by announcements
+        received, so one lost announcement cannot keep a bounded user waiting for ever.
+        Never true when unbounded.
+        """
+        if self.rounds is None:
+            return False
+        if self.rounds == 0:
+            return True
+        return (
+            self._first_round is not None
+            and self._latest_round >= self._first_round + self.rounds - 1
+        )
+
+    def _in_window(self, number: int) -> bool:
+        if self.rounds is None:
+            return True
+        first = number if self._first_round is None else self._first_round
+        return number < first + self.rounds
 
     @property
     def finished(self) -> bool:
@@ -178,8 +203,11 @@ class UserCore:
         return None if task is None else task.state
 
     def _on_announcement(self, msg: RoundAnnouncement) -> list[UserEffect]:
-        if msg.round < self._floor or msg.round in self._rounds or self.bidding_done:
+        if msg.round < self._floor or msg.round in self._rounds or not self._in_window(msg.round):
             return []
+        if self._first_round is None:
+            self._first_round = msg.round
+        self._latest_round = max(self._latest_round, msg.round)
         self._rounds.add(msg.round)
         self._forget_before(msg.round - RETAIN_ROUNDS)
         self.summary.rounds_seen += 1

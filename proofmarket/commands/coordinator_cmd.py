@@ -73,7 +73,6 @@ def coordinator(
     as_json: bool,
 ) -> None:
     """Run a market's coordinator: announce rounds, clear, verify proofs, settle."""
-    import asyncio
     import json
 
     from coordinator.service import (
@@ -84,7 +83,7 @@ def coordinator(
         summary_from_ledger,
     )
     from deploy.market import DEFAULT_MARKET, MarketFileError, load_market
-    from deploy.runtime import configure_logging
+    from deploy.runtime import configure_logging, run_service
     from protocol.bus import BusError
     from protocol.errors import ProtocolError
     from protocol.identity import Identity
@@ -103,7 +102,7 @@ def coordinator(
             password=password,
             ca_file=ca_file,
         )
-        core = asyncio.run(run_coordinator(identity, config))
+        core = run_service(run_coordinator(identity, config))
     except (ProtocolError, MarketFileError, CoordinatorStartError, BusError) as exc:
         raise click.ClickException(str(exc)) from exc
     if as_json and ledger is not None:

@@ -142,10 +142,9 @@ def prover(
     fault: str,
 ) -> None:
     """Run a prover node: bid truthfully each round, prove assigned batches, submit proofs."""
-    import asyncio
     import json
 
-    from deploy.runtime import configure_logging
+    from deploy.runtime import configure_logging, run_service
     from protocol.bus import BusError
     from prover_node.service import ProverConfig, run_prover
 
@@ -163,7 +162,7 @@ def prover(
         password=password or _load_credentials(credentials_file).get(identity.public_hex),
     )
     try:
-        core = asyncio.run(run_prover(identity, config))
+        core = run_service(run_prover(identity, config))
     except (BusError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
     if as_json:
@@ -216,10 +215,9 @@ def user(
     connections: Literal["shared", "per-identity"],
 ) -> None:
     """Run a user (or a fleet): bid tasks each round, follow receipts, verify proofs."""
-    import asyncio
     import json
 
-    from deploy.runtime import configure_logging
+    from deploy.runtime import configure_logging, run_service
     from protocol.bus import BusError
     from user_client.service import UserConfig, run_user
 
@@ -241,7 +239,7 @@ def user(
         passwords=_load_credentials(credentials_file),
     )
     try:
-        fleet = asyncio.run(run_user(identity, config))
+        fleet = run_service(run_user(identity, config))
     except (BusError, ValueError) as exc:
         hint = ""
         if "refused subscription" in str(exc) and connections == "shared" and identities > 1:
