@@ -384,6 +384,10 @@ class MosquittoBroker:
         self.cleanup()
 
 
+STOP_GRACE_S = 0.5
+"""How long a broker process told to stop lets amqtt close its sessions before exiting."""
+
+
 async def serve_embedded(
     host: str = LOOPBACK,
     port: int = 0,
@@ -398,12 +402,17 @@ async def serve_embedded(
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stopping.set)
-    server = EmbeddedBroker(
+    broker = EmbeddedBroker(
         host=host, port=port, password_file=password_file, coordinators=coordinators
     )
-    async with server as broker:
-        print(f"ready {broker.url}", flush=True)
-        await stopping.wait()
+    await broker.start()
+    print(f"ready {broker.url}", flush=True)
+    await stopping.wait()
+    # Sessions live in memory and die with the process either way, and amqtt's polite
+    # goodbye to every client can take seconds; a short bound, then the process exits
+    # and the OS closes every socket, which tells clients to reconnect at once.
+    with contextlib.suppress(BrokerStartError):
+        await broker.stop(timeout=STOP_GRACE_S)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -308,27 +308,67 @@ async def test_coordinator_killed_mid_round_resumes_from_its_ledger(
     assert_sound(market.report(), 4)
 
 
+class BrokerProcess:
+    """The embedded broker as an operator runs it: its own process, restarted as a process.
+
+    Restarting amqtt inside a live event loop leaves the old connections open, which no
+    real restart does; a process that exits closes every socket it had.
+    """
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.url = f"mqtt://127.0.0.1:{port}"
+        self.process: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        self.process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "deploy.broker",
+            "--port",
+            str(self.port),
+            stdout=asyncio.subprocess.PIPE,
+        )
+        assert self.process.stdout is not None
+        async with asyncio.timeout(WAIT):
+            line = await self.process.stdout.readline()
+        assert line.startswith(b"ready "), line
+
+    async def stop(self) -> None:
+        if self.process is not None and self.process.returncode is None:
+            self.process.terminate()
+            try:
+                async with asyncio.timeout(WAIT):
+                    await self.process.wait()
+            except TimeoutError:
+                self.process.kill()
+                await self.process.wait()
+
+    async def restart(self) -> None:
+        await self.stop()
+        await self.start()
+
+
 async def test_broker_restarted_mid_round_every_party_reconnects(
-    broker: RunningBroker, tmp_path: Path, request: pytest.FixtureRequest
+    broker: RunningBroker, tmp_path: Path, free_port: int
 ) -> None:
     """Restart the broker while round 1 takes bids; the market finishes and trades after it."""
-    if broker.kind == "embedded":
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=False,
-                reason="bug, about 1 run in 3: after an amqtt restart some clients stay on "
-                "connections the stopped broker never closed (deploy/broker.py "
-                "EmbeddedBroker.stop), so the coordinator hears no bid again",
-            )
-        )
     # rounds enough after the restart for parties backing off between reconnects
     config = NetConfig(provers=2, users=6, rounds=6, params=QUICK)
-    async with local_market(config, broker.url, tmp_path) as market:
-        await market.start_parties()
-        coordinator = await market.start_coordinator()
-        await market.wait_line([coordinator], "round.progress", round=1, phase="bid")
-        await broker.restart()
-        codes = await market.finish(coordinator)
+    process = BrokerProcess(free_port) if broker.kind == "embedded" else None
+    url = process.url if process is not None else broker.url
+    try:
+        if process is not None:
+            await process.start()
+        async with local_market(config, url, tmp_path) as market:
+            await market.start_parties()
+            coordinator = await market.start_coordinator()
+            await market.wait_line([coordinator], "round.progress", round=1, phase="bid")
+            await (process.restart() if process is not None else broker.restart())
+            codes = await market.finish(coordinator)
+    finally:
+        if process is not None:
+            await process.stop()
     assert {0} == set(codes.values())
     report = market.report()
     assert_sound(report, 6)
