@@ -179,6 +179,7 @@ class CoordinatorService:
         self._lag = math.ceil(params.prove_window_ms / params.bid_window_ms) + 2
         self.guard = ReplayGuard(horizon=self._lag + 4)
         self._resend = list(resend)
+        self._changed_rounds: set[int] = set()
         self._published_through = store.published()
         for event in recorded:
             if isinstance(event, MessageReceived):
@@ -214,6 +215,7 @@ class CoordinatorService:
             # treats a second copy of a receipt, assignment or settlement as a no-op.
             self.log.info("coordinator.resending", messages=len(self._resend))
             await asyncio.gather(*(self._send(e) for e in coalesce_receipts(self._resend)))
+            self._log_progress()
             self._resend = []
         if self._published_through < len(self.store) - 1:
             self._published_through = len(self.store) - 1
@@ -283,12 +285,19 @@ class CoordinatorService:
             self.stats.records += len(records)
         if sends:
             await asyncio.gather(*(self._send(effect) for effect in coalesce_receipts(sends)))
+            self._log_progress()
         if last is not None:
             self._published_through = last
         self.stats.batches += 1
         self.stats.last_batch = time.monotonic()
         self._after_batch()
         self._arm(wake if wake is not None else self.core.next_wake())
+
+    def _log_progress(self) -> None:
+        """One line per round whose figures changed in this batch: the live view's feed."""
+        for number in sorted(self._changed_rounds):
+            self.log.info("round.progress", **self.tally.rows[number])
+        self._changed_rounds.clear()
 
     def _after_batch(self) -> None:
         bidding = self.core.bidding_round
@@ -337,6 +346,8 @@ class CoordinatorService:
         elif isinstance(message, BidReceipts):
             self.stats.bids_acknowledged += len(message.receipts)
         changed = self.tally.note(message)
+        if changed is not None:
+            self._changed_rounds.add(changed)
         if isinstance(message, Reject):
             self.log.warning(
                 "coordinator.rejected",
@@ -345,8 +356,6 @@ class CoordinatorService:
                 reason=message.reason,
                 round=message.round,
             )
-        elif changed is not None and not isinstance(message, Reject):
-            self.log.info("round.progress", **self.tally.rows[changed])
         try:
             envelope = seal(self.identity, message, self.market, effect.to)
         except ProtocolError as exc:  # a message our own schema refuses: a bug, not input
