@@ -170,7 +170,7 @@ class CoordinatorService:
         self.tally = RoundTally()
         self.stats = IngestStats()
         self.log = structlog.get_logger("coordinator").bind(market=self.market)
-        self._events: asyncio.Queue[Delivery | Tick] = asyncio.Queue(maxsize=4 * BATCH_MAX)
+        self._ticks: asyncio.Queue[Tick] = asyncio.Queue()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: int | None = None
         # Rounds older than this many behind the bidding round are settled: their inputs
@@ -221,25 +221,43 @@ class CoordinatorService:
             self._published_through = len(self.store) - 1
             self.store.mark_published(self._published_through)
         self._arm(self.core.next_wake())
-        reader = asyncio.create_task(self._read(), name="coordinator:read")
         stopper = asyncio.create_task(stop.wait(), name="coordinator:stop")
+        receiving: asyncio.Task[list[Delivery]] | None = None
+        ticking: asyncio.Task[Tick] | None = None
+        error: BaseException | None = None
         try:
             while not self.core.finished:
-                getter = asyncio.create_task(self._events.get())
+                # Both stay pending across turns: one task per batch, not per message.
+                receiving = receiving or asyncio.create_task(self.bus.receive_batch(BATCH_MAX))
+                ticking = ticking or asyncio.create_task(self._ticks.get())
                 done, _ = await asyncio.wait(
-                    {getter, stopper, reader}, return_when=asyncio.FIRST_COMPLETED
+                    {receiving, ticking, stopper}, return_when=asyncio.FIRST_COMPLETED
                 )
-                if getter not in done:
-                    getter.cancel()
+                if stopper in done:
                     break
-                batch = [getter.result()]
-                while len(batch) < BATCH_MAX and not self._events.empty():
-                    batch.append(self._events.get_nowait())
+                batch: list[Delivery | Tick] = []
+                if receiving in done:
+                    deliveries = receiving.result()  # raises if the bus failed for good
+                    receiving = None
+                    if not deliveries:
+                        break  # the bus closed
+                    self._count(deliveries)
+                    batch.extend(deliveries)
+                if ticking in done:
+                    batch.append(ticking.result())
+                    ticking = None
                 await self._handle_batch(batch)
+        except BaseException as exc:
+            error = exc
+            raise
         finally:
-            for task in (reader, stopper):
-                task.cancel()
-            await asyncio.gather(reader, stopper, return_exceptions=True)
+            for task in (receiving, ticking, stopper):
+                if task is not None:
+                    task.cancel()
+            await asyncio.gather(
+                *(t for t in (receiving, ticking, stopper) if t is not None),
+                return_exceptions=True,
+            )
             if self._timer is not None:
                 self._timer.cancel()
             if self._published_through > self.store.published():
@@ -251,17 +269,13 @@ class CoordinatorService:
                 deliveries=self.stats.deliveries,
                 refused=self.stats.refused,
                 sent=self.stats.sent,
+                error=None if error is None else repr(error),
             )
-        error = None if reader.cancelled() else reader.exception()
-        if error is not None:
-            raise error
 
-    async def _read(self) -> None:
-        async for delivery in self.bus.messages():
-            if self.stats.first_delivery is None:
-                self.stats.first_delivery = time.monotonic()
-            self.stats.deliveries += 1
-            await self._events.put(delivery)
+    def _count(self, deliveries: list[Delivery]) -> None:
+        if self.stats.first_delivery is None:
+            self.stats.first_delivery = time.monotonic()
+        self.stats.deliveries += len(deliveries)
 
     async def _handle_batch(self, batch: list[Delivery | Tick]) -> None:
         records: list[bytes] = []
@@ -384,15 +398,7 @@ class CoordinatorService:
         if at is not None and now < at:
             self._arm(at)  # the loop's timer ran ahead of the wall clock
             return
-        try:
-            self._events.put_nowait(Tick(now))
-        except asyncio.QueueFull:
-            # The queue is full of deliveries that will run a batch soon; tick after it.
-            asyncio.get_running_loop().call_later(0.01, self._fire_at, now)
-
-    def _fire_at(self, at: int) -> None:
-        self._timer_at = None
-        self._arm(at)
+        self._ticks.put_nowait(Tick(now))
 
 
 def restore(

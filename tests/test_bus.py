@@ -303,3 +303,20 @@ async def test_bare_receive_counts_messages(broker: RunningBroker) -> None:
         seconds = await receiving
     assert seconds >= 0.0
     assert 30 == pub.stats.published
+
+
+async def test_receive_batch_takes_what_has_arrived_in_order(broker: RunningBroker) -> None:
+    """receive_batch waits for one delivery, then takes up to `limit`, keeping their order."""
+    async with open_bus(broker, "batcher") as sub, open_bus(broker, "pub") as pub:
+        await sub.subscribe("in")
+        sent = [f"m{i}".encode() for i in range(5)]
+        for payload in sent:
+            await pub.publish("in", payload)
+        await sub.wait_until(lambda stats: stats.received >= len(sent), BOUND)
+        got: list[Delivery] = []
+        async with asyncio.timeout(BOUND):
+            while len(got) < len(sent):
+                batch = await sub.receive_batch(3)
+                assert 1 <= len(batch) <= 3
+                got.extend(batch)
+        assert [Delivery("in", p) for p in sent] == got
