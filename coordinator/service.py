@@ -1,10 +1,10 @@
 """The coordinator on the wire: broker deliveries in, the core's effects out.
 
-Deliveries and ticks go through one queue, so the pure core sees one event at a time.
-The queue is drained in batches: every envelope of a batch is opened and fed to the
-core, the batch's records are written to the store in one durable transaction, and only
-then are its receipts, rejects and results published. Nothing is acknowledged before it
-is recorded, and the fsync is paid once per batch rather than once per bid.
+One loop takes deliveries from the bus a batch at a time, together with any tick that
+fell due, so the pure core sees one event at a time. Every envelope of a batch is opened
+and fed to the core, the batch's records are written to the store in one durable
+transaction, and only then are its receipts, rejects and results published. Nothing is
+acknowledged before it is recorded, and the fsync is paid once per batch, not per bid.
 
 Envelopes that fail to open, come on another party's topic, or replay an earlier one
 never reach the core: they get a signed Reject on the sender's topic (the broker ACL
@@ -89,19 +89,22 @@ def open_ledger(
     path = _meta_path(config.ledger)
     if path.exists():
         meta = msgspec.json.decode(path.read_bytes(), type=_Meta)
-        for field, mine, theirs in (
+        for what, mine, theirs in (
             ("coordinator key", key, meta.key),
             ("market", config.params, meta.params),
             ("genesis", config.genesis, meta.genesis),
         ):
             if mine != theirs:
                 raise CoordinatorStartError(
-                    f"ledger {config.ledger} was started with another {field}; "
+                    f"ledger {config.ledger} was started with another {what}; "
                     "use a new ledger file for a new market run"
                 )
     else:
         meta = fresh
-        path.write_bytes(msgspec.json.encode(meta))
+        # Write-then-rename: a crash here leaves no meta file or a whole one, never half.
+        partial = path.with_name(path.name + ".partial")
+        partial.write_bytes(msgspec.json.encode(meta))
+        partial.replace(path)
     store = SqliteStore(config.ledger)
     return store, meta, [decode_record(r) for r in store.replay()]
 
@@ -233,20 +236,23 @@ class CoordinatorService:
                 done, _ = await asyncio.wait(
                     {receiving, ticking, stopper}, return_when=asyncio.FIRST_COMPLETED
                 )
-                if stopper in done:
-                    break
                 batch: list[Delivery | Tick] = []
+                closed = False
                 if receiving in done:
                     deliveries = receiving.result()  # raises if the bus failed for good
                     receiving = None
-                    if not deliveries:
-                        break  # the bus closed
+                    closed = not deliveries
                     self._count(deliveries)
                     batch.extend(deliveries)
                 if ticking in done:
                     batch.append(ticking.result())
                     ticking = None
-                await self._handle_batch(batch)
+                if batch:
+                    # Taken from the inbox means acknowledged to the broker: handle it
+                    # even when told to stop in the same turn.
+                    await self._handle_batch(batch)
+                if closed or stopper in done:
+                    break
         except BaseException as exc:
             error = exc
             raise
@@ -273,7 +279,7 @@ class CoordinatorService:
             )
 
     def _count(self, deliveries: list[Delivery]) -> None:
-        if self.stats.first_delivery is None:
+        if deliveries and self.stats.first_delivery is None:
             self.stats.first_delivery = time.monotonic()
         self.stats.deliveries += len(deliveries)
 
