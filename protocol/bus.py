@@ -194,6 +194,8 @@ class Bus:
         connect_timeout: bound on the first connection (retried with backoff till then).
         op_timeout: bound on each publish/subscribe, including waiting for a reconnect.
         backoff_initial, backoff_max: reconnect delays in seconds, doubling per failure.
+            The cap is short because market rounds are short: a party that comes back
+            five seconds after its broker did has missed five one-second rounds.
         keepalive: MQTT keepalive in seconds; also how soon the broker sends our will.
     """
 
@@ -211,7 +213,7 @@ class Bus:
         connect_timeout: float = 10.0,
         op_timeout: float = 10.0,
         backoff_initial: float = 0.05,
-        backoff_max: float = 5.0,
+        backoff_max: float = 1.0,
         keepalive: int = 10,
     ) -> None:
         address = parse_broker_url(url)
@@ -347,11 +349,10 @@ class Bus:
             try:
                 async with client:
                     for topic in list(self._topics):
-                        try:
-                            await self._subscribe_one(client, topic)
-                        except BusError as exc:
-                            # a refusal will not change by reconnecting; keep the rest
-                            self.stats.last_error = str(exc)
+                        # Every topic here was granted once, so a refusal now is the
+                        # broker (or a confused SUBACK) mid-restart: reconnect and ask
+                        # again rather than stay connected and deaf to that topic.
+                        await self._subscribe_one(client, topic)
                     self.stats.connects += 1
                     self._stats_changed.set()
                     self._connected.set()
