@@ -52,6 +52,8 @@ __all__ = [
 
 QOS = 1  # at-least-once for all market traffic; replay protection lives above the bus
 DEFAULT_MAX_PAYLOAD = 256 * 1024
+RESUBSCRIBE_TIMEOUT_S = 2.0
+"""Bound on resubscribing after a reconnect; past it the connection is judged bad."""
 DEFAULT_QUEUE_SIZE = 10_000
 _PORTS = {"mqtt": 1883, "mqtts": 8883}
 _REFUSED_CODES = {4, 5, 134, 135}  # bad credentials / not authorised (v3.1.1 and v5)
@@ -348,11 +350,17 @@ class Bus:
         while True:
             try:
                 async with client:
-                    for topic in list(self._topics):
-                        # Every topic here was granted once, so a refusal now is the
-                        # broker (or a confused SUBACK) mid-restart: reconnect and ask
-                        # again rather than stay connected and deaf to that topic.
-                        await self._subscribe_one(client, topic)
+                    # A broker answers a SUBSCRIBE on a fresh connection at once. One
+                    # that does not (seen with amqtt mid-restart: the connection was
+                    # taken by the dying broker, or aiomqtt 2.5 did not wait for the
+                    # CONNACK) is a bad connection, and waiting out the operation
+                    # timeout would leave us deaf for rounds: reconnect instead.
+                    async with asyncio.timeout(RESUBSCRIBE_TIMEOUT_S):
+                        for topic in list(self._topics):
+                            # Every topic here was granted once, so a refusal now is
+                            # the broker mid-restart: reconnect and ask again rather
+                            # than stay connected and deaf to that topic.
+                            await self._subscribe_one(client, topic)
                     self.stats.connects += 1
                     self._stats_changed.set()
                     self._connected.set()
@@ -373,7 +381,7 @@ class Bus:
                     self._fatal = BusAuthError(f"broker refused {self.client_id!r}: {exc}")
                     return
                 self._note_disconnect(exc)
-            except (aiomqtt.MqttError, BusError, OSError) as exc:
+            except (aiomqtt.MqttError, BusError, OSError, TimeoutError) as exc:
                 self._note_disconnect(exc)
             # backoff between reconnect attempts, not synchronisation
             await asyncio.sleep(delay)

@@ -350,19 +350,9 @@ class BrokerProcess:
 
 
 async def test_broker_restarted_mid_round_every_party_reconnects(
-    broker: RunningBroker, tmp_path: Path, free_port: int, request: pytest.FixtureRequest
+    broker: RunningBroker, tmp_path: Path, free_port: int
 ) -> None:
     """Restart the broker while round 1 takes bids; the market finishes and trades after it."""
-    if broker.kind == "embedded":
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=False,
-                reason="open bug, about 1 run in 5: after an amqtt process restart under market "
-                "traffic the coordinator keeps publishing but receives nothing more, though a "
-                "bare Bus survives the same restart; aiomqtt reports unretrieved 'Unexpected "
-                "disconnection' futures (protocol/bus.py Bus._supervise)",
-            )
-        )
     # rounds enough after the restart for parties backing off between reconnects, and a
     # whole epoch (4 rounds) after it for provers that must declare capacity again
     config = NetConfig(provers=2, users=6, rounds=10, params=QUICK)
