@@ -34,6 +34,11 @@ from protocol.messages import TaskBidMessage
 MARKET = "bench-ingest"
 USERS = 64
 PUBLISH_WINDOW = 256  # publishes in flight at once from the publisher process
+STALL_S = 15.0  # no bid acknowledged for this long: the broker dropped what is missing
+
+
+class BenchError(RuntimeError):
+    """The benchmark could not measure what it set out to."""
 
 
 def make_bids(
@@ -118,26 +123,46 @@ async def measure_coordinator(
     core = Coordinator(params, genesis, coordinator.public_hex, now)
     store = SqliteStore(workdir / "ledger.sqlite")
     stop = asyncio.Event()
+    # A fresh session each run: a persistent one could hold bids left from an aborted run.
+    session = f"{coordinator.public_hex[:16]}-bench-{time.time_ns()}"
+    running: asyncio.Task[None] | None = None
     try:
-        async with Bus(
-            url, client_id=coordinator.public_hex, username=coordinator.public_hex
-        ) as bus:
+        async with Bus(url, client_id=session, username=coordinator.public_hex) as bus:
             service = CoordinatorService(core, coordinator, bus, store)
             running = asyncio.create_task(service.run(stop))
             async with asyncio.timeout(timeout):
                 while core.bidding_round != 0:  # round 0 opens on the service's first tick
                     await asyncio.sleep(0.01)
                 async with publisher(url, path, None):
-                    while service.stats.bids_acknowledged < count:
-                        if running.done():
-                            running.result()
-                        await asyncio.sleep(0.005)
+                    await _until_acknowledged(service, running, count)
             stop.set()
             await running
     finally:
+        if running is not None and not running.done():
+            running.cancel()
+            await asyncio.gather(running, return_exceptions=True)
         store.close()
     assert service.stats.first_delivery is not None and service.stats.last_batch is not None
     return service.stats.last_batch - service.stats.first_delivery
+
+
+async def _until_acknowledged(
+    service: CoordinatorService, running: asyncio.Task[None], count: int
+) -> None:
+    """Poll until `count` bids are acknowledged; fail fast when progress stops."""
+    progress, since = -1, time.monotonic()
+    while service.stats.bids_acknowledged < count:
+        if running.done():
+            running.result()
+        if service.stats.bids_acknowledged != progress:
+            progress, since = service.stats.bids_acknowledged, time.monotonic()
+        elif time.monotonic() - since > STALL_S:
+            raise BenchError(
+                f"the coordinator acknowledged {progress} of {count} bids and then nothing "
+                f"for {STALL_S:.0f}s: the broker dropped the rest (for Mosquitto, raise "
+                "max_queued_messages; deploy/mosquitto/mosquitto.conf sets 100000)"
+            )
+        await asyncio.sleep(0.005)
 
 
 async def run_bench(

@@ -24,7 +24,7 @@ def bench_ingest(broker: str, bids: int, repeat: int, seed: int, as_json: bool) 
     """Task bids/s the coordinator accepts, against a bare subscriber on the same broker."""
     import json
 
-    from deploy.ingest_bench import run_bench
+    from deploy.ingest_bench import BenchError, run_bench
     from deploy.runtime import configure_logging
 
     configure_logging("console", "warning")  # stdout carries the result line only
@@ -39,7 +39,10 @@ def bench_ingest(broker: str, bids: int, repeat: int, seed: int, as_json: bool) 
             process.terminate()
             await process.wait()
 
-    result = asyncio.run(run())
+    try:
+        result = asyncio.run(run())
+    except BenchError as exc:
+        raise click.ClickException(str(exc)) from exc
     if as_json:
         click.echo(json.dumps(result))
     else:
