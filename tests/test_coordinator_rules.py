@@ -21,7 +21,13 @@ from test_coordinator_helpers import (
     reject_codes,
 )
 
-from coordinator.core import SEEN_ROUNDS, Coordinator, check_invariants, wire_task_id
+from coordinator.core import (
+    SEEN_ROUNDS,
+    Coordinator,
+    CoordinatorEffect,
+    check_invariants,
+    wire_task_id,
+)
 from coordinator.ledger import TREASURY
 from protocol.events import Publish, Record, WakeAt
 from protocol.messages import (
@@ -49,8 +55,8 @@ def opened(**changes: object) -> Market:
     return market
 
 
-def cleared_market() -> tuple[Market, Assignment]:
-    """Round 0 with one winning prover (P0, capacity 2) and four task bids."""
+def clear_round_0() -> tuple[Market, list[CoordinatorEffect]]:
+    """Round 0 cleared: provers P0 (cost 1) and P1 (cost 5), capacity 2 each; four bids."""
     market = opened()
     market.declare(P0, 2)
     market.declare(P1, 2)
@@ -58,7 +64,12 @@ def cleared_market() -> tuple[Market, Assignment]:
     market.cost_bid(P1, 5)
     for i, fee in enumerate([9, 8, 7, 3]):
         market.task_bid(USERS[i], f"t{i}", fee)
-    effects = market.tick(BID_DEADLINE)
+    return market, market.tick(BID_DEADLINE)
+
+
+def cleared_market() -> tuple[Market, Assignment]:
+    """Round 0 with one winning prover (P0, capacity 2) and four task bids."""
+    market, effects = clear_round_0()
     [assignment] = published(effects, Assignment)
     return market, assignment.message  # type: ignore[return-value]
 
@@ -376,14 +387,7 @@ def test_clearing_publishes_result_assignment_and_receipts() -> None:
 
 def test_clearing_result_fields() -> None:
     """The public clearing result carries counts and prices but no bid contents."""
-    market = opened()
-    market.declare(P0, 2)
-    market.declare(P1, 2)
-    market.cost_bid(P0, 1)
-    market.cost_bid(P1, 5)
-    for i, fee in enumerate([9, 8, 7, 3]):
-        market.task_bid(USERS[i], f"t{i}", fee)
-    effects = market.tick(BID_DEADLINE)
+    _, effects = clear_round_0()
     [result] = published(effects, ClearingResult)
     msg = result.message
     assert (4, 2, 1, 2, 7, 5, 2 * (7 - 5), None) == (

@@ -8,9 +8,10 @@ import json
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import RunningBroker
@@ -140,6 +141,28 @@ async def wait_subscribed(fake: FakeCoordinator, round: int) -> tuple[str, Messa
                 continue
 
 
+def participant(
+    broker: RunningBroker, command: str, identity: Identity, key: Path, *args: str, **kw: Any
+) -> Awaitable[asyncio.subprocess.Process]:
+    """`proofmarket prover|user` as a child process, logged in and pointed at the fake."""
+    return asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "proofmarket",
+        command,
+        "--broker",
+        broker.url_for(identity.public_hex),
+        "--key",
+        str(key),
+        "--coordinator",
+        COORD.public_hex,
+        "--market",
+        MARKET,
+        *args,
+        **kw,
+    )
+
+
 async def test_prover_bids_proves_and_submits_valid_proofs(broker: RunningBroker) -> None:
     """Over a real broker: capacity and cost bids on announcement, valid proofs on assignment."""
     stop = asyncio.Event()
@@ -264,19 +287,11 @@ async def test_prover_command_stops_cleanly_on_sigterm(
     key = tmp_path / "prover.key"
     PROVER.save(key)
     async with coordinator(embedded_broker) as fake:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "proofmarket",
+        process = await participant(
+            embedded_broker,
             "prover",
-            "--broker",
-            embedded_broker.url_for(PROVER.public_hex),
-            "--key",
-            str(key),
-            "--coordinator",
-            COORD.public_hex,
-            "--market",
-            MARKET,
+            PROVER,
+            key,
             "--capacity",
             "2",
             "--cost",
@@ -313,19 +328,11 @@ async def test_user_command_runs_its_rounds_and_exits_with_a_summary(
     key = tmp_path / "user.key"
     USER.save(key)
     async with coordinator(embedded_broker) as fake:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "proofmarket",
+        process = await participant(
+            embedded_broker,
             "user",
-            "--broker",
-            embedded_broker.url_for(USER.public_hex),
-            "--key",
-            str(key),
-            "--coordinator",
-            COORD.public_hex,
-            "--market",
-            MARKET,
+            USER,
+            key,
             "--tasks",
             "2",
             "--fee-range",
@@ -409,19 +416,11 @@ async def test_killed_prover_leaves_its_last_will(
     key = tmp_path / "prover.key"
     PROVER.save(key)
     async with coordinator(embedded_broker) as fake:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "proofmarket",
+        process = await participant(
+            embedded_broker,
             "prover",
-            "--broker",
-            embedded_broker.url_for(PROVER.public_hex),
-            "--key",
-            str(key),
-            "--coordinator",
-            COORD.public_hex,
-            "--market",
-            MARKET,
+            PROVER,
+            key,
             "--capacity",
             "1",
             "--cost",

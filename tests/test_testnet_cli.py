@@ -7,20 +7,7 @@ import subprocess
 import sys
 
 import pytest
-
-SIM_ROUND_KEYS = [
-    "round",
-    "tasks_bid",
-    "provers_bid",
-    "allocated_provers",
-    "allocated_tasks",
-    "user_price",
-    "prover_price",
-    "proofs_valid",
-    "slashed_provers",
-    "refunded_tasks",
-    "surplus",
-]
+from test_sim import ROUND_KEYS
 
 
 def _testnet(*args: str) -> subprocess.CompletedProcess[str]:
@@ -39,7 +26,7 @@ def test_testnet_json_reports_the_sim_fields_and_exits_0() -> None:
     assert 0 == result.returncode, result.stderr
     report = json.loads(result.stdout)
     assert [0, 1] == [r["round"] for r in report["rounds"]]
-    assert all(SIM_ROUND_KEYS == list(r) for r in report["rounds"])
+    assert all(ROUND_KEYS == list(r) for r in report["rounds"])
     ledger = report["ledger"]
     assert (True, True, True) == (
         ledger["conserved"],
