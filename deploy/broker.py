@@ -167,6 +167,25 @@ class MarketAclPlugin(BaseTopicPlugin):  # type: ignore[misc]
         )
 
 
+_RECANCEL_S = 0.2
+
+
+def _recancel_readers() -> None:
+    """Cancel again every amqtt connection reader that outlived its cancellation.
+
+    amqtt stops a connection by cancelling its reader, which waits in
+    ``asyncio.wait_for``; on Python 3.11 wait_for loses a cancellation that lands as its
+    read completes (CPython gh-86296), when a client's last packet arrives just as the
+    broker stops. The reader then reads on and shutdown waits for it until the client's
+    keepalive runs out. Cancelling it again ends it.
+    """
+    for task in asyncio.all_tasks():
+        code = getattr(task.get_coro(), "cr_code", None)
+        reader = code is not None and code.co_qualname == "ProtocolHandler._reader_loop"
+        if reader and task.cancelling() and not task.done():
+            task.cancel()
+
+
 @dataclass
 class EmbeddedBroker:
     """amqtt broker in this event loop, on a free loopback port unless one is given.
@@ -223,7 +242,13 @@ class EmbeddedBroker:
             # amqtt's shutdown can hang when awaited inside a task that owns client
             # connections' waiters; in a task of its own it completes promptly
             shutdown = asyncio.create_task(broker.shutdown())
-            done, _ = await asyncio.wait({shutdown}, timeout=timeout)
+            deadline = asyncio.get_running_loop().time() + timeout
+            while True:
+                left = deadline - asyncio.get_running_loop().time()
+                done, _ = await asyncio.wait({shutdown}, timeout=min(_RECANCEL_S, left))
+                if done or left <= _RECANCEL_S:
+                    break
+                _recancel_readers()
             if not done:
                 shutdown.cancel()
                 raise BrokerStartError(f"embedded broker did not stop within {timeout}s")

@@ -12,7 +12,7 @@ All market traffic is QoS 1 over a persistent session (clean session off and a
 stable client id), so a party that was away gets what was queued for it when
 it reconnects. A supervisor task reconnects with exponential backoff and
 resubscribes every topic, because a restarted broker may have lost the
-session. Incoming messages sit in bounded queues; what does not fit, or is
+session. Incoming messages sit in one bounded queue; what does not fit, or is
 larger than ``max_payload``, is dropped and counted in :attr:`Bus.stats`
 rather than growing memory without limit.
 """
@@ -100,17 +100,6 @@ class Delivery(NamedTuple):
     digest: bytes = b""
 
 
-class _OversizedMessage(aiomqtt.Message):
-    """What an oversized message leaves in the inbox: its size and digest, not its bytes."""
-
-    def __init__(self, original: aiomqtt.Message, size: int, digest: bytes) -> None:
-        super().__init__(
-            original.topic, b"", original.qos, original.retain, original.mid, original.properties
-        )
-        self.size = size
-        self.digest = digest
-
-
 @dataclass(frozen=True)
 class BrokerAddress:
     """A parsed broker URL."""
@@ -159,27 +148,36 @@ class BusStats:
 
 
 def _inbox_type(
-    stats: BusStats, max_payload: int, changed: asyncio.Event
+    stats: BusStats, max_payload: int, inbox: asyncio.Queue[Delivery], changed: asyncio.Event
 ) -> type[asyncio.Queue[aiomqtt.Message]]:
-    """A queue class for aiomqtt's inbox that counts, instead of logging, what it drops."""
+    """A queue class for aiomqtt that hands each message straight to the bus's inbox.
 
-    class _CountingQueue(asyncio.Queue[aiomqtt.Message]):
+    aiomqtt calls ``put_nowait`` from paho's read callback. Turning the message into a
+    Delivery there, in our one bounded queue, skips aiomqtt's own queue and the task it
+    makes per message to read it: the queue aiomqtt holds stays empty, and its message
+    iterator only tells the supervisor when the connection drops. What does not fit is
+    counted, not logged per message.
+    """
+
+    class _HandOver(asyncio.Queue[aiomqtt.Message]):
         def put_nowait(self, item: aiomqtt.Message) -> None:
             stats.received += 1
             changed.set()
-            if not isinstance(item.payload, bytes):
+            payload = item.payload
+            if not isinstance(payload, bytes):
                 stats.dropped_oversized += 1
                 return
-            if self.full():
+            if inbox.full():
                 stats.dropped_full += 1
                 return
-            if len(item.payload) > max_payload:
+            if len(payload) > max_payload:
                 stats.dropped_oversized += 1
-                digest = hashlib.blake2b(item.payload, digest_size=16).digest()
-                item = _OversizedMessage(item, len(item.payload), digest)
-            super().put_nowait(item)
+                digest = hashlib.blake2b(payload, digest_size=16).digest()
+                inbox.put_nowait(Delivery(item.topic.value, b"", len(payload), digest))
+            else:
+                inbox.put_nowait(Delivery(item.topic.value, payload))
 
-    return _CountingQueue
+    return _HandOver
 
 
 class Bus:
@@ -191,7 +189,7 @@ class Bus:
         username, password: override the URL's credentials (e.g. a public key as username).
         ca_file: CA bundle for ``mqtts://`` (system CAs when None).
         will: ``(topic, payload)`` the broker publishes if we vanish without a goodbye.
-        queue_size: bound of each incoming queue; overflow is dropped and counted.
+        queue_size: bound of the incoming queue; overflow is dropped and counted.
         max_payload: largest payload accepted either way, in bytes.
         connect_timeout: bound on the first connection (retried with backoff till then).
         op_timeout: bound on each publish/subscribe, including waiting for a reconnect.
@@ -265,8 +263,9 @@ class Bus:
             timeout=self._op_timeout,
             tls_params=tls,
             will=aiomqtt.Will(self._will[0], self._will[1], qos=QOS) if self._will else None,
-            queue_type=_inbox_type(self.stats, self._max_payload, self._stats_changed),
-            max_queued_incoming_messages=self._queue_size,
+            queue_type=_inbox_type(
+                self.stats, self._max_payload, self._inbox, self._stats_changed
+            ),
         )
         # many QoS 1 publishes in flight is normal for a market; do not warn about it
         self._client.pending_calls_threshold = 1_000_000
@@ -365,17 +364,11 @@ class Bus:
                     self._stats_changed.set()
                     self._connected.set()
                     delay = self._backoff_initial
-                    async for message in client.messages:
-                        # awaiting here is the backpressure: aiomqtt's bounded inbox
-                        # fills behind us and then drops (counted) instead of growing
-                        payload = message.payload
-                        assert isinstance(payload, bytes)  # the inbox lets only bytes through
-                        topic = message.topic.value
-                        if isinstance(message, _OversizedMessage):
-                            delivery = Delivery(topic, b"", message.size, message.digest)
-                        else:
-                            delivery = Delivery(topic, payload)
-                        await self._inbox.put(delivery)
+                    # Deliveries go straight to our inbox (see _inbox_type), so this
+                    # yields nothing: it returns control here only when the connection
+                    # drops, by raising MqttError.
+                    async for _ in client.messages:
+                        pass
             except aiomqtt.MqttCodeError as exc:
                 if _is_refusal(exc):
                     self._fatal = BusAuthError(f"broker refused {self.client_id!r}: {exc}")
