@@ -27,10 +27,11 @@ import structlog
 from coordinator.core import Coordinator, Genesis, decode_record, encode_record
 from coordinator.report import RoundTally, market_report
 from coordinator.store import MemoryStore, RecordStore, SqliteStore
+from coordinator.verifier import InlineVerifier, SignatureVerifier, open_verifier
 from deploy.runtime import Clock, install_stop_signals, wall_ms
 from protocol import topics
 from protocol.bus import Bus, Delivery
-from protocol.envelope import kind_of, open_envelope, rejection, seal
+from protocol.envelope import Unverified, kind_of, rejection, seal, unseal
 from protocol.errors import ProtocolError
 from protocol.events import MessageReceived, Publish, Record, Tick, WakeAt
 from protocol.identity import Identity
@@ -46,6 +47,8 @@ from protocol.replay import ReplayGuard, round_of
 
 BATCH_MAX = 1024
 """Most deliveries handled per durable write: bounds latency under a flood of bids."""
+PIPELINE_DEPTH = 2
+"""Verified batches waiting for the core: enough to keep a verifying worker busy."""
 
 
 class CoordinatorStartError(RuntimeError):
@@ -64,6 +67,7 @@ class CoordinatorConfig:
     start_delay_ms: int = 1000
     password: str | None = None
     ca_file: str | None = None
+    verify_workers: int = 0  # processes that check signatures; 0 checks them in the loop
 
 
 class _Meta(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -150,6 +154,23 @@ def coalesce_receipts(sends: list[Publish]) -> list[Publish]:
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class _Unverified:
+    """A delivery checked up to its signature, with the topic it came on."""
+
+    envelope: Unverified
+    topic: topics.Topic
+    party: str  # the topic's, which the broker's ACL vouches for
+
+
+@dataclass(frozen=True, slots=True)
+class _Batch:
+    """What the loop applies at once: ticks, refusals, and envelopes with their verdicts."""
+
+    items: Sequence[Tick | _Unverified | list[Publish]]
+    valid: list[bool]  # one per _Unverified in items, in order
+
+
 class CoordinatorService:
     """Drives one `Coordinator` core from a connected `Bus` and a record store."""
 
@@ -163,8 +184,10 @@ class CoordinatorService:
         clock: Clock = wall_ms,
         recorded: Iterable[MessageReceived | Tick] = (),
         resend: Sequence[Publish] = (),
+        verifier: SignatureVerifier | None = None,
     ) -> None:
         self.core = core
+        self.verifier: SignatureVerifier = verifier or InlineVerifier()
         self.identity = identity
         self.bus = bus
         self.store = store
@@ -184,6 +207,9 @@ class CoordinatorService:
         self._resend = list(resend)
         self._changed_rounds: set[int] = set()
         self._published_through = store.published()
+        self._verifying = False
+        self._held: _Batch | None = None
+        self._stop_intake = False
         for event in recorded:
             if isinstance(event, MessageReceived):
                 self._remember(event)
@@ -225,45 +251,61 @@ class CoordinatorService:
             self.store.mark_published(self._published_through)
         self._arm(self.core.next_wake())
         stopper = asyncio.create_task(stop.wait(), name="coordinator:stop")
-        receiving: asyncio.Task[list[Delivery]] | None = None
+        # Deliveries are checked up to their signatures and the signatures verified in
+        # an intake task, so that batch k+1 is verified (in a worker process, when the
+        # verifier has one) while this loop applies batch k to the core.
+        verified: asyncio.Queue[_Batch] = asyncio.Queue(maxsize=PIPELINE_DEPTH)
+        intake = asyncio.create_task(self._intake(verified), name="coordinator:intake")
+        getting: asyncio.Task[_Batch] | None = None
         ticking: asyncio.Task[Tick] | None = None
         error: BaseException | None = None
         try:
             while not self.core.finished:
                 # Both stay pending across turns: one task per batch, not per message.
-                receiving = receiving or asyncio.create_task(self.bus.receive_batch(BATCH_MAX))
+                getting = getting or asyncio.create_task(verified.get())
                 ticking = ticking or asyncio.create_task(self._ticks.get())
                 done, _ = await asyncio.wait(
-                    {receiving, ticking, stopper}, return_when=asyncio.FIRST_COMPLETED
+                    {getting, ticking, stopper, intake}, return_when=asyncio.FIRST_COMPLETED
                 )
-                batch: list[Delivery | Tick] = []
-                closed = False
-                if receiving in done:
-                    deliveries = receiving.result()  # raises if the bus failed for good
-                    receiving = None
-                    closed = not deliveries
-                    self._count(deliveries)
-                    batch.extend(deliveries)
+                if getting in done:
+                    await self._handle_batch(getting.result())
+                    getting = None
+                elif intake in done:
+                    intake.result()  # raises if the bus failed for good
+                    break  # the bus closed, and every batch taken has been applied
                 if ticking in done:
-                    batch.append(ticking.result())
+                    await self._handle_batch(_Batch([ticking.result()], []))
                     ticking = None
-                if batch:
-                    # Taken from the inbox means acknowledged to the broker: handle it
-                    # even when told to stop in the same turn.
-                    await self._handle_batch(batch)
-                if closed or stopper in done:
+                if stopper in done:
                     break
         except BaseException as exc:
             error = exc
             raise
         finally:
-            for task in (receiving, ticking, stopper):
+            if error is None and self._verifying:
+                self._stop_intake = True
+                await asyncio.wait({intake})
+            intake.cancel()
+            for task in (getting, ticking, stopper):
                 if task is not None:
                     task.cancel()
             await asyncio.gather(
-                *(t for t in (receiving, ticking, stopper) if t is not None),
+                *(t for t in (intake, getting, ticking, stopper) if t is not None),
                 return_exceptions=True,
             )
+            if error is None:
+                # Taken from the inbox means acknowledged to the broker: apply what the
+                # intake had verified even when told to stop.
+                left: list[_Batch] = []
+                if getting is not None and getting.done() and not getting.cancelled():
+                    left.append(getting.result())
+                while not verified.empty():
+                    left.append(verified.get_nowait())
+                if self._held is not None:
+                    left.append(self._held)
+                for batch in left:
+                    if not self.core.finished:
+                        await self._handle_batch(batch)
             if self._timer is not None:
                 self._timer.cancel()
             if self._published_through > self.store.published():
@@ -278,18 +320,48 @@ class CoordinatorService:
                 error=None if error is None else repr(error),
             )
 
+    async def _intake(self, verified: asyncio.Queue[_Batch]) -> None:
+        """Take deliveries from the bus, check them up to and including their signatures.
+
+        A batch taken is acknowledged to the broker, so it is never dropped: while its
+        signatures are checked `_verifying` is set (stopping waits for that), and until
+        the loop has it, it is also `_held` (stopping applies it from there).
+        """
+        while not self._stop_intake:
+            deliveries = await self.bus.receive_batch(BATCH_MAX)
+            if not deliveries:
+                return
+            self._verifying = True
+            try:
+                self._count(deliveries)
+                items = [self._prepare(delivery) for delivery in deliveries]
+                unverified = [item for item in items if isinstance(item, _Unverified)]
+                valid = await self.verifier.verify(
+                    [(u.envelope.signed_message, u.envelope.sender) for u in unverified]
+                )
+                self._held = _Batch(items, valid)
+            finally:
+                self._verifying = False
+            await verified.put(self._held)
+            self._held = None
+
     def _count(self, deliveries: list[Delivery]) -> None:
         if deliveries and self.stats.first_delivery is None:
             self.stats.first_delivery = time.monotonic()
         self.stats.deliveries += len(deliveries)
 
-    async def _handle_batch(self, batch: list[Delivery | Tick]) -> None:
+    async def _handle_batch(self, batch: _Batch) -> None:
         records: list[bytes] = []
         sends: list[Publish] = []
         wake: int | None = None
-        for item in batch:
-            now = item.now if isinstance(item, Tick) else self.clock()
-            effects = self.core.handle(item) if isinstance(item, Tick) else self._deliver(item, now)
+        valid = iter(batch.valid)
+        for item in batch.items:
+            if isinstance(item, Tick):
+                effects: Sequence[Publish | Record | WakeAt] = self.core.handle(item)
+            elif isinstance(item, _Unverified):
+                effects = self._accept(item, next(valid), self.clock())
+            else:
+                effects = item
             for effect in effects:
                 if isinstance(effect, Record):
                     records.append(encode_record(effect.event))
@@ -324,8 +396,8 @@ class CoordinatorService:
         if bidding is not None and bidding - self._lag - 1 >= self.guard.floor:
             self.guard.close_through(bidding - self._lag - 1)
 
-    def _deliver(self, delivery: Delivery, now: int) -> list[Publish | Record | WakeAt]:
-        """Open one delivery; a refused one yields only its Reject."""
+    def _prepare(self, delivery: Delivery) -> _Unverified | list[Publish]:
+        """Check one delivery up to its signature; a refused one yields only its Reject."""
         try:
             topic = topics.parse(delivery.topic)
         except ProtocolError as exc:
@@ -346,16 +418,27 @@ class CoordinatorService:
             )
             return [Publish(reject, to=topic.party)]
         try:
-            opened = open_envelope(self.identity, delivery.payload, market=self.market)
-            topics.expect_sender(topic, opened.sender)
+            envelope = unseal(self.identity, delivery.payload, market=self.market)
+        except ProtocolError as exc:
+            return self._refuse(exc, delivery.payload, topic.party)
+        return _Unverified(envelope, topic, topic.party)
+
+    def _accept(
+        self, item: _Unverified, signature_valid: bool, now: int
+    ) -> list[Publish | Record | WakeAt]:
+        """Feed the core one envelope whose signature has been checked."""
+        try:
+            opened = item.envelope.accept(signature_valid)
+            topics.expect_sender(item.topic, opened.sender)
             self.guard.admit_opened(opened, self._current_round())
         except ProtocolError as exc:
-            self.stats.refused += 1
-            self.log.warning(
-                "coordinator.refused", code=exc.code, reason=exc.reason, sender=topic.party
-            )
-            return [Publish(rejection(exc, delivery.payload, self.market), to=topic.party)]
+            return list(self._refuse(exc, item.envelope.data, item.party))
         return self.core.handle(opened.received(now))
+
+    def _refuse(self, exc: ProtocolError, payload: bytes, party: str) -> list[Publish]:
+        self.stats.refused += 1
+        self.log.warning("coordinator.refused", code=exc.code, reason=exc.reason, sender=party)
+        return [Publish(rejection(exc, payload, self.market), to=party)]
 
     async def _send(self, effect: Publish) -> None:
         message = effect.message
@@ -442,8 +525,10 @@ async def run_coordinator(
         stop = asyncio.Event()
         install_stop_signals(stop)
     store, meta, recorded = open_ledger(config, identity.public_hex, clock())
+    verifier: SignatureVerifier | None = None
     try:
         core, resend = restore(config, identity.public_hex, meta.start_ms, recorded, store)
+        verifier = await open_verifier(config.verify_workers)
         async with Bus(
             config.broker,
             client_id=identity.public_hex,
@@ -452,10 +537,19 @@ async def run_coordinator(
             ca_file=config.ca_file,
         ) as bus:
             service = CoordinatorService(
-                core, identity, bus, store, clock=clock, recorded=recorded, resend=resend
+                core,
+                identity,
+                bus,
+                store,
+                clock=clock,
+                recorded=recorded,
+                resend=resend,
+                verifier=verifier,
             )
             await service.run(stop)
     finally:
+        if verifier is not None:
+            verifier.close()
         store.close()
     return core
 

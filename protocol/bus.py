@@ -263,9 +263,7 @@ class Bus:
             timeout=self._op_timeout,
             tls_params=tls,
             will=aiomqtt.Will(self._will[0], self._will[1], qos=QOS) if self._will else None,
-            queue_type=_inbox_type(
-                self.stats, self._max_payload, self._inbox, self._stats_changed
-            ),
+            queue_type=_inbox_type(self.stats, self._max_payload, self._inbox, self._stats_changed),
         )
         # many QoS 1 publishes in flight is normal for a market; do not warn about it
         self._client.pending_calls_threshold = 1_000_000
@@ -404,6 +402,24 @@ class Bus:
                 self._topics.remove(topic)
                 raise
 
+    async def unsubscribe(self, *topics: str) -> None:
+        """Stop receiving ``topics``, now and after reconnects.
+
+        A persistent session outlives the connection: without this, the broker keeps
+        queueing a departed party's topics for it until the session expires.
+        """
+        for topic in topics:
+            _check_topic(topic, wildcards=True)
+        for topic in topics:
+            if topic not in self._topics:
+                continue
+            self._topics.remove(topic)
+
+            async def drop(client: aiomqtt.Client, topic: str = topic) -> None:
+                await client.unsubscribe(topic)
+
+            await self._with_connection(drop)
+
     async def publish(self, topic: str, payload: bytes) -> None:
         """Publish at QoS 1 and wait for the broker's acknowledgement.
 
@@ -529,15 +545,18 @@ async def bare_receive(
     username: str | None = None,
     password: str | None = None,
     ca_file: str | None = None,
+    client_id: str | None = None,
     subscribed: asyncio.Event | None = None,
     timeout: float = 60.0,
 ) -> float:
     """Seconds a plain aiomqtt subscriber takes to receive ``count`` messages on ``topic``.
 
-    The baseline for ``bench ingest``: no Bus layers, no queues of ours. The
-    clock runs from the first message's arrival to the last; ``subscribed`` is
-    set once the broker has acknowledged the subscription, so the caller knows
-    when to start publishing. BusTimeoutError past ``timeout``.
+    The baseline for ``bench ingest``: no Bus layers, no queues of ours. The clock
+    runs from the first message's arrival to the last; ``subscribed`` is set once the
+    broker has acknowledged the subscription, so the caller knows when to start
+    publishing. With ``client_id`` it resumes that persistent session, so messages the
+    broker queued for it while it was away count too, and it unsubscribes once done.
+    BusTimeoutError past ``timeout``.
     """
     if count < 1:
         raise BusConfigError("count must be positive")
@@ -548,6 +567,8 @@ async def bare_receive(
         address.port,
         username=username if username is not None else address.username,
         password=password if password is not None else address.password,
+        identifier=client_id,
+        clean_session=False if client_id is not None else None,
         tls_params=tls,
     )
     first = 0.0
@@ -562,7 +583,10 @@ async def bare_receive(
                     first = time.perf_counter()
                 received += 1
                 if received == count:
-                    return time.perf_counter() - first
+                    seconds = time.perf_counter() - first
+                    if client_id is not None:
+                        await client.unsubscribe(topic)
+                    return seconds
     except TimeoutError:
         raise BusTimeoutError(f"bare subscriber got {received}/{count} in {timeout}s") from None
     except aiomqtt.MqttError as exc:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -190,6 +191,69 @@ def seal(
     return envelope
 
 
+@dataclass(frozen=True, slots=True)
+class Unverified:
+    """An envelope whose framing checked out and whose seal is off, its signature unchecked.
+
+    The middle step of :func:`open_envelope`, split out so that a reader under load can
+    check many signatures at once, elsewhere (a worker process), and then
+    :meth:`accept` each. Nothing in it has been decoded.
+    """
+
+    data: bytes  # the envelope as received
+    sender: bytes  # raw Ed25519 public key
+    signed_message: bytes  # signature || DOMAIN || header || body, as crypto_sign_open wants
+    body: bytes
+    kind: str
+    market: str
+    sealed: bool
+
+    def accept(self, signature_valid: bool) -> Opened:
+        """The opened envelope, given whether its signature verified; ProtocolError if not."""
+        if not signature_valid:
+            raise BadSignature("signature does not verify")
+        try:
+            message = _DECODER.decode(self.body)
+        except msgspec.ValidationError as exc:
+            if str(exc).endswith("`$.v`"):
+                raise UnknownVersion(f"body schema version not supported: {exc}") from exc
+            raise BadEncoding(f"body does not fit its schema: {exc}") from exc
+        except msgspec.DecodeError as exc:
+            raise BadEncoding(f"body is not valid MessagePack: {exc}") from exc
+        if _TAGS[type(message)] != self.kind:
+            raise WrongKind(f"body is a {_TAGS[type(message)]}, envelope says {self.kind}")
+        if message.market != self.market or (
+            type(message) is RoundAnnouncement and message.params.market != self.market
+        ):
+            raise WrongMarket(f"body is for market {message.market!r}, envelope {self.market!r}")
+        data = self.data
+        return Opened(
+            sender=self.sender.hex(),
+            message=message,
+            ref=hashlib.blake2b(data, digest_size=REF_SIZE).digest(),
+            kind=self.kind,
+            seq=int.from_bytes(data[2:10], "big"),
+            market=self.market,
+            sealed=self.sealed,
+        )
+
+
+def signatures_valid(items: Sequence[tuple[bytes, bytes]]) -> list[bool]:
+    """Whether each ``(signed_message, sender key)`` verifies (``Unverified`` fields).
+
+    Pure and picklable in and out: a worker process can run it for a whole batch.
+    """
+    valid = []
+    for signed_message, sender in items:
+        try:
+            sodium.crypto_sign_open(signed_message, sender)
+        except (nacl.exceptions.CryptoError, ValueError):
+            valid.append(False)
+        else:
+            valid.append(True)
+    return valid
+
+
 def open_envelope(
     identity: Identity | None,
     data: bytes | bytearray | memoryview,
@@ -203,6 +267,23 @@ def open_envelope(
     `market` is the market the reader expects; None accepts any (then check
     `Opened.market` yourself). Checks run cheapest first and nothing is decoded before
     its bytes are authenticated.
+    """
+    unverified = unseal(identity, data, market=market, max_size=max_size)
+    (valid,) = signatures_valid(((unverified.signed_message, unverified.sender),))
+    return unverified.accept(valid)
+
+
+def unseal(
+    identity: Identity | None,
+    data: bytes | bytearray | memoryview,
+    *,
+    market: str | None,
+    max_size: int = MAX_ENVELOPE_SIZE,
+) -> Unverified:
+    """Every check of :func:`open_envelope` before the signature's, and the decryption.
+
+    Raises only ProtocolError subclasses; the signature is left to
+    :func:`signatures_valid` and the body to :meth:`Unverified.accept`.
     """
     size = len(data)
     if size > max_size:
@@ -264,34 +345,7 @@ def open_envelope(
             raise BadCiphertext("sealed envelope failed authentication") from exc
         body = plain[SIGNATURE_SIZE:]
         signed = plain[:SIGNATURE_SIZE] + DOMAIN + data[:header_end] + body
-    try:
-        sodium.crypto_sign_open(signed, sender)
-    except (nacl.exceptions.CryptoError, ValueError) as exc:
-        raise BadSignature("signature does not verify") from exc
-
-    try:
-        message = _DECODER.decode(body)
-    except msgspec.ValidationError as exc:
-        if str(exc).endswith("`$.v`"):
-            raise UnknownVersion(f"body schema version not supported: {exc}") from exc
-        raise BadEncoding(f"body does not fit its schema: {exc}") from exc
-    except msgspec.DecodeError as exc:
-        raise BadEncoding(f"body is not valid MessagePack: {exc}") from exc
-    if _TAGS[type(message)] != kind:
-        raise WrongKind(f"body is a {_TAGS[type(message)]}, envelope says {kind}")
-    if message.market != market_name or (
-        type(message) is RoundAnnouncement and message.params.market != market_name
-    ):
-        raise WrongMarket(f"body is for market {message.market!r}, envelope {market_name!r}")
-    return Opened(
-        sender=sender.hex(),
-        message=message,
-        ref=hashlib.blake2b(data, digest_size=REF_SIZE).digest(),
-        kind=kind,
-        seq=int.from_bytes(data[2:10], "big"),
-        market=market_name,
-        sealed=mode == SEALED,
-    )
+    return Unverified(data, sender, signed, body, kind, market_name, mode == SEALED)
 
 
 def _raw_key(text: str) -> bytes:

@@ -15,6 +15,7 @@ the coordinator also checks that the envelope's signer is the topic's party
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from typing import Final, Literal
@@ -72,8 +73,13 @@ def will(market: str, prover: str) -> str:
     return f"{_market(market)}/will/{_key(prover)}"
 
 
+@functools.lru_cache(maxsize=4096)
 def parse(topic: str) -> Topic:
-    """Parse any protocol topic; raise BadTopic for anything else."""
+    """Parse any protocol topic; raise BadTopic for anything else.
+
+    Cached: a coordinator sees the same few thousand inbox topics over and over, and a
+    Topic is immutable. Refusals are not cached, so junk topics cannot fill it.
+    """
     parts = topic.split("/")
     if len(parts) not in (4, 5) or f"{parts[0]}/{parts[1]}" != ROOT:
         raise BadTopic(f"not a proofmarket topic: {topic!r}")

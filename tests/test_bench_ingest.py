@@ -11,7 +11,10 @@ from conftest import RunningBroker
 
 
 @pytest.mark.slow
-async def test_bench_ingest_reports_both_rates_and_their_ratio(broker: RunningBroker) -> None:
+@pytest.mark.parametrize("mode", ["live", "drain"])
+async def test_bench_ingest_reports_both_rates_and_their_ratio(
+    broker: RunningBroker, mode: str
+) -> None:
     """The JSON line carries the bid count, both rates and ratio = coordinator / bare."""
     args = [
         "bench",
@@ -21,6 +24,10 @@ async def test_bench_ingest_reports_both_rates_and_their_ratio(broker: RunningBr
         "--bids",
         "200",
         "--repeat",
+        "1",
+        "--mode",
+        mode,
+        "--verify-workers",
         "1",
         "--json",
     ]
@@ -32,8 +39,9 @@ async def test_bench_ingest_reports_both_rates_and_their_ratio(broker: RunningBr
         out, _ = await process.communicate()
     assert 0 == process.returncode
     result = json.loads(out.decode().strip().splitlines()[-1])
-    assert ["bids", "bytes", "coordinator_per_s", "bare_per_s", "ratio"] == list(result)
-    assert 200 == result["bids"]
+    keys = ["bids", "bytes", "coordinator_per_s", "bare_per_s", "ratio", "verify_workers", "mode"]
+    assert keys == list(result)
+    assert (200, 1, mode) == (result["bids"], result["verify_workers"], result["mode"])
     assert result["coordinator_per_s"] > 0 and result["bare_per_s"] > 0
     # the rates are rounded to 0.1/s and the ratio to 0.001, so compare within that
     assert abs(result["coordinator_per_s"] / result["bare_per_s"] - result["ratio"]) < 0.01

@@ -305,6 +305,33 @@ async def test_bare_receive_counts_messages(broker: RunningBroker) -> None:
     assert 30 == pub.stats.published
 
 
+async def test_bare_receive_drains_what_its_session_queued(broker: RunningBroker) -> None:
+    """With a client id, the baseline subscriber counts messages queued while it was away."""
+    async with open_bus(broker, "bare-away") as away:
+        await away.subscribe("queued")
+    async with open_bus(broker, "pub") as pub:
+        for i in range(20):
+            await pub.publish("queued", b"%d" % i)
+    async with asyncio.timeout(BOUND):
+        seconds = await bare_receive(
+            broker.url, "queued", 20, **broker.login("bare-away"), client_id="bare-away"
+        )
+    assert seconds >= 0.0
+
+
+async def test_unsubscribed_topic_stops_arriving(broker: RunningBroker) -> None:
+    """After unsubscribe, a topic's messages no longer arrive; other topics still do."""
+    async with open_bus(broker, "leaver") as sub, open_bus(broker, "pub") as pub:
+        await sub.subscribe("gone", "kept")
+        await sub.unsubscribe("gone")
+        await pub.publish("gone", b"late")
+        await pub.publish("kept", b"marker")
+        # one publisher's messages reach a subscriber in order: the marker comes after
+        # anything "gone" would have delivered
+        assert [Delivery("kept", b"marker")] == await take(sub, 1)
+        assert 0 == sub.pending()
+
+
 async def test_receive_batch_takes_what_has_arrived_in_order(broker: RunningBroker) -> None:
     """receive_batch waits for one delivery, then takes up to `limit`, keeping their order."""
     async with open_bus(broker, "batcher") as sub, open_bus(broker, "pub") as pub:

@@ -17,6 +17,8 @@ from protocol.envelope import (
     kind_of,
     open_envelope,
     seal,
+    signatures_valid,
+    unseal,
 )
 from protocol.errors import (
     BadCiphertext,
@@ -147,6 +149,36 @@ def test_round_trip_every_kind(message: m.Message) -> None:
     assert 42 == opened.seq
     assert (recipient is not None) == opened.sealed
     assert envelope_ref(data) == opened.ref
+
+
+@pytest.mark.parametrize("message", SAMPLES, ids=kind_of)
+def test_opening_in_three_steps_equals_open_envelope(message: m.Message) -> None:
+    """unseal, then signatures_valid, then accept opens exactly what open_envelope opens."""
+    data, recipient = _envelope(message, seq=9)
+    unverified = unseal(recipient, data, market=MARKET)
+    (valid,) = signatures_valid([(unverified.signed_message, unverified.sender)])
+    assert open_envelope(recipient, data, market=MARKET) == unverified.accept(valid)
+
+
+def test_signatures_valid_judges_each_pair_in_order() -> None:
+    """A batch check answers per pair, in order: a forged signature fails only its own pair."""
+    pairs = []
+    for n in range(6):
+        data, recipient = _envelope(_task_bid(task_id=f"t{n}"), seq=n)
+        unverified = unseal(recipient, data, market=MARKET)
+        signed = unverified.signed_message
+        if n in (1, 4):
+            signed = bytes([signed[0] ^ 0x01]) + signed[1:]
+        pairs.append((signed, unverified.sender))
+    assert [True, False, True, True, False, True] == signatures_valid(pairs)
+
+
+def test_accept_refuses_an_unverified_signature_before_decoding() -> None:
+    """An envelope whose signature failed is a bad_signature, whatever its body holds."""
+    data, recipient = _envelope(SAMPLES[3])
+    unverified = unseal(recipient, data, market=MARKET)
+    with pytest.raises(BadSignature):
+        unverified.accept(False)
 
 
 @pytest.mark.parametrize("message", SAMPLES, ids=kind_of)

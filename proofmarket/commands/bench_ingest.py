@@ -19,22 +19,49 @@ import click
     "--repeat", type=click.IntRange(min=1), default=3, show_default=True, help="Best of K each."
 )
 @click.option("--seed", type=int, default=7, show_default=True)
+@click.option(
+    "--mode",
+    type=click.Choice(["live", "drain"]),
+    default="live",
+    show_default=True,
+    help="live: a publisher sends while each side receives. drain: the bids wait at the "
+    "broker and each side takes them in with the CPU to itself.",
+)
+@click.option(
+    "--verify-workers",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Signature-checking processes for the coordinator [default: as `proofmarket "
+    "coordinator`, 1 with a spare core, else 0].",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON line.")
-def bench_ingest(broker: str, bids: int, repeat: int, seed: int, as_json: bool) -> None:
+def bench_ingest(
+    broker: str,
+    bids: int,
+    repeat: int,
+    seed: int,
+    mode: str,
+    verify_workers: int | None,
+    as_json: bool,
+) -> None:
     """Task bids/s the coordinator accepts, against a bare subscriber on the same broker."""
+    import functools
     import json
 
     from deploy.ingest_bench import BenchError, run_bench
     from deploy.runtime import configure_logging
 
     configure_logging("console", "warning")  # stdout carries the result line only
+    bench = functools.partial(
+        run_bench, count=bids, repeat=repeat, seed=seed, mode=mode, verify_workers=verify_workers
+    )
 
     async def run() -> dict[str, object]:
         if broker != "embedded":
-            return await run_bench(broker, bids, repeat=repeat, seed=seed)
+            return await bench(broker)
         url, process = await _embedded_broker()
         try:
-            return await run_bench(url, bids, repeat=repeat, seed=seed)
+            return await bench(url)
         finally:
             process.terminate()
             await process.wait()
@@ -49,7 +76,8 @@ def bench_ingest(broker: str, bids: int, repeat: int, seed: int, as_json: bool) 
         click.echo(
             f"{result['bids']} task bids of {result['bytes']} bytes: coordinator "
             f"{result['coordinator_per_s']}/s, bare subscriber {result['bare_per_s']}/s, "
-            f"ratio {result['ratio']}"
+            f"ratio {result['ratio']} ({result['mode']}, "
+            f"{result['verify_workers']} verify workers)"
         )
 
 

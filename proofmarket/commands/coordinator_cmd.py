@@ -49,6 +49,13 @@ import click
 )
 @click.option("--ca-file", default=None, help="CA bundle for mqtts:// brokers.")
 @click.option(
+    "--verify-workers",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Processes that check bid signatures beside the event loop; 0 checks them in "
+    "it [default: 1 when the machine has a second core, else 0].",
+)
+@click.option(
     "--log-format", type=click.Choice(["console", "json"]), default="console", show_default=True
 )
 @click.option(
@@ -68,6 +75,7 @@ def coordinator(
     start_delay_ms: int,
     password: str | None,
     ca_file: str | None,
+    verify_workers: int | None,
     log_format: str,
     log_level: str,
     as_json: bool,
@@ -82,6 +90,7 @@ def coordinator(
         run_coordinator,
         summary_from_ledger,
     )
+    from coordinator.verifier import default_workers
     from deploy.market import DEFAULT_MARKET, MarketFileError, load_market
     from deploy.runtime import configure_logging, run_service
     from protocol.bus import BusError
@@ -101,6 +110,7 @@ def coordinator(
             start_delay_ms=start_delay_ms,
             password=password,
             ca_file=ca_file,
+            verify_workers=default_workers() if verify_workers is None else verify_workers,
         )
         core = run_service(run_coordinator(identity, config))
     except (ProtocolError, MarketFileError, CoordinatorStartError, BusError) as exc:

@@ -1,0 +1,186 @@
+"""The coordinator's intake pipeline over real brokers: signatures checked apart, in order.
+
+Deliveries are checked up to their signatures, the signatures verified as a batch (in a
+worker process with a PoolVerifier), and only then applied to the core. These tests
+drive a real CoordinatorService with real crypto against a real broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import msgspec
+import nacl.bindings as sodium
+import pytest
+from conftest import RunningBroker
+
+from coordinator.core import Coordinator, Genesis, decode_record
+from coordinator.service import CoordinatorService
+from coordinator.store import MemoryStore
+from coordinator.verifier import InlineVerifier, PoolVerifier, SignatureVerifier
+from deploy.market import DEFAULT_MARKET
+from deploy.runtime import wall_ms
+from protocol import topics
+from protocol.bus import Bus
+from protocol.envelope import envelope_ref, open_envelope, seal, signatures_valid, unseal
+from protocol.events import MessageReceived, Tick
+from protocol.identity import Identity
+from protocol.messages import BidReceipt, BidReceipts, Message, Reject, TaskBidMessage
+
+pytestmark = [pytest.mark.broker]
+
+MARKET = "pipeline"
+WAIT = 30.0
+COORDINATOR = Identity.from_seed(b"\x60" * 32)
+USER = Identity.from_seed(b"\x61" * 32)
+PARAMS = msgspec.structs.replace(
+    DEFAULT_MARKET, market=MARKET, bid_window_ms=3_600_000, prove_window_ms=3_600_000
+)
+
+
+def sealed_bid(task_id: str, *, bad_signature: bool = False) -> bytes:
+    """A task bid from USER sealed to the coordinator; optionally with one signature bit off."""
+    bid = TaskBidMessage(market=MARKET, round=0, task_id=task_id, fee=10, task_input=b"x")
+    envelope = seal(USER, bid, MARKET, COORDINATOR.public_hex)
+    if not bad_signature:
+        return envelope
+    # re-encrypt around a signature with one bit flipped: the box opens, the signature fails
+    header_end = 2 + 8 + 32 + 32 + 1 + len(MARKET) + 1 + len("task_bid")
+    nonce = envelope[header_end : header_end + 24]
+    key = COORDINATOR.box_key(USER.public_key.raw)
+    plain = sodium.crypto_box_open_easy_afternm(envelope[header_end + 24 :], nonce, key)
+    bad = bytes([plain[0] ^ 0x01]) + plain[1:]
+    return envelope[: header_end + 24] + sodium.crypto_box_easy_afternm(bad, nonce, key)
+
+
+@dataclass
+class Outbox:
+    """What the coordinator sends USER, by the envelope reference it answers."""
+
+    receipts: set[bytes] = field(default_factory=set)
+    rejects: dict[bytes, str] = field(default_factory=dict)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def take(self, message: Message) -> None:
+        if isinstance(message, BidReceipt):
+            self.receipts.add(message.ref)
+        elif isinstance(message, BidReceipts):
+            self.receipts.update(entry.ref for entry in message.receipts)
+        elif isinstance(message, Reject):
+            self.rejects[message.ref] = message.code
+        self.changed.set()
+
+    async def until_answered(self, count: int) -> None:
+        async with asyncio.timeout(WAIT):
+            while len(self.receipts) + len(self.rejects) < count:
+                self.changed.clear()
+                await self.changed.wait()
+
+
+@asynccontextmanager
+async def market(
+    broker: RunningBroker, verifier: SignatureVerifier
+) -> AsyncIterator[tuple[CoordinatorService, asyncio.Event, asyncio.Task[None], Bus, Outbox]]:
+    """A coordinator service in round 0 and USER's bus, following what USER is sent."""
+    now = wall_ms()
+    genesis = Genesis(balances={USER.public_hex: 10_000})
+    core = Coordinator(PARAMS, genesis, COORDINATOR.public_hex, now)
+    core.handle(Tick(now))  # opens round 0, for an hour
+    store = MemoryStore()
+    outbox = Outbox()
+    stop = asyncio.Event()
+    me = USER.public_hex
+    async with (
+        Bus(broker.url, COORDINATOR.public_hex, **broker.login(COORDINATOR.public_hex)) as bus,
+        Bus(broker.url, me, **broker.login(me)) as user_bus,
+    ):
+        await user_bus.subscribe(topics.outbox(MARKET, me))
+
+        async def follow() -> None:
+            async for delivery in user_bus.messages():
+                outbox.take(open_envelope(USER, delivery.payload, market=MARKET).message)
+
+        following = asyncio.create_task(follow())
+        service = CoordinatorService(core, COORDINATOR, bus, store, verifier=verifier)
+        running = asyncio.create_task(service.run(stop))
+        try:
+            yield service, stop, running, user_bus, outbox
+        finally:
+            stop.set()
+            following.cancel()
+            await asyncio.gather(running, following, return_exceptions=True)
+            verifier.close()
+
+
+async def test_pool_verdicts_stay_with_their_bids(broker: RunningBroker) -> None:
+    """Checked in a worker process, each bad signature is rejected and every other bid taken."""
+    envelopes = [sealed_bid(f"t{n}", bad_signature=n % 5 == 2) for n in range(30)]
+    pool = PoolVerifier(1, min_offload=1)
+    await pool.start()
+    async with market(broker, pool) as (service, _, _, user_bus, outbox):
+        inbox = topics.inbox(MARKET, USER.public_hex)
+        await asyncio.gather(*(user_bus.publish(inbox, e) for e in envelopes))
+        await outbox.until_answered(len(envelopes))
+    bad = {envelope_ref(e) for n, e in enumerate(envelopes) if n % 5 == 2}
+    good = {envelope_ref(e) for e in envelopes} - bad
+    assert good == outbox.receipts
+    assert {ref: "bad_signature" for ref in bad} == outbox.rejects
+    assert 24 * 10 == service.core.escrow(USER.public_hex)
+
+
+class GatedVerifier(InlineVerifier):
+    """Checks signatures for real, but only once the test opens the gate."""
+
+    def __init__(self) -> None:
+        self.entered = asyncio.Event()
+        self.gate = asyncio.Event()
+
+    async def verify(self, items: Sequence[tuple[bytes, bytes]]) -> list[bool]:
+        self.entered.set()
+        await self.gate.wait()
+        return signatures_valid(items)
+
+
+async def test_stop_during_verification_still_applies_the_batch(broker: RunningBroker) -> None:
+    """Bids taken from the broker when a stop arrives mid-verification are still recorded."""
+    gated = GatedVerifier()
+    envelopes = [sealed_bid(f"s{n}") for n in range(8)]
+    async with market(broker, gated) as (service, stop, running, user_bus, _):
+        inbox = topics.inbox(MARKET, USER.public_hex)
+        await asyncio.gather(*(user_bus.publish(inbox, e) for e in envelopes[:1]))
+        async with asyncio.timeout(WAIT):
+            await gated.entered.wait()
+        stop.set()
+        gated.gate.set()
+        async with asyncio.timeout(WAIT):
+            await running
+        taken = service.stats.deliveries
+    recorded = [decode_record(r) for r in service.store.replay()]
+    bids = [e for e in recorded if isinstance(e, MessageReceived)]
+    assert 1 <= taken
+    assert taken == len(bids)
+    assert {envelope_ref(e) for e in envelopes[:taken]} == {b.ref for b in bids}
+
+
+def test_inline_and_pool_verifiers_agree() -> None:
+    """Both verifiers give the same verdicts, in order, for a batch split across workers."""
+    envelopes = [sealed_bid(f"v{n}", bad_signature=n % 3 == 0) for n in range(40)]
+    items = []
+    for envelope in envelopes:
+        unverified = unseal(COORDINATOR, envelope, market=MARKET)
+        items.append((unverified.signed_message, unverified.sender))
+
+    async def both() -> tuple[list[bool], list[bool]]:
+        pool = PoolVerifier(2, min_offload=1)
+        try:
+            await pool.start()
+            return await InlineVerifier().verify(items), await pool.verify(items)
+        finally:
+            pool.close()
+
+    inline, pooled = asyncio.run(both())
+    assert [n % 3 != 0 for n in range(40)] == inline
+    assert inline == pooled
