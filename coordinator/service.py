@@ -209,6 +209,7 @@ class CoordinatorService:
         self._published_through = store.published()
         self._verifying = False
         self._held: _Batch | None = None
+        self._dropped_seen = bus.stats.dropped_full
         self._stop_intake = False
         for event in recorded:
             if isinstance(event, MessageReceived):
@@ -331,6 +332,7 @@ class CoordinatorService:
             deliveries = await self.bus.receive_batch(BATCH_MAX)
             if not deliveries:
                 return
+            self._note_overflow()
             self._verifying = True
             try:
                 self._count(deliveries)
@@ -344,6 +346,18 @@ class CoordinatorService:
                 self._verifying = False
             await verified.put(self._held)
             self._held = None
+
+    def _note_overflow(self) -> None:
+        """Log messages the bus dropped because its inbox was full (it acked them unread)."""
+        dropped = self.bus.stats.dropped_full
+        if dropped > self._dropped_seen:
+            self.log.warning(
+                "coordinator.inbox_full",
+                dropped=dropped - self._dropped_seen,
+                dropped_total=dropped,
+                bound=self.bus.queue_size,
+            )
+            self._dropped_seen = dropped
 
     def _count(self, deliveries: list[Delivery]) -> None:
         if deliveries and self.stats.first_delivery is None:

@@ -490,6 +490,11 @@ class Bus:
             batch.append(self._inbox.get_nowait())
         return batch
 
+    @property
+    def queue_size(self) -> int:
+        """The bound of the incoming queue."""
+        return self._queue_size
+
     def pending(self) -> int:
         """Messages received but not yet taken from :meth:`messages`."""
         return self._inbox.qsize()

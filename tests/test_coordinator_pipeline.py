@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import msgspec
 import nacl.bindings as sodium
 import pytest
+import structlog
 from conftest import RunningBroker
 
 from coordinator.core import Coordinator, Genesis, decode_record
@@ -24,7 +25,7 @@ from coordinator.verifier import InlineVerifier, PoolVerifier, SignatureVerifier
 from deploy.market import DEFAULT_MARKET
 from deploy.runtime import wall_ms
 from protocol import topics
-from protocol.bus import Bus
+from protocol.bus import DEFAULT_QUEUE_SIZE, Bus
 from protocol.envelope import envelope_ref, open_envelope, seal, signatures_valid, unseal
 from protocol.events import MessageReceived, Tick
 from protocol.identity import Identity
@@ -82,7 +83,7 @@ class Outbox:
 
 @asynccontextmanager
 async def market(
-    broker: RunningBroker, verifier: SignatureVerifier
+    broker: RunningBroker, verifier: SignatureVerifier, queue_size: int = DEFAULT_QUEUE_SIZE
 ) -> AsyncIterator[tuple[CoordinatorService, asyncio.Event, asyncio.Task[None], Bus, Outbox]]:
     """A coordinator service in round 0 and USER's bus, following what USER is sent."""
     now = wall_ms()
@@ -94,10 +95,17 @@ async def market(
     stop = asyncio.Event()
     me = USER.public_hex
     async with (
-        Bus(broker.url, COORDINATOR.public_hex, **broker.login(COORDINATOR.public_hex)) as bus,
+        Bus(
+            broker.url,
+            COORDINATOR.public_hex,
+            **broker.login(COORDINATOR.public_hex),
+            queue_size=queue_size,
+        ) as bus,
         Bus(broker.url, me, **broker.login(me)) as user_bus,
     ):
         await user_bus.subscribe(topics.outbox(MARKET, me))
+        # subscribed before anything is published (the service's own subscribe is then a no-op)
+        await bus.subscribe(*topics.coordinator_subscriptions(MARKET))
 
         async def follow() -> None:
             async for delivery in user_bus.messages():
@@ -163,6 +171,29 @@ async def test_stop_during_verification_still_applies_the_batch(broker: RunningB
     assert 1 <= taken
     assert taken == len(bids)
     assert {envelope_ref(e) for e in envelopes[:taken]} == {b.ref for b in bids}
+
+
+async def test_a_full_inbox_is_logged_with_what_it_dropped(broker: RunningBroker) -> None:
+    """Bids dropped by a full inbox are counted in one structured warning, not lost silently."""
+    gated = GatedVerifier()
+    envelopes = [sealed_bid(f"f{n}") for n in range(30)]
+    with structlog.testing.capture_logs() as logs:
+        async with market(broker, gated, queue_size=5) as (service, _, _, user_bus, outbox):
+            inbox = topics.inbox(MARKET, USER.public_hex)
+            await user_bus.publish(inbox, envelopes[0])
+            async with asyncio.timeout(WAIT):
+                await gated.entered.wait()  # the intake holds the first bid; the rest pile up
+            await asyncio.gather(*(user_bus.publish(inbox, e) for e in envelopes[1:]))
+            await service.bus.wait_until(lambda stats: stats.received >= 30, WAIT)
+            gated.gate.set()
+            dropped = service.bus.stats.dropped_full
+            await outbox.until_answered(30 - dropped)
+    warnings = [e for e in logs if e["event"] == "coordinator.inbox_full"]
+    assert dropped > 0
+    assert [(dropped, dropped, 5)] == [
+        (e["dropped"], e["dropped_total"], e["bound"]) for e in warnings
+    ]
+    assert 30 - dropped == service.stats.deliveries == len(outbox.receipts)
 
 
 def test_inline_and_pool_verifiers_agree() -> None:

@@ -14,9 +14,9 @@ import click
     show_default=True,
     help="An mqtt:// URL, or 'embedded' for an amqtt broker in a process of its own.",
 )
-@click.option("--bids", type=click.IntRange(min=1), default=5000, show_default=True)
+@click.option("--bids", type=click.IntRange(min=1), default=10000, show_default=True)
 @click.option(
-    "--repeat", type=click.IntRange(min=1), default=3, show_default=True, help="Best of K each."
+    "--repeat", type=click.IntRange(min=1), default=5, show_default=True, help="Best of K each."
 )
 @click.option("--seed", type=int, default=7, show_default=True)
 @click.option(
