@@ -14,6 +14,7 @@ vouches for the name in the topic) and a structured log line, and change nothing
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import math
 import time
@@ -49,6 +50,8 @@ BATCH_MAX = 1024
 """Most deliveries handled per durable write: bounds latency under a flood of bids."""
 PIPELINE_DEPTH = 2
 """Verified batches waiting for the core: enough to keep a verifying worker busy."""
+SENDS_IN_FLIGHT = 4
+"""Batches whose messages may still await the broker's acknowledgement."""
 
 
 class CoordinatorStartError(RuntimeError):
@@ -210,6 +213,9 @@ class CoordinatorService:
         self._verifying = False
         self._held: _Batch | None = None
         self._dropped_seen = bus.stats.dropped_full
+        self._sending: collections.deque[tuple[asyncio.Task[None] | None, int | None]] = (
+            collections.deque()
+        )
         self._stop_intake = False
         for event in recorded:
             if isinstance(event, MessageReceived):
@@ -244,8 +250,9 @@ class CoordinatorService:
             # Recorded before a crash but perhaps never sent: send again. Every party
             # treats a second copy of a receipt, assignment or settlement as a no-op.
             self.log.info("coordinator.resending", messages=len(self._resend))
-            await asyncio.gather(*(self._send(e) for e in coalesce_receipts(self._resend)))
+            outgoing = [self._outgoing(e) for e in coalesce_receipts(self._resend)]
             self._log_progress()
+            await self._publish([o for o in outgoing if o is not None])
             self._resend = []
         if self._published_through < len(self.store) - 1:
             self._published_through = len(self.store) - 1
@@ -283,43 +290,68 @@ class CoordinatorService:
             error = exc
             raise
         finally:
-            if error is None and self._verifying:
-                self._stop_intake = True
-                await asyncio.wait({intake})
-            intake.cancel()
-            for task in (getting, ticking, stopper):
-                if task is not None:
+            try:
+                if error is None:
+                    await self._wind_down(intake, getting, verified)
+            except BaseException as exc:
+                error = exc
+                raise
+            finally:
+                for task in (intake, getting, ticking, stopper):
+                    if task is not None:
+                        task.cancel()
+                leftover = [task for task, _ in self._sending if task is not None]
+                for task in leftover:
                     task.cancel()
-            await asyncio.gather(
-                *(t for t in (intake, getting, ticking, stopper) if t is not None),
-                return_exceptions=True,
-            )
-            if error is None:
-                # Taken from the inbox means acknowledged to the broker: apply what the
-                # intake had verified even when told to stop.
-                left: list[_Batch] = []
-                if getting is not None and getting.done() and not getting.cancelled():
-                    left.append(getting.result())
-                while not verified.empty():
-                    left.append(verified.get_nowait())
-                if self._held is not None:
-                    left.append(self._held)
-                for batch in left:
-                    if not self.core.finished:
-                        await self._handle_batch(batch)
-            if self._timer is not None:
-                self._timer.cancel()
-            if self._published_through > self.store.published():
-                self.store.mark_published(self._published_through)
-            self.log.info(
-                "coordinator.stopped",
-                finished=self.core.finished,
-                recorded=len(self.store),
-                deliveries=self.stats.deliveries,
-                refused=self.stats.refused,
-                sent=self.stats.sent,
-                error=None if error is None else repr(error),
-            )
+                await asyncio.gather(
+                    *(t for t in (intake, getting, ticking, stopper) if t is not None),
+                    *leftover,
+                    return_exceptions=True,
+                )
+                self._sending.clear()
+                if self._timer is not None:
+                    self._timer.cancel()
+                if self._published_through > self.store.published():
+                    self.store.mark_published(self._published_through)
+                self.log.info(
+                    "coordinator.stopped",
+                    finished=self.core.finished,
+                    recorded=len(self.store),
+                    deliveries=self.stats.deliveries,
+                    refused=self.stats.refused,
+                    sent=self.stats.sent,
+                    error=None if error is None else repr(error),
+                )
+
+    async def _wind_down(
+        self,
+        intake: asyncio.Task[None],
+        getting: asyncio.Task[_Batch] | None,
+        verified: asyncio.Queue[_Batch],
+    ) -> None:
+        """Apply every batch already taken from the broker, then finish publishing.
+
+        Taken from the inbox means acknowledged to the broker, so what the intake holds
+        is applied even when told to stop; a batch still being verified is waited for.
+        """
+        if self._verifying:
+            self._stop_intake = True
+            await asyncio.wait({intake})
+        intake.cancel()
+        if getting is not None:
+            getting.cancel()
+        await asyncio.gather(intake, *([getting] if getting else []), return_exceptions=True)
+        left: list[_Batch] = []
+        if getting is not None and getting.done() and not getting.cancelled():
+            left.append(getting.result())
+        while not verified.empty():
+            left.append(verified.get_nowait())
+        if self._held is not None:
+            left.append(self._held)
+        for batch in left:
+            if not self.core.finished:
+                await self._handle_batch(batch)
+        await self._reap(0)
 
     async def _intake(self, verified: asyncio.Queue[_Batch]) -> None:
         """Take deliveries from the bus, check them up to and including their signatures.
@@ -386,18 +418,48 @@ class CoordinatorService:
         last: int | None = None
         if records:
             # Durable before anything that acknowledges it leaves this process. The
-            # watermark written with it says the previous batch went out in full.
+            # watermark written with it says which earlier batches went out in full.
             last = self.store.append_many(records, published=self._published_through)
             self.stats.records += len(records)
+        sending: asyncio.Task[None] | None = None
         if sends:
-            await asyncio.gather(*(self._send(effect) for effect in coalesce_receipts(sends)))
+            outgoing = [self._outgoing(effect) for effect in coalesce_receipts(sends)]
             self._log_progress()
-        if last is not None:
-            self._published_through = last
+            # Published in the background: waiting here for the broker's acknowledgements
+            # would hold the next batch behind every bid the broker is still pushing to us.
+            sending = asyncio.create_task(self._publish([o for o in outgoing if o is not None]))
+        else:
+            self.stats.last_batch = time.monotonic()
+        self._sending.append((sending, last))
+        await self._reap(SENDS_IN_FLIGHT)
         self.stats.batches += 1
-        self.stats.last_batch = time.monotonic()
         self._after_batch()
         self._arm(wake if wake is not None else self.core.next_wake())
+
+    async def _reap(self, limit: int) -> None:
+        """Wait until at most `limit` batches are still being published, oldest first.
+
+        The published watermark moves past a batch only once it and every batch before
+        it went out, so a restart resends all that might not have.
+        """
+        while self._sending:
+            task, last = self._sending[0]
+            if task is not None and not task.done():
+                if len(self._sending) <= limit:
+                    return
+                await asyncio.wait({task})
+            self._sending.popleft()
+            if task is not None:
+                task.result()  # raises if the bus failed for good
+            if last is not None:
+                self._published_through = last
+
+    async def _publish(self, outgoing: list[tuple[str, bytes, int]]) -> None:
+        await asyncio.gather(
+            *(self.bus.publish(topic, envelope) for topic, envelope, _ in outgoing)
+        )
+        self.stats.bids_acknowledged += sum(acks for _, _, acks in outgoing)
+        self.stats.last_batch = time.monotonic()
 
     def _log_progress(self) -> None:
         """One line per round whose figures changed in this batch: the live view's feed."""
@@ -454,14 +516,16 @@ class CoordinatorService:
         self.log.warning("coordinator.refused", code=exc.code, reason=exc.reason, sender=party)
         return [Publish(rejection(exc, payload, self.market), to=party)]
 
-    async def _send(self, effect: Publish) -> None:
+    def _outgoing(self, effect: Publish) -> tuple[str, bytes, int] | None:
+        """Count, log and seal one message: its topic, envelope and how many bids it acks."""
         message = effect.message
         kind = kind_of(message)
         self.stats.sent[kind] = self.stats.sent.get(kind, 0) + 1
+        acks = 0
         if isinstance(message, BidReceipt):
-            self.stats.bids_acknowledged += 1
+            acks = 1
         elif isinstance(message, BidReceipts):
-            self.stats.bids_acknowledged += len(message.receipts)
+            acks = len(message.receipts)
         changed = self.tally.note(message)
         if changed is not None:
             self._changed_rounds.add(changed)
@@ -477,13 +541,13 @@ class CoordinatorService:
             envelope = seal(self.identity, message, self.market, effect.to)
         except ProtocolError as exc:  # a message our own schema refuses: a bug, not input
             self.log.error("coordinator.unsendable", code=exc.code, reason=exc.reason)
-            return
+            return None
         topic = (
             topics.public(self.market)
             if effect.to is None
             else topics.outbox(self.market, effect.to)
         )
-        await self.bus.publish(topic, envelope)
+        return topic, envelope, acks
 
     def _arm(self, at: int | None) -> None:
         """Keep one timer, set for the earliest deadline the core is waiting on."""

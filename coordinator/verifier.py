@@ -87,8 +87,10 @@ def _worker_setup() -> None:
 
 
 def default_workers() -> int:
-    """One worker when this machine has a core to spare for it, else none."""
-    return 1 if (os.cpu_count() or 1) > 1 else 0
+    """One worker when this process may run on a second core, else none."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    cores = len(affinity(0)) if affinity is not None else (os.cpu_count() or 1)
+    return 1 if cores > 1 else 0
 
 
 async def open_verifier(workers: int) -> SignatureVerifier:

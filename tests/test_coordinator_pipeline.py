@@ -8,6 +8,7 @@ drive a real CoordinatorService with real crypto against a real broker.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -21,7 +22,12 @@ from conftest import RunningBroker
 from coordinator.core import Coordinator, Genesis, decode_record
 from coordinator.service import CoordinatorService
 from coordinator.store import MemoryStore
-from coordinator.verifier import InlineVerifier, PoolVerifier, SignatureVerifier
+from coordinator.verifier import (
+    InlineVerifier,
+    PoolVerifier,
+    SignatureVerifier,
+    default_workers,
+)
 from deploy.market import DEFAULT_MARKET
 from deploy.runtime import wall_ms
 from protocol import topics
@@ -215,3 +221,15 @@ def test_inline_and_pool_verifiers_agree() -> None:
     inline, pooled = asyncio.run(both())
     assert [n % 3 != 0 for n in range(40)] == inline
     assert inline == pooled
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs Linux CPU affinity")
+def test_default_workers_follow_the_cores_this_process_may_use() -> None:
+    """No signature worker when only one core is ours; one when a second is."""
+    cores = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, {min(cores)})
+        assert 0 == default_workers()
+    finally:
+        os.sched_setaffinity(0, cores)
+    assert (1 if len(cores) > 1 else 0) == default_workers()
