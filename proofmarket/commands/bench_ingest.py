@@ -6,6 +6,8 @@ import asyncio
 
 import click
 
+from proofmarket.commands.coordinator_cmd import verify_workers_option
+
 
 @click.command("ingest")
 @click.option(
@@ -27,13 +29,7 @@ import click
     help="live: a publisher sends while each side receives. drain: the bids wait at the "
     "broker and each side takes them in with the CPU to itself.",
 )
-@click.option(
-    "--verify-workers",
-    type=click.IntRange(min=0),
-    default=None,
-    help="Signature-checking processes for the coordinator [default: as `proofmarket "
-    "coordinator`, 1 with a spare core, else 0].",
-)
+@verify_workers_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON line.")
 def bench_ingest(
     broker: str,

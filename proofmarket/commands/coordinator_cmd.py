@@ -4,6 +4,14 @@ from __future__ import annotations
 
 import click
 
+verify_workers_option = click.option(
+    "--verify-workers",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Processes that check bid signatures beside the coordinator's event loop; 0 "
+    "checks them in it [default: 1 when the machine has a second core, else 0].",
+)
+
 
 @click.command()
 @click.option("--broker", required=True, help="Broker URL: mqtt[s]://[user:pw@]host[:port].")
@@ -48,13 +56,7 @@ import click
     help="Broker password (or $PROOFMARKET_BROKER_PASSWORD); the username is the key.",
 )
 @click.option("--ca-file", default=None, help="CA bundle for mqtts:// brokers.")
-@click.option(
-    "--verify-workers",
-    type=click.IntRange(min=0),
-    default=None,
-    help="Processes that check bid signatures beside the event loop; 0 checks them in "
-    "it [default: 1 when the machine has a second core, else 0].",
-)
+@verify_workers_option
 @click.option(
     "--log-format", type=click.Choice(["console", "json"]), default="console", show_default=True
 )
