@@ -1,10 +1,12 @@
 """The coordinator on the wire: broker deliveries in, the core's effects out.
 
-One loop takes deliveries from the bus a batch at a time, together with any tick that
-fell due, so the pure core sees one event at a time. Every envelope of a batch is opened
-and fed to the core, the batch's records are written to the store in one durable
-transaction, and only then are its receipts, rejects and results published. Nothing is
-acknowledged before it is recorded, and the fsync is paid once per batch, not per bid.
+An intake task takes deliveries from the bus a batch at a time and checks them up to
+and including their signatures (in worker processes, with a PoolVerifier). One loop
+applies each checked batch, and any tick that fell due, to the pure core one event at a
+time; the batch's records are written to the store in one durable transaction, and only
+then are its receipts, rejects and results published, in the background while the next
+batch is applied. Nothing is acknowledged before it is recorded, and the fsync is paid
+once per batch, not per bid.
 
 Envelopes that fail to open, come on another party's topic, or replay an earlier one
 never reach the core: they get a signed Reject on the sender's topic (the broker ACL
