@@ -223,6 +223,48 @@ def test_rejects_are_counted() -> None:
     assert 1 == core.summary.rejects
 
 
+def reject(ref: bytes, code: str = "late_bid") -> MessageReceived:
+    return received(Reject(market=MARKET, code=code, reason="x", ref=ref, round=0))
+
+
+def test_a_rejected_bid_closes_its_task() -> None:
+    """A Reject naming a sent bid's envelope closes that task; the user can then finish."""
+    core = UserCore(USER, COORD, MARKET, random.Random(1), 2, (1, 9), verify=fake_verify, rounds=1)
+    first, second = bids(core.handle(received(announce(0))))
+    core.sent(first, b"ref-1")
+    core.sent(second, b"ref-2")
+    core.handle(reject(b"ref-1"))
+    assert ("rejected", "bid") == (core.task_state(first.task_id), core.task_state(second.task_id))
+    assert (1, 1, 1) == (core.summary.rejects, core.summary.bids_rejected, core.open_tasks)
+    core.handle(reject(b"ref-2", code="insufficient_balance"))
+    assert (True, 0, 2) == (core.finished, core.open_tasks, core.summary.bids_rejected)
+
+
+def test_a_reject_after_the_receipt_leaves_the_bid_standing() -> None:
+    """Once a bid is acknowledged, a Reject naming it (a redelivered copy) closes nothing."""
+    core = make(tasks=2)
+    first, second = bids(core.handle(received(announce(0))))
+    core.sent(first, b"ref-1")
+    core.sent(second, b"ref-2")
+    core.handle(received(BidReceipt(market=MARKET, round=0, ref=b"ref-1", escrowed=first.fee)))
+    core.handle(reject(b"ref-1"))
+    core.handle(reject(b"ref-2", code="replay"))
+    assert ("bid", "bid") == (core.task_state(first.task_id), core.task_state(second.task_id))
+    assert (2, 0, 2) == (core.summary.rejects, core.summary.bids_rejected, core.open_tasks)
+
+
+def test_fleet_routes_sent_refs_to_their_identity() -> None:
+    """A fleet hands a bid's envelope ref to the identity that sent it, and only to it."""
+    fleet = UserFleet([USER, USER2], COORD, MARKET, random.Random(1), 1, (1, 9))
+    sent = fleet.handle(received(announce(0)))
+    (key, effect), _ = sent
+    assert isinstance(effect.message, TaskBidMessage)
+    fleet.sent(key, effect.message, b"ref-1")
+    fleet.handle(reject(b"ref-1"), key)
+    sender, other = fleet.users[key], fleet.users[USER2 if key == USER else USER]
+    assert (1, 0, 1) == (sender.summary.bids_rejected, sender.open_tasks, other.open_tasks)
+
+
 @pytest.mark.parametrize(
     ("tasks", "fee_range"), [(-1, (1, 2)), (1, (5, 2)), (1, (-1, 2)), (1, (1.5, 2))]
 )

@@ -36,7 +36,8 @@ TASK_INPUT_BYTES: Final = 32
 # How many rounds back a user keeps its tasks' state; older tasks are long settled.
 RETAIN_ROUNDS: Final = 1024
 
-TaskState: TypeAlias = Literal["bid", "allocated", "unallocated", "settled"]
+TaskState: TypeAlias = Literal["bid", "allocated", "unallocated", "settled", "rejected"]
+_CLOSED: Final = frozenset({"settled", "rejected"})
 
 
 def _workload_verify(task_input: bytes, proof: bytes, difficulty: int) -> bool:
@@ -65,6 +66,7 @@ class UserSummary:
     proofs_verified: int = 0
     proofs_invalid: int = 0
     rejects: int = 0
+    bids_rejected: int = 0  # task bids the coordinator refused: closed, nothing escrowed
 
     def as_dict(self) -> dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -132,6 +134,9 @@ class UserCore:
         self._verify: Verifier = verify or _workload_verify
         self._rounds: set[int] = set()
         self._tasks: dict[str, _Task] = {}
+        # Envelope refs of task bids sent and not yet acknowledged: a Reject names the
+        # envelope it refuses, not the task.
+        self._unacknowledged: dict[bytes, str] = {}
         self._floor = 0
         self._first_round: int | None = None
         self._latest_round = -1
@@ -151,20 +156,42 @@ class UserCore:
             self._latest_round = max(self._latest_round, msg.round + 1)
         elif isinstance(msg, BidReceipt):
             self.summary.bids_accepted += 1
+            self._unacknowledged.pop(msg.ref, None)
         elif isinstance(msg, BidReceipts):
             self.summary.bids_accepted += len(msg.receipts)
+            for entry in msg.receipts:
+                self._unacknowledged.pop(entry.ref, None)
         elif isinstance(msg, UserReceipt):
             self._on_receipt(msg)
         elif isinstance(msg, SettlementNotice):
             self._on_settlement(msg)
         elif isinstance(msg, Reject):
-            self.summary.rejects += 1
+            self._on_reject(msg)
         return []
+
+    def sent(self, message: TaskBidMessage, ref: bytes) -> None:
+        """Note the envelope reference `ref` under which a task bid went out.
+
+        The adapter seals, so only it knows the reference; with it a Reject of the bid
+        closes the task at once instead of leaving it open until the user gives up.
+        """
+        if message.task_id in self._tasks:
+            self._unacknowledged[ref] = message.task_id
+
+    def _on_reject(self, msg: Reject) -> None:
+        self.summary.rejects += 1
+        if msg.code == "replay":
+            return  # a second copy of a bid already taken: the first one stands
+        task_id = self._unacknowledged.pop(msg.ref, None)
+        task = None if task_id is None else self._tasks.get(task_id)
+        if task is not None and task.state == "bid":
+            task.state = "rejected"
+            self.summary.bids_rejected += 1
 
     @property
     def open_tasks(self) -> int:
-        """Tasks bid and not yet settled."""
-        return sum(1 for t in self._tasks.values() if t.state != "settled")
+        """Tasks bid and not yet settled or refused."""
+        return sum(1 for t in self._tasks.values() if t.state not in _CLOSED)
 
     @property
     def bidding_done(self) -> bool:
@@ -272,6 +299,9 @@ class UserCore:
         self._floor = floor
         self._rounds = {r for r in self._rounds if r >= floor}
         self._tasks = {tid: t for tid, t in self._tasks.items() if t.round >= floor}
+        self._unacknowledged = {
+            ref: tid for ref, tid in self._unacknowledged.items() if tid in self._tasks
+        }
 
 
 class UserFleet:
@@ -326,6 +356,12 @@ class UserFleet:
             user = self.users.get(recipient)
             return [] if user is None else [(recipient, e) for e in user.handle(event)]
         return [(key, e) for key, user in self.users.items() for e in user.handle(event)]
+
+    def sent(self, key: str, message: TaskBidMessage, ref: bytes) -> None:
+        """Tell identity `key` the envelope reference of a task bid it sent."""
+        user = self.users.get(key)
+        if user is not None:
+            user.sent(message, ref)
 
     @property
     def finished(self) -> bool:

@@ -23,9 +23,10 @@ import structlog
 from deploy.runtime import Clock, install_stop_signals, wall_ms
 from protocol import topics
 from protocol.bus import Bus
+from protocol.envelope import envelope_ref
 from protocol.events import MessageReceived, Publish
 from protocol.identity import Identity
-from protocol.messages import Reject, RoundAnnouncement
+from protocol.messages import Reject, RoundAnnouncement, TaskBidMessage
 from prover_node.service import publish_retrying
 from prover_node.wire import Wire
 from user_client.core import UserFleet
@@ -143,6 +144,8 @@ class UserService:
 
     async def _publish(self, sender: str, effect: Publish) -> None:
         topic, payload = self.wire.seal(effect.message, effect.to, sender=sender)
+        if isinstance(effect.message, TaskBidMessage):
+            self.fleet.sent(sender, effect.message, envelope_ref(payload))
         async with self._slots:
             await publish_retrying(
                 self._buses[sender], topic, payload, stopping=self._stopping, log=self.log
