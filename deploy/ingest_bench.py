@@ -146,7 +146,6 @@ async def measure_coordinator(
     coordinator: Identity,
     genesis: Genesis,
     workdir: Path,
-    timeout: float,
     verify_workers: int,
     mode: str,
 ) -> float:
@@ -168,8 +167,7 @@ async def measure_coordinator(
     serve = functools.partial(_serve, core, coordinator, url, session, store, verifier)
     try:
         if mode == "drain":
-            async with asyncio.timeout(timeout):
-                await serve(0, None)
+            await serve(0, None)
             await publish_file(url, path, None)
             stats = await serve(count, None)
         else:
@@ -250,7 +248,7 @@ async def run_bench(
     url: str,
     count: int,
     *,
-    repeat: int = 3,
+    repeat: int = 5,
     seed: int = 7,
     timeout: float = 300.0,
     verify_workers: int | None = None,
@@ -282,7 +280,6 @@ async def run_bench(
                         coordinator,
                         genesis,
                         workdir,
-                        timeout,
                         verify_workers,
                         mode,
                     )
