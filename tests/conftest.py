@@ -7,6 +7,8 @@
   ``broker.url_for("alice")``; ``await broker.restart()`` for reconnect tests.
 - ``mosquitto`` / ``embedded_broker``: one kind only.
 - ``free_port``: an unused loopback TCP port.
+
+Also ``with_bad_signature``: a sealed envelope re-encrypted around a broken signature.
 """
 
 from __future__ import annotations
@@ -15,10 +17,13 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import nacl.bindings as sodium
 import pytest
 
 from deploy.broker import EmbeddedBroker, MosquittoBroker, mosquitto_binary
 from deploy.broker import free_port as _free_port
+from protocol.envelope import NONCE_SIZE
+from protocol.identity import Identity
 
 BROKER_KINDS = ["mosquitto", "embedded"]
 
@@ -88,3 +93,15 @@ async def embedded_broker() -> AsyncIterator[RunningBroker]:
 def free_port() -> int:
     """A loopback TCP port nothing listens on right now."""
     return _free_port()
+
+
+def with_bad_signature(envelope: bytes, sender: Identity, recipient: Identity) -> bytes:
+    """`envelope`, sealed by `sender` to `recipient`, re-encrypted around a signature with
+    one bit flipped: its box opens, its signature fails."""
+    market_end = 75 + envelope[74]
+    header_end = market_end + 1 + envelope[market_end]
+    nonce = envelope[header_end : header_end + NONCE_SIZE]
+    key = recipient.box_key(sender.public_key.raw)
+    plain = sodium.crypto_box_open_easy_afternm(envelope[header_end + NONCE_SIZE :], nonce, key)
+    bad = bytes([plain[0] ^ 0x01]) + plain[1:]
+    return envelope[: header_end + NONCE_SIZE] + sodium.crypto_box_easy_afternm(bad, nonce, key)

@@ -14,10 +14,9 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import msgspec
-import nacl.bindings as sodium
 import pytest
 import structlog
-from conftest import RunningBroker
+from conftest import RunningBroker, with_bad_signature
 
 from coordinator.core import Coordinator, Genesis, decode_record
 from coordinator.service import CoordinatorService
@@ -52,15 +51,7 @@ def sealed_bid(task_id: str, *, bad_signature: bool = False) -> bytes:
     """A task bid from USER sealed to the coordinator; optionally with one signature bit off."""
     bid = TaskBidMessage(market=MARKET, round=0, task_id=task_id, fee=10, task_input=b"x")
     envelope = seal(USER, bid, MARKET, COORDINATOR.public_hex)
-    if not bad_signature:
-        return envelope
-    # re-encrypt around a signature with one bit flipped: the box opens, the signature fails
-    header_end = 2 + 8 + 32 + 32 + 1 + len(MARKET) + 1 + len("task_bid")
-    nonce = envelope[header_end : header_end + 24]
-    key = COORDINATOR.box_key(USER.public_key.raw)
-    plain = sodium.crypto_box_open_easy_afternm(envelope[header_end + 24 :], nonce, key)
-    bad = bytes([plain[0] ^ 0x01]) + plain[1:]
-    return envelope[: header_end + 24] + sodium.crypto_box_easy_afternm(bad, nonce, key)
+    return with_bad_signature(envelope, USER, COORDINATOR) if bad_signature else envelope
 
 
 @dataclass

@@ -15,15 +15,14 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import nacl.bindings as sodium
 import pytest
-from conftest import RunningBroker
+from conftest import RunningBroker, with_bad_signature
 
 from coordinator.core import Coordinator, Genesis, check_invariants
 from coordinator.service import CoordinatorConfig, run_coordinator
 from protocol import topics
 from protocol.bus import DEFAULT_MAX_PAYLOAD, Bus
-from protocol.envelope import NONCE_SIZE, envelope_ref, open_envelope, seal
+from protocol.envelope import envelope_ref, open_envelope, seal
 from protocol.identity import Identity
 from protocol.messages import (
     BidReceipt,
@@ -132,16 +131,6 @@ def task_bid(round: int, task_id: str, market: str = MARKET) -> TaskBidMessage:
     )
 
 
-def with_bad_signature(sender: Identity, envelope: bytes) -> bytes:
-    """`envelope` (a task bid sealed to the coordinator) re-encrypted around a bad signature."""
-    header_end = 2 + 8 + 32 + 32 + 1 + len(MARKET) + 1 + len("task_bid")
-    nonce = envelope[header_end : header_end + NONCE_SIZE]
-    key = COORDINATOR.box_key(sender.public_key.raw)
-    plain = sodium.crypto_box_open_easy_afternm(envelope[header_end + NONCE_SIZE :], nonce, key)
-    bad = bytes([plain[0] ^ 0x01]) + plain[1:]
-    return envelope[: header_end + NONCE_SIZE] + sodium.crypto_box_easy_afternm(bad, nonce, key)
-
-
 async def test_hostile_messages_get_signed_rejects_and_the_market_settles(
     broker: RunningBroker,
 ) -> None:
@@ -205,7 +194,7 @@ async def test_hostile_messages_get_signed_rejects_and_the_market_settles(
             tampered = bytearray(seal(ATTACKER, task_bid(now, "tampered"), MARKET, to))
             tampered[-1] ^= 0x01
             bad_signature = with_bad_signature(
-                ATTACKER, seal(ATTACKER, task_bid(now, "bad-sig"), MARKET, to)
+                seal(ATTACKER, task_bid(now, "bad-sig"), MARKET, to), ATTACKER, COORDINATOR
             )
             foreign = seal(ATTACKER, task_bid(now, "foreign", "elsewhere"), "elsewhere", to)
             noise = random.Random(7).randbytes(300)
