@@ -34,24 +34,36 @@ from coordinator.verifier import InlineVerifier, SignatureVerifier, open_verifie
 from deploy.runtime import Clock, install_stop_signals, wall_ms
 from protocol import topics
 from protocol.bus import Bus, Delivery
-from protocol.envelope import Unverified, kind_of, rejection, seal, unseal
-from protocol.errors import ProtocolError
+from protocol.envelope import (
+    MAX_ENVELOPE_SIZE,
+    Opened,
+    Unverified,
+    kind_of,
+    rejection,
+    seal,
+    unseal,
+)
+from protocol.errors import BadEncoding, BadPublicKey, BadTopic, ProtocolError, Replay, TooLarge
 from protocol.events import MessageReceived, Publish, Record, Tick, WakeAt
-from protocol.identity import Identity
+from protocol.identity import Identity, valid_public_key
 from protocol.messages import (
     BidReceipt,
     BidReceipts,
     MarketParams,
     Message,
+    ProverWill,
     ReceiptEntry,
     Reject,
 )
 from protocol.replay import ReplayGuard, round_of
+from protocol.split import split_to_fit
 
 BATCH_MAX = 1024
 """Most deliveries handled per durable write: bounds latency under a flood of bids."""
 PIPELINE_DEPTH = 2
 """Verified batches waiting for the core: enough to keep a verifying worker busy."""
+WILLS_REMEMBERED = 65_536
+"""Provers whose newest will is remembered, to refuse replays of older ones."""
 SENDS_IN_FLIGHT = 4
 """Batches whose messages may still await the broker's acknowledgement."""
 
@@ -219,6 +231,7 @@ class CoordinatorService:
             collections.deque()
         )
         self._stop_intake = False
+        self._wills: collections.OrderedDict[str, int] = collections.OrderedDict()
         for event in recorded:
             if isinstance(event, MessageReceived):
                 self._remember(event)
@@ -252,9 +265,9 @@ class CoordinatorService:
             # Recorded before a crash but perhaps never sent: send again. Every party
             # treats a second copy of a receipt, assignment or settlement as a no-op.
             self.log.info("coordinator.resending", messages=len(self._resend))
-            outgoing = [self._outgoing(e) for e in coalesce_receipts(self._resend)]
+            outgoing = [o for e in coalesce_receipts(self._resend) for o in self._outgoing(e)]
             self._log_progress()
-            await self._publish([o for o in outgoing if o is not None])
+            await self._publish(outgoing)
             self._resend = []
         if self._published_through < len(self.store) - 1:
             self._published_through = len(self.store) - 1
@@ -425,11 +438,11 @@ class CoordinatorService:
             self.stats.records += len(records)
         sending: asyncio.Task[None] | None = None
         if sends:
-            outgoing = [self._outgoing(effect) for effect in coalesce_receipts(sends)]
+            outgoing = [o for e in coalesce_receipts(sends) for o in self._outgoing(e)]
             self._log_progress()
             # Published in the background: waiting here for the broker's acknowledgements
             # would hold the next batch behind every bid the broker is still pushing to us.
-            sending = asyncio.create_task(self._publish([o for o in outgoing if o is not None]))
+            sending = asyncio.create_task(self._publish(outgoing))
         else:
             self.stats.last_batch = time.monotonic()
         self._sending.append((sending, last))
@@ -475,59 +488,101 @@ class CoordinatorService:
             self.guard.close_through(bidding - self._lag - 1)
 
     def _prepare(self, delivery: Delivery) -> _Unverified | list[Publish]:
-        """Check one delivery up to its signature; a refused one yields only its Reject."""
+        """Check one delivery up to its signature; a refused one yields only its Reject.
+
+        The boundary for outside input: whatever a check raises, even what no check
+        foresaw, becomes a refusal and a warning, never an exception in the loop.
+        """
+        party: str | None = None
         try:
             topic = topics.parse(delivery.topic)
-        except ProtocolError as exc:
-            self.log.warning("coordinator.refused", code=exc.code, reason=exc.reason)
-            return []
-        if topic.channel == "will":
-            self.log.warning("coordinator.prover_offline", prover=topic.party)
-            return []
-        if topic.channel != "in" or topic.market != self.market or topic.party is None:
-            self.log.warning("coordinator.refused", code="bad_topic", topic=delivery.topic)
-            return []
-        if delivery.size:
-            self.stats.refused += 1
-            reason = f"{delivery.size} bytes is over this coordinator's limit"
-            self.log.warning("coordinator.refused", code="too_large", sender=topic.party)
-            reject = Reject(
-                market=self.market, code="too_large", reason=reason, ref=delivery.digest
-            )
-            return [Publish(reject, to=topic.party)]
-        try:
+            if topic.channel not in ("in", "will") or topic.market != self.market:
+                raise BadTopic(f"not a topic this coordinator reads: {delivery.topic!r}")
+            party = topic.party
+            if party is None or not valid_public_key(party):
+                party = None  # no one to answer: a Reject cannot be sealed to it
+                raise BadPublicKey(f"the topic's key is not an Ed25519 point: {delivery.topic}")
+            if delivery.size:
+                reason = f"{delivery.size} bytes is over the limit of {MAX_ENVELOPE_SIZE}"
+                return self._refuse(TooLarge(reason), b"", party, ref=delivery.digest)
             envelope = unseal(self.identity, delivery.payload, market=self.market)
         except ProtocolError as exc:
-            return self._refuse(exc, delivery.payload, topic.party)
-        return _Unverified(envelope, topic, topic.party)
+            return self._refuse(exc, delivery.payload, party)
+        except Exception as exc:  # the boundary: input never stops the loop
+            return self._refuse(_unforeseen(exc), delivery.payload, party)
+        return _Unverified(envelope, topic, party)
 
     def _accept(
         self, item: _Unverified, signature_valid: bool, now: int
-    ) -> list[Publish | Record | WakeAt]:
-        """Feed the core one envelope whose signature has been checked."""
+    ) -> Sequence[Publish | Record | WakeAt]:
+        """Feed the core one envelope whose signature has been checked.
+
+        The guard is asked before the market rules and told their verdict after, so a
+        copy of an envelope gets the answer its original got (see protocol.replay).
+        """
         try:
             opened = item.envelope.accept(signature_valid)
             topics.expect_sender(item.topic, opened.sender)
-            self.guard.admit_opened(opened, self._current_round())
+            is_will = isinstance(opened.message, ProverWill)
+            if is_will != (item.topic.channel == "will"):
+                raise BadTopic(f"a {opened.kind} cannot come on {item.topic.channel}/")
+            message_round = round_of(opened.message)
+            number = self._current_round() if message_round is None else message_round
+            self.guard.check(opened.sender, opened.ref, number)
+        except Replay as exc:
+            first = self.guard.refusal(opened.sender, opened.ref, number)
+            repeated = _Repeated(first, exc.reason) if type(exc) is Replay and first else exc
+            return self._refuse(repeated, item.envelope.data, item.party)
         except ProtocolError as exc:
-            return list(self._refuse(exc, item.envelope.data, item.party))
-        return self.core.handle(opened.received(now))
+            return self._refuse(exc, item.envelope.data, item.party)
+        except Exception as exc:  # the boundary: input never stops the loop
+            return self._refuse(_unforeseen(exc), item.envelope.data, item.party)
+        if is_will:
+            effects: Sequence[Publish | Record | WakeAt] = self._on_will(opened)
+        else:
+            effects = self.core.handle(opened.received(now))
+        self.guard.admit(opened.sender, opened.ref, number, refused=_refused_code(effects, opened))
+        return effects
 
-    def _refuse(self, exc: ProtocolError, payload: bytes, party: str) -> list[Publish]:
+    def _on_will(self, opened: Opened) -> list[Publish]:
+        """A prover's last will: logged once per connection; an older one is a replay."""
+        will = opened.message
+        assert isinstance(will, ProverWill)
+        last = self._wills.get(opened.sender)
+        if last is not None and will.connected_at <= last:
+            reason = f"a will of a connection made at {last} was taken already"
+            return self._refuse(Replay(reason), b"", opened.sender, ref=opened.ref)
+        self._wills[opened.sender] = will.connected_at
+        self._wills.move_to_end(opened.sender)
+        if len(self._wills) > WILLS_REMEMBERED:
+            self._wills.popitem(last=False)
+        self.log.info(
+            "coordinator.prover_offline", prover=opened.sender, connected_at=will.connected_at
+        )
+        return []
+
+    def _refuse(
+        self, exc: ProtocolError, payload: bytes, party: str | None, *, ref: bytes | None = None
+    ) -> list[Publish]:
+        """Count and log a refusal; the Reject goes to the topic's party, if it has one.
+
+        It names the envelope by `ref`, or by the reference of `payload` when not given.
+        """
         self.stats.refused += 1
         self.log.warning("coordinator.refused", code=exc.code, reason=exc.reason, sender=party)
-        return [Publish(rejection(exc, payload, self.market), to=party)]
+        if party is None:
+            return []
+        reject = rejection(exc, payload, self.market)
+        if ref is not None:
+            reject = msgspec.structs.replace(reject, ref=ref)
+        return [Publish(reject, to=party)]
 
-    def _outgoing(self, effect: Publish) -> tuple[str, bytes, int] | None:
-        """Count, log and seal one message: its topic, envelope and how many bids it acks."""
+    def _outgoing(self, effect: Publish) -> list[tuple[str, bytes, int]]:
+        """Count, log and seal one message: topics, envelopes and how many bids each acks.
+
+        A message too large for one envelope goes out in parts (protocol.split).
+        """
         message = effect.message
-        kind = kind_of(message)
-        self.stats.sent[kind] = self.stats.sent.get(kind, 0) + 1
-        acks = 0
-        if isinstance(message, BidReceipt):
-            acks = 1
-        elif isinstance(message, BidReceipts):
-            acks = len(message.receipts)
         changed = self.tally.note(message)
         if changed is not None:
             self._changed_rounds.add(changed)
@@ -539,17 +594,22 @@ class CoordinatorService:
                 reason=message.reason,
                 round=message.round,
             )
-        try:
-            envelope = seal(self.identity, message, self.market, effect.to)
-        except ProtocolError as exc:  # a message our own schema refuses: a bug, not input
-            self.log.error("coordinator.unsendable", code=exc.code, reason=exc.reason)
-            return None
         topic = (
             topics.public(self.market)
             if effect.to is None
             else topics.outbox(self.market, effect.to)
         )
-        return topic, envelope, acks
+        out: list[tuple[str, bytes, int]] = []
+        try:
+            for part in split_to_fit(message):
+                envelope = seal(self.identity, part, self.market, effect.to)
+                out.append((topic, envelope, _acks(part)))
+        except ProtocolError as exc:  # a message our own schema refuses: a bug, not input
+            self.log.error("coordinator.unsendable", code=exc.code, reason=exc.reason)
+            return []
+        kind = kind_of(message)
+        self.stats.sent[kind] = self.stats.sent.get(kind, 0) + len(out)
+        return out
 
     def _arm(self, at: int | None) -> None:
         """Keep one timer, set for the earliest deadline the core is waiting on."""
@@ -568,6 +628,37 @@ class CoordinatorService:
             self._arm(at)  # the loop's timer ran ahead of the wall clock
             return
         self._ticks.put_nowait(Tick(now))
+
+
+def _unforeseen(exc: Exception) -> ProtocolError:
+    """What the boundary makes of an exception no check foresaw: a refusal of the input."""
+    return BadEncoding(f"input could not be processed ({type(exc).__name__})")
+
+
+class _Repeated(ProtocolError):
+    """A copy of an envelope the market rules refused: the first refusal, again."""
+
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(f"{reason}; refused then as {code}")
+        self.code = code  # type: ignore[misc]
+
+
+def _refused_code(effects: Sequence[Publish | Record | WakeAt], opened: Opened) -> str | None:
+    """The code the core refused `opened` with, or None if it took it."""
+    for effect in effects:
+        message = effect.message if isinstance(effect, Publish) else None
+        if isinstance(message, Reject) and message.ref == opened.ref:
+            return message.code
+    return None
+
+
+def _acks(message: Message) -> int:
+    """How many bids a message acknowledges."""
+    if isinstance(message, BidReceipt):
+        return 1
+    if isinstance(message, BidReceipts):
+        return len(message.receipts)
+    return 0
 
 
 def restore(

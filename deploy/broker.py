@@ -38,6 +38,7 @@ from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
 
 from deploy.passwd import read_password_file, verify_password
 from protocol import topics
+from protocol.envelope import MAX_ENVELOPE_SIZE
 
 __all__ = [
     "BrokerStartError",
@@ -51,6 +52,8 @@ __all__ = [
 ]
 
 LOOPBACK = "127.0.0.1"
+MAX_PACKET_SIZE = MAX_ENVELOPE_SIZE + 4096
+"""Room for the largest envelope plus the MQTT header and topic; larger drops the client."""
 
 
 class BrokerStartError(RuntimeError):
@@ -329,7 +332,7 @@ class MosquittoBroker:
             f"log_dest file {self.log_file}" if self.log_file else "log_dest none",
             "max_queued_messages 100000",
             "max_inflight_messages 0",
-            "max_packet_size 1048576",
+            f"max_packet_size {MAX_PACKET_SIZE}",
         ]
         if self.tls_cert is not None:
             lines += [f"certfile {self.tls_cert}", f"keyfile {self.tls_key}"]

@@ -34,6 +34,8 @@ from urllib.parse import unquote, urlsplit
 import aiomqtt
 from aiomqtt.exceptions import MqttConnectError
 
+from protocol.envelope import MAX_ENVELOPE_SIZE
+
 __all__ = [
     "DEFAULT_MAX_PAYLOAD",
     "BrokerAddress",
@@ -51,7 +53,8 @@ __all__ = [
 ]
 
 QOS = 1  # at-least-once for all market traffic; replay protection lives above the bus
-DEFAULT_MAX_PAYLOAD = 256 * 1024
+DEFAULT_MAX_PAYLOAD = MAX_ENVELOPE_SIZE
+"""The protocol's one size limit, for what a party sends and what it takes in."""
 RESUBSCRIBE_TIMEOUT_S = 2.0
 """Bound on resubscribing after a reconnect; past it the connection is judged bad."""
 DEFAULT_QUEUE_SIZE = 10_000
@@ -59,6 +62,8 @@ _PORTS = {"mqtt": 1883, "mqtts": 8883}
 _REFUSED_CODES = {4, 5, 134, 135}  # bad credentials / not authorised (v3.1.1 and v5)
 
 _Operation = Callable[[aiomqtt.Client], Awaitable[None]]
+Will = tuple[str, bytes] | Callable[[], tuple[str, bytes]]
+"""A last will, or a function that makes one for each connection."""
 
 
 class BusError(Exception):
@@ -188,7 +193,9 @@ class Bus:
         client_id: stable identity of this party's session at the broker.
         username, password: override the URL's credentials (e.g. a public key as username).
         ca_file: CA bundle for ``mqtts://`` (system CAs when None).
-        will: ``(topic, payload)`` the broker publishes if we vanish without a goodbye.
+        will: ``(topic, payload)`` the broker publishes if we vanish without a goodbye, or
+            a function that makes one for each connection (a will signed per connection
+            cannot be replayed for a later one).
         queue_size: bound of the incoming queue; overflow is dropped and counted.
         max_payload: largest payload accepted either way, in bytes.
         connect_timeout: bound on the first connection (retried with backoff till then).
@@ -207,7 +214,7 @@ class Bus:
         username: str | None = None,
         password: str | None = None,
         ca_file: str | None = None,
-        will: tuple[str, bytes] | None = None,
+        will: Will | None = None,
         queue_size: int = DEFAULT_QUEUE_SIZE,
         max_payload: int = DEFAULT_MAX_PAYLOAD,
         connect_timeout: float = 10.0,
@@ -224,7 +231,7 @@ class Bus:
             raise BusConfigError("queue_size and max_payload must be positive")
         if ca_file is not None and not address.tls:
             raise BusConfigError("ca_file given for a plain mqtt:// URL")
-        if will is not None:
+        if isinstance(will, tuple):
             _check_topic(will[0], wildcards=False)
         self.address = address
         self.client_id = client_id
@@ -251,8 +258,21 @@ class Bus:
     # -- lifecycle -----------------------------------------------------------
 
     async def __aenter__(self) -> Self:
+        self._client = self._new_client()
+        self._supervisor = asyncio.create_task(self._supervise(), name=f"bus:{self.client_id}")
+        try:
+            await self.wait_connected(self._connect_timeout)
+        except BaseException:
+            await self._stop()
+            raise
+        return self
+
+    def _new_client(self) -> aiomqtt.Client:
         tls = aiomqtt.TLSParameters(ca_certs=self._ca_file) if self.address.tls else None
-        self._client = aiomqtt.Client(
+        will = self._will() if callable(self._will) else self._will
+        if will is not None:
+            _check_topic(will[0], wildcards=False)
+        client = aiomqtt.Client(
             self.address.host,
             self.address.port,
             username=self._username,
@@ -262,18 +282,12 @@ class Bus:
             keepalive=self._keepalive,
             timeout=self._op_timeout,
             tls_params=tls,
-            will=aiomqtt.Will(self._will[0], self._will[1], qos=QOS) if self._will else None,
+            will=aiomqtt.Will(will[0], will[1], qos=QOS) if will else None,
             queue_type=_inbox_type(self.stats, self._max_payload, self._inbox, self._stats_changed),
         )
         # many QoS 1 publishes in flight is normal for a market; do not warn about it
-        self._client.pending_calls_threshold = 1_000_000
-        self._supervisor = asyncio.create_task(self._supervise(), name=f"bus:{self.client_id}")
-        try:
-            await self.wait_connected(self._connect_timeout)
-        except BaseException:
-            await self._stop()
-            raise
-        return self
+        client.pending_calls_threshold = 1_000_000
+        return client
 
     async def __aexit__(
         self,
@@ -345,6 +359,9 @@ class Bus:
         client = self._client
         delay = self._backoff_initial
         while True:
+            if self.stats.connects or self.stats.last_error:
+                # A fresh client for each connection: a will made per connection.
+                client = self._client = self._new_client()
             try:
                 async with client:
                     # A broker answers a SUBSCRIBE on a fresh connection at once. One

@@ -50,7 +50,7 @@ from protocol.errors import (
 )
 from protocol.events import MessageReceived
 from protocol.identity import Identity, PublicKey
-from protocol.messages import KINDS, Message, Reject, RoundAnnouncement
+from protocol.messages import KINDS, SCHEMA_VERSION, Message, Reject, RoundAnnouncement
 
 ENVELOPE_VERSION: Final = 1
 DOMAIN: Final = b"proofmarket/envelope\x00"
@@ -75,6 +75,44 @@ _KIND_NAMES: Final = {kind.encode("ascii"): kind for kind in KINDS}
 _TAGS: Final = {cls: kind for kind, cls in KINDS.items()}
 _ENCODER: Final = msgspec.msgpack.Encoder()
 _DECODER: Final = msgspec.msgpack.Decoder(Message)
+_MARKET_LENGTHS: Final = range(1, 65)
+_KIND_LENGTHS: Final = range(1, 33)
+
+
+class _Versioned(msgspec.Struct):
+    """Only the body's schema version: decoding into it tells a missing `v` apart."""
+
+    v: int
+
+
+_VERSION_PROBE: Final = msgspec.msgpack.Decoder(_Versioned)
+
+
+def decode_body(body: bytes) -> Message:
+    """The typed message a body holds; only ProtocolError for any input whatever.
+
+    Every body must carry `v` (the Struct default would silently fill it in), and the
+    decoder's own limits (nesting deeper than the interpreter allows) are refusals like
+    any other, never an exception that escapes to the caller's loop.
+    """
+    try:
+        try:
+            version = _VERSION_PROBE.decode(body).v
+        except msgspec.ValidationError as exc:
+            if "missing required field `v`" in str(exc):
+                raise BadEncoding("body has no schema version `v`") from exc
+            if str(exc).endswith("`$.v`"):
+                raise UnknownVersion(f"body schema version not supported: {exc}") from exc
+            raise BadEncoding(f"body does not fit its schema: {exc}") from exc
+        if version != SCHEMA_VERSION:
+            raise UnknownVersion(f"body schema version {version} is not supported")
+        return _DECODER.decode(body)
+    except msgspec.ValidationError as exc:
+        raise BadEncoding(f"body does not fit its schema: {exc}") from exc
+    except msgspec.DecodeError as exc:
+        raise BadEncoding(f"body is not valid MessagePack: {exc}") from exc
+    except RecursionError as exc:
+        raise BadEncoding("body nests deeper than any message does") from exc
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,14 +250,7 @@ class Unverified:
         """The opened envelope, given whether its signature verified; ProtocolError if not."""
         if not signature_valid:
             raise BadSignature("signature does not verify")
-        try:
-            message = _DECODER.decode(self.body)
-        except msgspec.ValidationError as exc:
-            if str(exc).endswith("`$.v`"):
-                raise UnknownVersion(f"body schema version not supported: {exc}") from exc
-            raise BadEncoding(f"body does not fit its schema: {exc}") from exc
-        except msgspec.DecodeError as exc:
-            raise BadEncoding(f"body is not valid MessagePack: {exc}") from exc
+        message = decode_body(self.body)
         if _TAGS[type(message)] != self.kind:
             raise WrongKind(f"body is a {_TAGS[type(message)]}, envelope says {self.kind}")
         if message.market != self.market or (
@@ -303,10 +334,14 @@ def unseal(
         raise BadEncoding(f"unknown envelope mode {mode}")
     if size < at + 2:
         raise BadEncoding("envelope truncated")
+    if data[at] not in _MARKET_LENGTHS:
+        raise BadEncoding(f"market length {data[at]} is outside 1..64")
     market_end = at + 1 + data[at]
     if market_end >= size:
         raise BadEncoding("envelope truncated")
     market_bytes = data[at + 1 : market_end]
+    if data[market_end] not in _KIND_LENGTHS:
+        raise BadEncoding(f"kind length {data[market_end]} is outside 1..32")
     header_end = market_end + 1 + data[market_end]
     kind = _KIND_NAMES.get(data[market_end + 1 : header_end])
     if header_end > size:

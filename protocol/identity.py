@@ -7,6 +7,7 @@ of text, `proofmarket-ed25519-v1:<64 hex>`, and must be readable by its owner on
 
 from __future__ import annotations
 
+import functools
 import os
 import stat
 from collections import OrderedDict
@@ -153,6 +154,19 @@ class Identity:
 
     def __repr__(self) -> str:
         return f"Identity({self.public_hex})"
+
+
+@functools.lru_cache(maxsize=BOX_CACHE_SIZE)
+def valid_public_key(text: str) -> bool:
+    """Whether `text` names a usable public key (hex form, and a valid Ed25519 point).
+
+    Cached: topics name the same few thousand parties over and over.
+    """
+    try:
+        PublicKey.from_hex(text)
+    except BadPublicKey:
+        return False
+    return True
 
 
 def _parse_key_file(path: Path, data: bytes) -> bytes:

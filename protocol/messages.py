@@ -153,8 +153,14 @@ class Assignment(_Body, tag="assignment", frozen=True):
     prove_deadline: Millis
     difficulty: Positive
     setup: Count
-    payment: Money
+    payment: Money  # for the whole batch, repeated in every part
     tasks: Annotated[list[AssignedTask], Meta(max_length=100_000)]
+    part: Count = 0  # a batch too large for one envelope comes in parts 0..parts-1
+    parts: Positive = 1
+
+    def __post_init__(self) -> None:
+        if self.part >= self.parts:
+            raise ValueError(f"part {self.part} of an assignment in {self.parts} parts")
 
 
 class UserReceipt(_Body, tag="user_receipt", frozen=True):
@@ -260,6 +266,18 @@ class FundingNotice(_Body, tag="funding_notice", frozen=True):
     nonce: Nonce
 
 
+class ProverWill(_Body, tag="prover_will", frozen=True):
+    """Prover -> coordinator, by the broker: the prover's connection made at `connected_at` died.
+
+    Registered with the broker as the MQTT last will of each connection, sealed and signed
+    when the connection is made, so only the prover could have written it; a will whose
+    `connected_at` is not newer than one already taken is a replay.
+    """
+
+    market: MarketId
+    connected_at: Millis
+
+
 Message = (
     RoundAnnouncement
     | CapacityDeclaration
@@ -277,6 +295,7 @@ Message = (
     | WithdrawalReceipt
     | FaucetGrant
     | FundingNotice
+    | ProverWill
 )
 
 KINDS: Final[dict[str, type[Message]]] = {
@@ -298,5 +317,6 @@ KINDS: Final[dict[str, type[Message]]] = {
         WithdrawalReceipt,
         FaucetGrant,
         FundingNotice,
+        ProverWill,
     )
 }

@@ -7,6 +7,12 @@ authenticated, so a replay is byte-identical, while a sender's every new envelop
 (fresh seq, fresh nonce). Keying on the ref lets a coordinator rebuild the guard from the
 `MessageReceived` events in its log after a restart. Use one kind of token per guard.
 
+A token remembers how its envelope fared: accepted (None) or refused with a code. A copy
+of an accepted envelope is a `replay`; a copy of a refused one is answered with the first
+refusal's code (see :meth:`ReplayGuard.refusal`), so a copy never gets a different
+answer than the original, and never changes anything. Refusals are remembered only for
+envelopes that reached the market rules (signed, on their sender's topic).
+
 The guard remembers tokens for each open round and forgets a round's tokens when the
 round closes, because from then on the round itself is refused. Memory is bounded: at
 most `horizon` open rounds, `max_per_sender` tokens per sender and round, and
@@ -44,7 +50,7 @@ class ReplayGuard:
         self._max_per_sender = max_per_sender
         self._max_entries = max_entries
         self._entries = 0
-        self._rounds: dict[int, dict[str, set[int | bytes]]] = {}
+        self._rounds: dict[int, dict[str, dict[int | bytes, str | None]]] = {}
 
     @property
     def floor(self) -> int:
@@ -59,18 +65,25 @@ class ReplayGuard:
         """Raise what `admit` would raise, without remembering anything."""
         self._check(sender, token, round)
 
-    def admit(self, sender: str, token: int | bytes, round: int) -> None:
-        """Accept and remember (sender, token) in `round`, or raise and change nothing.
+    def admit(
+        self, sender: str, token: int | bytes, round: int, refused: str | None = None
+    ) -> None:
+        """Remember (sender, token) in `round`, or raise and change nothing.
 
+        `refused` is the code the envelope was refused with, None if it was accepted.
         Raises ClosedRound (round below the floor), FutureRound (beyond the horizon),
         Replay (seen before) or OverCapacity (a memory bound is reached).
         """
         seen = self._check(sender, token, round)
         if seen is None:
             senders = self._rounds.setdefault(round, {})
-            seen = senders.setdefault(sender, set())
-        seen.add(token)
+            seen = senders.setdefault(sender, {})
+        seen[token] = refused
         self._entries += 1
+
+    def refusal(self, sender: str, token: int | bytes, round: int) -> str | None:
+        """The code a remembered envelope was refused with; None if accepted or unknown."""
+        return self._rounds.get(round, {}).get(sender, {}).get(token)
 
     def admit_opened(self, opened: Opened, current_round: int) -> None:
         """`admit` keyed on the envelope ref; kinds without a round count in `current_round`."""
@@ -87,7 +100,9 @@ class ReplayGuard:
         for closed in [r for r in self._rounds if r <= round]:
             self._entries -= sum(len(seqs) for seqs in self._rounds.pop(closed).values())
 
-    def _check(self, sender: str, token: int | bytes, round: int) -> set[int | bytes] | None:
+    def _check(
+        self, sender: str, token: int | bytes, round: int
+    ) -> dict[int | bytes, str | None] | None:
         if round < self._floor:
             raise ClosedRound(f"round {round} is closed (open rounds start at {self._floor})")
         if round >= self._floor + self._horizon:
@@ -95,7 +110,8 @@ class ReplayGuard:
         seen = self._rounds.get(round, {}).get(sender)
         if seen is not None:
             if token in seen:
-                raise Replay(f"{sender} sent this message already in round {round}")
+                outcome = "refused" if seen[token] else "accepted"
+                raise Replay(f"{sender} sent this message already in round {round} ({outcome})")
             if len(seen) >= self._max_per_sender:
                 raise OverCapacity(f"{sender} sent {len(seen)} messages in round {round}")
         if self._entries >= self._max_entries:

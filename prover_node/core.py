@@ -100,6 +100,9 @@ def corrupt_proof(proof: bytes) -> bytes:
 @dataclass(slots=True)
 class _Batch:
     deadline: int
+    parts: int = 1  # a large batch arrives as several assignment parts
+    parts_in: set[int] = field(default_factory=set)
+    tasks: list[AssignedTask] = field(default_factory=list)  # until every part is in
     submitted: bool = False
 
 
@@ -189,16 +192,23 @@ class ProverCore:
         return effects
 
     def _on_assignment(self, msg: Assignment) -> list[ProverEffect]:
-        if msg.round < self._floor or msg.round in self._batches:
-            return []  # a redelivered assignment: the batch is already in hand
-        self._batches[msg.round] = _Batch(deadline=msg.prove_deadline)
-        self.stats.batches_assigned += 1
-        self.stats.tasks_assigned += len(msg.tasks)
-        if self.fault == "drop":
+        if msg.round < self._floor:
             return []
+        batch = self._batches.get(msg.round)
+        if batch is None:
+            batch = self._batches[msg.round] = _Batch(msg.prove_deadline, parts=msg.parts)
+            self.stats.batches_assigned += 1
+        elif msg.part in batch.parts_in or msg.parts != batch.parts:
+            return []  # a redelivered part: already in hand
+        batch.parts_in.add(msg.part)
+        batch.tasks.extend(msg.tasks)
+        self.stats.tasks_assigned += len(msg.tasks)
+        if len(batch.parts_in) < batch.parts or self.fault == "drop":
+            return []
+        tasks, batch.tasks = batch.tasks, []
         start = StartProving(
             round=msg.round,
-            tasks=list(msg.tasks),
+            tasks=tasks,
             difficulty=msg.difficulty,
             setup=msg.setup,
             deadline=msg.prove_deadline,

@@ -134,9 +134,11 @@ class ProverService:
 
     async def _carry_out(self, effect: ProverEffect) -> None:
         if isinstance(effect, Publish):
-            topic, payload = self.wire.seal(effect.message, to=effect.to)
-            await publish_retrying(self.bus, topic, payload, stopping=self._stopping, log=self.log)
-            self.log.debug("prover.sent", kind=type(effect.message).__name__, topic=topic)
+            for topic, payload in self.wire.seal(effect.message, to=effect.to):
+                await publish_retrying(
+                    self.bus, topic, payload, stopping=self._stopping, log=self.log
+                )
+                self.log.debug("prover.sent", kind=type(effect.message).__name__, topic=topic)
         elif isinstance(effect, WakeAt):
             self._wake_at(effect.at)
         elif isinstance(effect, StartProving):
@@ -271,7 +273,7 @@ async def run_prover(
             username=identity.public_hex,
             password=config.password,
             ca_file=config.ca_file,
-            will=wire.will(),
+            will=lambda: wire.will(clock()),
         ) as bus:
             service = ProverService(core, bus, wire, pool, workers=config.workers, clock=clock)
             await service.run(stop)

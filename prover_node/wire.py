@@ -21,10 +21,8 @@ from protocol.envelope import open_envelope, seal
 from protocol.errors import ProtocolError
 from protocol.events import MessageReceived
 from protocol.identity import Identity
-from protocol.messages import Message
-
-WILL_PAYLOAD: Final = b"offline"
-"""What the broker publishes on a prover's will topic when its connection dies."""
+from protocol.messages import Message, ProverWill
+from protocol.split import split_to_fit
 
 SEEN_REFS: Final = 65_536
 """How many recent envelope references are remembered to drop redeliveries."""
@@ -51,6 +49,7 @@ class Wire:
         self.market = market
         self.refused = 0
         self.duplicates = 0
+        self._will_stamp = -1
         self._seen: OrderedDict[bytes, None] = OrderedDict()
         self._log = structlog.get_logger("wire").bind(market=market)
 
@@ -67,17 +66,26 @@ class Wire:
             )
         return subs
 
-    def will(self) -> tuple[str, bytes]:
-        """The last will of the first identity, for the broker to publish if we vanish."""
-        return topics.will(self.market, self.first.public_hex), WILL_PAYLOAD
+    def will(self, now: int) -> tuple[str, bytes]:
+        """A last will for a connection made at `now` (ms), for the broker to publish if
+        that connection dies: sealed to the coordinator and signed, so nobody else can
+        write one, and stamped later than every earlier will, so none can be replayed."""
+        stamp = max(now, self._will_stamp + 1)
+        self._will_stamp = stamp
+        will = ProverWill(market=self.market, connected_at=stamp)
+        envelope = seal(self.first, will, self.market, self.coordinator)
+        return topics.will(self.market, self.first.public_hex), envelope
 
     def seal(
         self, message: Message, to: str | None, sender: str | None = None
-    ) -> tuple[str, bytes]:
-        """Sign (and encrypt to `to`) `message` as `sender`; return where and what to publish."""
+    ) -> list[tuple[str, bytes]]:
+        """Sign (and encrypt to `to`) `message` as `sender`: where and what to publish.
+
+        A proof submission too large for one envelope becomes several (protocol.split).
+        """
         identity = self.identities[sender] if sender is not None else self.first
-        envelope = seal(identity, message, self.market, to)
-        return topics.inbox(self.market, identity.public_hex), envelope
+        topic = topics.inbox(self.market, identity.public_hex)
+        return [(topic, seal(identity, part, self.market, to)) for part in split_to_fit(message)]
 
     def open(
         self, topic: str, payload: bytes, now: int
@@ -97,6 +105,10 @@ class Wire:
         except ProtocolError as exc:
             self.refused += 1
             self._log.warning("wire.refused", topic=topic, code=exc.code, reason=str(exc))
+            return None
+        except Exception as exc:  # the boundary: no input may stop the party's loop
+            self.refused += 1
+            self._log.warning("wire.refused", topic=topic, code="unforeseen", reason=repr(exc))
             return None
         if opened.sender != self.coordinator:
             self.refused += 1

@@ -105,6 +105,7 @@ SAMPLES: list[m.Message] = [
     ),
     m.FaucetGrant(market=MARKET, to=USER.public_hex, account="balance", amount=500, nonce=1),
     m.FundingNotice(market=MARKET, to=USER.public_hex, account="balance", amount=500, nonce=1),
+    m.ProverWill(market=MARKET, connected_at=1_700_000_000_000),
 ]
 
 

@@ -35,7 +35,6 @@ from protocol.messages import (
     TaskBidMessage,
 )
 from prover_node.service import ProverConfig, run_prover, wall_ms
-from prover_node.wire import WILL_PAYLOAD
 from user_client.identities import fleet_identities
 from user_client.service import Connections, UserConfig, run_user
 
@@ -441,7 +440,8 @@ async def test_killed_prover_leaves_its_last_will(
             if process.returncode is None:
                 process.kill()
                 await process.wait()
-    assert WILL_PAYLOAD == delivery.payload
+    will = open_envelope(COORD, delivery.payload, market=MARKET)
+    assert (PROVER.public_hex, "prover_will") == (will.sender, will.kind)
 
 
 async def test_prover_carries_on_after_a_broker_restart(broker: RunningBroker) -> None:

@@ -9,9 +9,10 @@ from protocol.messages import (
     BidReceipt,
     MarketParams,
     ProverCostBid,
+    ProverWill,
     RoundAnnouncement,
 )
-from prover_node.wire import WILL_PAYLOAD, Wire
+from prover_node.wire import Wire
 
 MARKET = "m1"
 COORD = Identity.from_seed(b"\x10" * 32)
@@ -53,7 +54,7 @@ def test_seal_goes_to_own_inbox_and_only_coordinator_can_open() -> None:
     """A sealed bid is published on the sender's inbox and opens with the coordinator key."""
     w = wire(PROVER, USER2)
     bid = ProverCostBid(market=MARKET, round=3, cost=5)
-    topic, payload = w.seal(bid, to=COORD.public_hex, sender=USER2.public_hex)
+    ((topic, payload),) = w.seal(bid, to=COORD.public_hex, sender=USER2.public_hex)
     assert topics.inbox(MARKET, USER2.public_hex) == topic
     opened = open_envelope(COORD, payload, market=MARKET)
     assert (USER2.public_hex, bid) == (opened.sender, opened.message)
@@ -109,6 +110,13 @@ def test_garbage_wrong_topic_and_other_market_are_refused() -> None:
     assert 4 == w.refused
 
 
-def test_will_is_on_the_first_identity_will_topic() -> None:
-    """The broker-held last will names the prover's own will topic."""
-    assert (topics.will(MARKET, PROVER.public_hex), WILL_PAYLOAD) == wire().will()
+def test_will_is_sealed_signed_and_stamped_later_each_time() -> None:
+    """A will is on the prover's will topic, sealed to the coordinator, newer every time."""
+    w = wire()
+    first_topic, first = w.will(now=1_000)
+    _, second = w.will(now=1_000)  # same millisecond: still a later stamp
+    assert topics.will(MARKET, PROVER.public_hex) == first_topic
+    opened = [open_envelope(COORD, e, market=MARKET) for e in (first, second)]
+    assert [PROVER.public_hex] * 2 == [o.sender for o in opened]
+    expected = [ProverWill(market=MARKET, connected_at=t) for t in (1_000, 1_001)]
+    assert expected == [o.message for o in opened]

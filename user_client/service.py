@@ -143,7 +143,8 @@ class UserService:
             await asyncio.gather(*(self._publish(sender, e) for sender, e in effects))
 
     async def _publish(self, sender: str, effect: Publish) -> None:
-        topic, payload = self.wire.seal(effect.message, effect.to, sender=sender)
+        # A task bid is small: it always seals to one envelope.
+        ((topic, payload),) = self.wire.seal(effect.message, effect.to, sender=sender)
         if isinstance(effect.message, TaskBidMessage):
             self.fleet.sent(sender, effect.message, envelope_ref(payload))
         async with self._slots:
