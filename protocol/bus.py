@@ -289,6 +289,18 @@ class Bus:
         client.pending_calls_threshold = 1_000_000
         return client
 
+    def _renew_will(self, client: aiomqtt.Client) -> None:
+        """Give the next connection a will of its own.
+
+        The client, not a new one, must reconnect: paho resends our unacknowledged
+        publishes on it, and a new client would leave their waiters hanging. aiomqtt 2.5
+        has no call for this, so the will is set on its paho client (pinned ~=2.5).
+        """
+        assert callable(self._will)
+        topic, payload = self._will()
+        _check_topic(topic, wildcards=False)
+        client._client.will_set(topic, payload, qos=QOS)
+
     async def __aexit__(
         self,
         exc_type: type[BaseException] | None,
@@ -359,9 +371,8 @@ class Bus:
         client = self._client
         delay = self._backoff_initial
         while True:
-            if self.stats.connects or self.stats.last_error:
-                # A fresh client for each connection: a will made per connection.
-                client = self._client = self._new_client()
+            if callable(self._will) and (self.stats.connects or self.stats.last_error):
+                self._renew_will(client)
             try:
                 async with client:
                     # A broker answers a SUBSCRIBE on a fresh connection at once. One

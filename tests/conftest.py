@@ -8,7 +8,8 @@
 - ``mosquitto`` / ``embedded_broker``: one kind only.
 - ``free_port``: an unused loopback TCP port.
 
-Also ``with_bad_signature``: a sealed envelope re-encrypted around a broken signature.
+Also ``with_bad_signature``: a sealed envelope re-encrypted around a broken signature, and
+``seal_body``: any body bytes, signed and sealed as a well-formed envelope.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import pytest
 
 from deploy.broker import EmbeddedBroker, MosquittoBroker, mosquitto_binary
 from deploy.broker import free_port as _free_port
-from protocol.envelope import NONCE_SIZE
+from protocol.envelope import DOMAIN, ENVELOPE_VERSION, NONCE_SIZE, SEALED
 from protocol.identity import Identity
 
 BROKER_KINDS = ["mosquitto", "embedded"]
@@ -105,3 +106,30 @@ def with_bad_signature(envelope: bytes, sender: Identity, recipient: Identity) -
     plain = sodium.crypto_box_open_easy_afternm(envelope[header_end + NONCE_SIZE :], nonce, key)
     bad = bytes([plain[0] ^ 0x01]) + plain[1:]
     return envelope[: header_end + NONCE_SIZE] + sodium.crypto_box_easy_afternm(bad, nonce, key)
+
+
+def seal_body(
+    sender: Identity, body: bytes, *, kind: str, market: str, to: Identity | str
+) -> bytes:
+    """`body` as it is, whatever it holds, signed by `sender` and sealed to `to`.
+
+    What a hostile party with a key of its own can send: the envelope is well formed and
+    authentic, so only the body's decoding stands between it and the reader's loop.
+    """
+    recipient = to.public_key.raw if isinstance(to, Identity) else bytes.fromhex(to)
+    header = b"".join(
+        (
+            bytes((ENVELOPE_VERSION, SEALED)),
+            (7).to_bytes(8, "big"),
+            sender.public_key.raw,
+            recipient,
+            bytes((len(market),)),
+            market.encode("ascii"),
+            bytes((len(kind),)),
+            kind.encode("ascii"),
+        )
+    )
+    signature = sender.sign(DOMAIN + header + body)
+    nonce = bytes(NONCE_SIZE)
+    key = sender.box_key(recipient)
+    return header + nonce + sodium.crypto_box_easy_afternm(signature + body, nonce, key)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import msgspec
 import pytest
 
 from protocol import workload
@@ -160,6 +161,24 @@ def test_duplicate_assignment_does_not_prove_twice() -> None:
     core.handle(received(assign(round=1)))
     assert [] == core.handle(received(assign(round=1)))
     assert 1 == core.stats.batches_assigned
+
+
+def test_batch_in_parts_is_proved_once_every_part_is_in() -> None:
+    """A batch sent in parts starts proving only when the last part arrives, in any order."""
+    core = make()
+    tasks = [AssignedTask(f"t{i}", b"in") for i in range(6)]
+    parts = [
+        msgspec.structs.replace(assign(round=2), tasks=tasks[i * 2 : i * 2 + 2], part=i, parts=3)
+        for i in range(3)
+    ]
+    assert [] == core.handle(received(parts[2]))
+    assert [] == core.handle(received(parts[0]))
+    assert [] == core.handle(received(parts[0]))  # a redelivered part adds nothing
+    effects = core.handle(received(parts[1]))
+    order = [*tasks[4:6], *tasks[0:2], *tasks[2:4]]
+    assert [StartProving(round=2, tasks=order, difficulty=8, setup=2, deadline=3000)] == effects
+    assert (1, 6) == (core.stats.batches_assigned, core.stats.tasks_assigned)
+    assert [] == core.handle(received(parts[1]))
 
 
 def test_proving_done_submits_proofs_to_coordinator() -> None:
