@@ -94,6 +94,8 @@ def parse_genesis(text: str | bytes) -> MarketGenesis:
         data = json.loads(text)
     except (ValueError, UnicodeDecodeError) as exc:
         raise GenesisError(f"not JSON: {exc}") from None
+    except RecursionError:
+        raise GenesisError("not a genesis file: nested deeper than any genesis is") from None
     if not isinstance(data, dict):
         raise GenesisError("expected a JSON object")
     unknown = set(data) - _FIELDS

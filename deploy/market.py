@@ -111,6 +111,12 @@ def load_market(path: str | os.PathLike[str]) -> MarketParams:
         raise MarketFileError(f"cannot read market file {os.fspath(path)!r}: {exc}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise MarketFileError(f"market file {os.fspath(path)!r} is not TOML: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise MarketFileError(f"market file {os.fspath(path)!r} is not UTF-8: {exc}") from None
+    except RecursionError:
+        raise MarketFileError(
+            f"market file {os.fspath(path)!r} nests deeper than any market file does"
+        ) from None
     return market_from_dict(document)
 
 
