@@ -17,7 +17,6 @@ from protocol.errors import BadEncoding, ProtocolError, UnknownVersion
 from protocol.identity import Identity
 from protocol.messages import TaskBidMessage
 
-
 SENDER = Identity.from_seed(b"\x81" * 32)
 READER = Identity.from_seed(b"\x82" * 32)
 ENCODE = msgspec.msgpack.encode
