@@ -23,7 +23,7 @@ import pytest
 
 from deploy.broker import EmbeddedBroker, MosquittoBroker, mosquitto_binary
 from deploy.broker import free_port as _free_port
-from protocol.envelope import DOMAIN, ENVELOPE_VERSION, NONCE_SIZE, SEALED
+from protocol.envelope import DOMAIN, ENVELOPE_VERSION, NONCE_SIZE, PUBLIC, SEALED
 from protocol.identity import Identity
 
 BROKER_KINDS = ["mosquitto", "embedded"]
@@ -109,17 +109,20 @@ def with_bad_signature(envelope: bytes, sender: Identity, recipient: Identity) -
 
 
 def seal_body(
-    sender: Identity, body: bytes, *, kind: str, market: str, to: Identity | str
+    sender: Identity, body: bytes, *, kind: str, market: str, to: Identity | str | None
 ) -> bytes:
-    """`body` as it is, whatever it holds, signed by `sender` and sealed to `to`.
+    """`body` as it is, whatever it holds, signed by `sender` and sealed to `to` (public
+    when `to` is None).
 
     What a hostile party with a key of its own can send: the envelope is well formed and
     authentic, so only the body's decoding stands between it and the reader's loop.
     """
-    recipient = to.public_key.raw if isinstance(to, Identity) else bytes.fromhex(to)
+    recipient = b""
+    if to is not None:
+        recipient = to.public_key.raw if isinstance(to, Identity) else bytes.fromhex(to)
     header = b"".join(
         (
-            bytes((ENVELOPE_VERSION, SEALED)),
+            bytes((ENVELOPE_VERSION, PUBLIC if to is None else SEALED)),
             (7).to_bytes(8, "big"),
             sender.public_key.raw,
             recipient,
@@ -130,6 +133,8 @@ def seal_body(
         )
     )
     signature = sender.sign(DOMAIN + header + body)
+    if to is None:
+        return header + signature + body
     nonce = bytes(NONCE_SIZE)
     key = sender.box_key(recipient)
     return header + nonce + sodium.crypto_box_easy_afternm(signature + body, nonce, key)

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+import structlog
+import structlog.testing
 from conftest import RunningBroker, with_bad_signature
 
 from coordinator.core import Coordinator, Genesis, check_invariants
@@ -23,7 +25,7 @@ from coordinator.service import CoordinatorConfig, run_coordinator
 from protocol import topics
 from protocol.bus import DEFAULT_MAX_PAYLOAD, Bus
 from protocol.envelope import envelope_ref, open_envelope, seal
-from protocol.identity import Identity
+from protocol.identity import Identity, valid_public_key
 from protocol.messages import (
     BidReceipt,
     ClearingResult,
@@ -34,6 +36,7 @@ from protocol.messages import (
     TaskBidMessage,
 )
 from prover_node.service import ProverConfig, run_prover
+from prover_node.wire import Wire
 from user_client.identities import fleet_identities
 from user_client.service import UserConfig, run_user
 
@@ -276,3 +279,73 @@ async def test_oversized_message_gets_a_too_large_reject(broker: RunningBroker) 
             await asyncio.gather(market, return_exceptions=True)
     refs = {m.code: m.ref for m in attacker.messages if isinstance(m, Reject)}
     assert envelope_ref(b"\x01" * OVERSIZED) == refs.get("too_large")
+
+
+def invalid_point_key() -> str:
+    """64 lowercase hex that is not a usable Ed25519 public key."""
+    for i in range(256):
+        candidate = bytes([i]) * 32
+        if not valid_public_key(candidate.hex()):
+            return candidate.hex()
+    raise AssertionError("no invalid point among the candidates")
+
+
+async def test_copies_wills_and_bad_topic_keys_get_their_one_answer(
+    broker: RunningBroker,
+) -> None:
+    """A refused envelope's copy gets the same code; wills count once; bad keys log a warning."""
+    config = CoordinatorConfig(
+        broker=broker.url,
+        params=PARAMS,
+        genesis=GENESIS,
+        rounds=2,
+        start_delay_ms=0,
+        password=broker.login(COORDINATOR.public_hex)["password"],
+    )
+    attacker_topics = (topics.outbox(MARKET, ATTACKER.public_hex), topics.public(MARKET))
+    with structlog.testing.capture_logs() as logs:
+        async with (
+            listening(broker, ATTACKER, *attacker_topics) as (bus, attacker),
+            listening(broker, VICTIM, topics.outbox(MARKET, VICTIM.public_hex)) as (_, victim),
+        ):
+            market = asyncio.create_task(run_coordinator(COORDINATOR, config))
+            try:
+                announced = await attacker.first(RoundAnnouncement)
+                assert isinstance(announced, RoundAnnouncement)
+                inbox = topics.inbox(MARKET, ATTACKER.public_hex)
+                too_dear = TaskBidMessage(
+                    market=MARKET, round=announced.round, task_id="dear", fee=101, task_input=b""
+                )
+                refused = seal(ATTACKER, too_dear, MARKET, COORDINATOR.public_hex)
+                await bus.publish(inbox, refused)
+                await bus.publish(inbox, refused)
+                await bus.publish(topics.inbox(MARKET, invalid_point_key()), refused)
+                will_topic, will = Wire(
+                    VICTIM, coordinator=COORDINATOR.public_hex, market=MARKET
+                ).will(now=5_000)
+                _, older = Wire(VICTIM, coordinator=COORDINATOR.public_hex, market=MARKET).will(
+                    now=1_000
+                )
+                for payload in (will, will, older):
+                    await bus.publish(will_topic, payload)
+                await victim.first(Reject, envelope_ref(older))
+                async with asyncio.timeout(WAIT):
+                    while attacker.count(Reject, envelope_ref(refused)) < 2:
+                        attacker.changed.clear()
+                        await attacker.changed.wait()
+                    core = await market
+            finally:
+                if not market.done():
+                    market.cancel()
+                await asyncio.gather(market, return_exceptions=True)
+    codes = [m.code for m in attacker.messages if isinstance(m, Reject)]
+    assert ["fee_above_p_max", "fee_above_p_max"] == codes
+    will_rejects = [(m.ref, m.code) for m in victim.messages if isinstance(m, Reject)]
+    assert [(envelope_ref(will), "replay"), (envelope_ref(older), "replay")] == will_rejects
+    offline = [e for e in logs if e["event"] == "coordinator.prover_offline"]
+    assert [(VICTIM.public_hex, 5_000)] == [(e["prover"], e["connected_at"]) for e in offline]
+    bad_key = [e for e in logs if e.get("code") == "bad_public_key"]
+    assert ["warning"] == [e["log_level"] for e in bad_key]
+    assert [] == [e for e in logs if e["log_level"] in ("error", "critical")]
+    assert isinstance(core, Coordinator)
+    assert core.ledger.conserved()
