@@ -564,13 +564,15 @@ class CoordinatorService:
     def _refuse(
         self, exc: ProtocolError, payload: bytes, party: str | None, *, ref: bytes | None = None
     ) -> list[Publish]:
-        """Count and log a refusal; the Reject goes to the topic's party, if it has one.
+        """Count a refusal; the Reject goes to the topic's party, if it has one.
 
         It names the envelope by `ref`, or by the reference of `payload` when not given.
+        The Reject's own log line (`coordinator.rejected`) records it; a refusal nobody
+        can be told of is logged here instead, so each refused input has one line.
         """
         self.stats.refused += 1
-        self.log.warning("coordinator.refused", code=exc.code, reason=exc.reason, sender=party)
         if party is None:
+            self.log.warning("coordinator.refused", code=exc.code, reason=exc.reason)
             return []
         reject = rejection(exc, payload, self.market)
         if ref is not None:

@@ -8,8 +8,8 @@
 - ``mosquitto`` / ``embedded_broker``: one kind only.
 - ``free_port``: an unused loopback TCP port.
 
-Also ``with_bad_signature``: a sealed envelope re-encrypted around a broken signature, and
-``seal_body``: any body bytes, signed and sealed as a well-formed envelope.
+Also, from deploy.hostile, ``with_bad_signature`` (a sealed envelope re-encrypted around a
+broken signature) and ``seal_body`` (any body bytes, signed and sealed as an envelope).
 """
 
 from __future__ import annotations
@@ -18,13 +18,13 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import nacl.bindings as sodium
 import pytest
 
 from deploy.broker import EmbeddedBroker, MosquittoBroker, mosquitto_binary
 from deploy.broker import free_port as _free_port
-from protocol.envelope import DOMAIN, ENVELOPE_VERSION, NONCE_SIZE, PUBLIC, SEALED
-from protocol.identity import Identity
+from deploy.hostile import seal_body, with_bad_signature
+
+__all__ = ["RunningBroker", "seal_body", "with_bad_signature"]
 
 BROKER_KINDS = ["mosquitto", "embedded"]
 
@@ -94,47 +94,3 @@ async def embedded_broker() -> AsyncIterator[RunningBroker]:
 def free_port() -> int:
     """A loopback TCP port nothing listens on right now."""
     return _free_port()
-
-
-def with_bad_signature(envelope: bytes, sender: Identity, recipient: Identity) -> bytes:
-    """`envelope`, sealed by `sender` to `recipient`, re-encrypted around a signature with
-    one bit flipped: its box opens, its signature fails."""
-    market_end = 75 + envelope[74]
-    header_end = market_end + 1 + envelope[market_end]
-    nonce = envelope[header_end : header_end + NONCE_SIZE]
-    key = recipient.box_key(sender.public_key.raw)
-    plain = sodium.crypto_box_open_easy_afternm(envelope[header_end + NONCE_SIZE :], nonce, key)
-    bad = bytes([plain[0] ^ 0x01]) + plain[1:]
-    return envelope[: header_end + NONCE_SIZE] + sodium.crypto_box_easy_afternm(bad, nonce, key)
-
-
-def seal_body(
-    sender: Identity, body: bytes, *, kind: str, market: str, to: Identity | str | None
-) -> bytes:
-    """`body` as it is, whatever it holds, signed by `sender` and sealed to `to` (public
-    when `to` is None).
-
-    What a hostile party with a key of its own can send: the envelope is well formed and
-    authentic, so only the body's decoding stands between it and the reader's loop.
-    """
-    recipient = b""
-    if to is not None:
-        recipient = to.public_key.raw if isinstance(to, Identity) else bytes.fromhex(to)
-    header = b"".join(
-        (
-            bytes((ENVELOPE_VERSION, PUBLIC if to is None else SEALED)),
-            (7).to_bytes(8, "big"),
-            sender.public_key.raw,
-            recipient,
-            bytes((len(market),)),
-            market.encode("ascii"),
-            bytes((len(kind),)),
-            kind.encode("ascii"),
-        )
-    )
-    signature = sender.sign(DOMAIN + header + body)
-    if to is None:
-        return header + signature + body
-    nonce = bytes(NONCE_SIZE)
-    key = sender.box_key(recipient)
-    return header + nonce + sodium.crypto_box_easy_afternm(signature + body, nonce, key)
