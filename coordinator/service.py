@@ -335,6 +335,7 @@ class CoordinatorService:
                     deliveries=self.stats.deliveries,
                     refused=self.stats.refused,
                     sent=self.stats.sent,
+                    cpu_s=round(time.process_time(), 3),
                     error=None if error is None else repr(error),
                 )
 

@@ -110,6 +110,7 @@ class HostileTraffic:
     p_max: int
     rng: random.Random
     oversized_every: int = 1_000  # a 1 MiB input is costly to send: one per this many
+    funded: bool = True  # without money, the genuine bid and its copies are refused
 
     def __post_init__(self) -> None:
         self._number = 0
@@ -253,7 +254,8 @@ class HostileTraffic:
         )
 
     def _replay(self) -> HostileInput:
-        return self._mine("replay", self.genuine, "replay")
+        code = "replay" if self.funded else "insufficient_balance"
+        return self._mine("replay", self.genuine, code)
 
     def _fee_above_p_max(self) -> HostileInput:
         return self._mine("fee_above_p_max", self._bid(fee=self.p_max + 1), "fee_above_p_max")

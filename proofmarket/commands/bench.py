@@ -6,6 +6,7 @@ import click
 
 from proofmarket.commands.bench_clear import bench_clear
 from proofmarket.commands.bench_envelope import bench_envelope
+from proofmarket.commands.bench_hostile import bench_hostile
 from proofmarket.commands.bench_ingest import bench_ingest
 
 
@@ -16,4 +17,5 @@ def bench() -> None:
 
 bench.add_command(bench_clear)
 bench.add_command(bench_envelope)
+bench.add_command(bench_hostile)
 bench.add_command(bench_ingest)
