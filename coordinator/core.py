@@ -36,7 +36,7 @@ from coordinator.ledger import (
     locked_of,
 )
 from protocol.events import MessageReceived, Publish, Record, Tick, WakeAt
-from protocol.mechanism import ProverBid, TaskBid, get_mechanism
+from protocol.mechanism import Outcome, ProverBid, TaskBid, market_mechanism
 from protocol.messages import (
     AssignedTask,
     Assignment,
@@ -236,7 +236,9 @@ class Coordinator:
         if seen_rounds < 1:
             raise ValueError(f"seen_rounds must be >= 1, got {seen_rounds}")
         self.seen_rounds = seen_rounds
-        self.mechanism = get_mechanism(params.mechanism)
+        if params.mechanism == "vcg" and params.subsidy_account is None:
+            raise ValueError("a vcg market runs a deficit: its rules must name a subsidy_account")
+        self.mechanism = market_mechanism(params)
         self.ledger = Ledger()
         for owner, amount in sorted(genesis.balances.items()):
             if amount:
@@ -802,6 +804,7 @@ class Coordinator:
         task_bids = [TaskBid(id=self._tasks[k].wire_id, fee=self._tasks[k].fee) for k in r.tasks]
         seed = f"{self.params.market}/{r.number}".encode()
         outcome = self.mechanism.clear(task_bids, bids, seed=seed)
+        outcome, subsidy = self._subsidise(outcome)
         result = ClearingResult(
             market=self.params.market,
             round=r.number,
@@ -813,7 +816,7 @@ class Coordinator:
             user_price=outcome.user_price,
             prover_price=outcome.prover_price,
             winners=sorted(outcome.assignments),
-            surplus=outcome.surplus,
+            surplus=outcome.surplus + subsidy,
             prove_deadline=r.prove_deadline,
         )
         effects.append(Publish(result))
@@ -903,6 +906,24 @@ class Coordinator:
     def _mark(self, task: TaskState, status: TaskStatus) -> None:
         task.status = status
         task.settlements += 1
+
+    def _subsidise(self, outcome: Outcome) -> tuple[Outcome, int]:
+        """A deficit outcome (VCG) and the subsidy moved to the treasury to pay it.
+
+        The subsidy is what the batches paying out more than their tasks bring in can draw
+        (settlement goes batch by batch); a subsidy account too poor for it clears nothing.
+        """
+        if outcome.surplus >= 0:
+            return outcome, 0
+        draw = sum(
+            max(0, pay - sum(outcome.charges[t] for t in outcome.assignments[p]))
+            for p, pay in outcome.payments.items()
+        )
+        account = balance_of(self.params.subsidy_account or "")
+        if self.ledger.balance(account) < draw:
+            return Outcome(mechanism=outcome.mechanism), 0
+        self.ledger.move(account, TREASURY, draw)
+        return outcome, draw
 
     def _settle_round(self, r: _Round) -> list[CoordinatorEffect]:
         effects: list[CoordinatorEffect] = []

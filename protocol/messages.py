@@ -45,7 +45,9 @@ class _Body(
     v: Version = SCHEMA_VERSION
 
 
-class MarketParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+class MarketParams(
+    msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True, omit_defaults=True
+):
     """A market's rules, announced with every round so any party can check them."""
 
     market: MarketId
@@ -57,6 +59,11 @@ class MarketParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     setup: Count  # per-batch setup work (sloth steps) a prover pays once per batch
     bid_window_ms: Positive
     prove_window_ms: Positive
+    # Mechanism parameters (docs/mechanism.md); omitted on the wire at their defaults.
+    posted_price: Money | None = None  # `posted`: the price
+    call_a_bps: Annotated[int, Meta(ge=0, le=10_000)] = 5_000  # `call-market`: a, in 1/10_000
+    reserve_cost: Money | None = None  # `prooph`: the virtual reserve prover's cost
+    subsidy_account: PublicKeyHex | None = None  # `vcg`: whose balance pays the deficit
 
 
 class RoundAnnouncement(_Body, tag="round_announcement", frozen=True):
