@@ -109,8 +109,13 @@ def bar_chart(
     title: str,
     ylabel: str,
     groups: Mapping[str, Mapping[str, float]],
+    *,
+    symlog: bool = False,
 ) -> None:
-    """Grouped bars: one group per key of `groups`, one bar per series inside it."""
+    """Grouped bars: one group per key of `groups`, one bar per series inside it.
+
+    `symlog`: a symmetric log scale, for figures that span orders of magnitude and signs.
+    """
     labels = list(groups)
     series: list[str] = []
     for values in groups.values():
@@ -122,8 +127,10 @@ def bar_chart(
         ys = [groups[g].get(name, 0.0) for g in labels]
         ax.bar(xs, ys, width, label=name, color=f"C{k}")
     ax.set_xticks(range(len(labels)), labels, rotation=25, ha="right", fontsize=8)
-    ax.set_ylabel(ylabel)
+    ax.set_ylabel(ylabel + (" (symlog)" if symlog else ""))
     ax.set_title(title)
+    if symlog:
+        ax.set_yscale("symlog", linthresh=1.0)
     ax.axhline(0, color="black", lw=0.6)
     if len(series) > 1:
         ax.legend(fontsize=7)

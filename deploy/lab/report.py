@@ -34,6 +34,7 @@ def write_plots(doc: Mapping[str, Any], out: Path) -> list[Path]:
         "informed attacker: mean gain per market",
         "money per market",
         {d: {m: v["informed"]["mean_gain"] for m, v in by.items()} for d, by in devs.items()},
+        symlog=True,
     )
     bar_chart(
         paths["losses"],
@@ -50,6 +51,7 @@ def write_plots(doc: Mapping[str, Any], out: Path) -> list[Path]:
             for d, by in devs.items()
             if "prooph" in by
         },
+        symlog=True,
     )
     bar_chart(
         paths["epochs"],
@@ -63,6 +65,7 @@ def write_plots(doc: Mapping[str, Any], out: Path) -> list[Path]:
             }
             for m, v in doc["epochs"].items()
         },
+        symlog=True,
     )
     return list(paths.values())
 

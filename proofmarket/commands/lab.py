@@ -37,6 +37,18 @@ if TYPE_CHECKING:
 )
 @click.option("--call-a-bps", type=click.IntRange(0, 10_000), default=5_000, show_default=True)
 @click.option("--reserve-cost", type=click.IntRange(min=0), default=None)
+@click.option(
+    "--rounds",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Rounds per market in the capacity-lock runs.",
+)
+@click.option(
+    "--epoch-markets",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Markets in the capacity-lock runs.",
+)
 @click.option("--epoch-rounds", type=click.IntRange(min=1), default=None, help="E.")
 @click.option(
     "--capacity-factor", type=click.IntRange(min=1), default=2, show_default=True, help="m."
@@ -89,7 +101,15 @@ def _config(opts: dict[str, Any]) -> LabConfig:
     base = LabConfig.quick(seed) if opts["quick"] else LabConfig(seed=seed)
     changes = {
         k: opts[k]
-        for k in ("markets", "train", "epoch_rounds", "posted_price", "reserve_cost")
+        for k in (
+            "markets",
+            "train",
+            "rounds",
+            "epoch_markets",
+            "epoch_rounds",
+            "posted_price",
+            "reserve_cost",
+        )
         if opts[k] is not None
     }
     return dataclasses.replace(
