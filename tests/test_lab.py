@@ -90,3 +90,11 @@ def test_cli_json_and_out(tmp_path: Path) -> None:
     assert ["config", "mechanisms", "deviations", "epochs"] == list(doc)
     assert 8 == doc["config"]["tasks"]
     assert (tmp_path / "report.md").exists()
+
+
+def test_a_profitable_split_can_lower_welfare() -> None:
+    """Against Prop. 6 as stated: prover (4, 3), already allocated, splits into (1, 3) and
+    (3, 9); it gains 6 - 4 = 2 while welfare falls from 33 to 23 (costs all distinct)."""
+    m = market((12, 11, 11, 11, 10, 4, 4, 1), ((4, 28), (4, 3), (2, 4)), attacker=1)
+    shape = Shape(costs=Prior("uniform", 0, 30))
+    assert (2, -10) == play(m, sybil_split(0.25, 0.2)(m, shape))

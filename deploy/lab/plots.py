@@ -125,7 +125,9 @@ def bar_chart(
     for k, name in enumerate(series):
         xs = [i + (k - (len(series) - 1) / 2) * width for i in range(len(labels))]
         ys = [groups[g].get(name, 0.0) for g in labels]
-        ax.bar(xs, ys, width, label=name, color=f"C{k}")
+        bars = ax.bar(xs, ys, width, label=name, color=f"C{k}")
+        if len(series) == 1:
+            ax.bar_label(bars, fmt="%.3g", fontsize=7)
     ax.set_xticks(range(len(labels)), labels, rotation=25, ha="right", fontsize=8)
     ax.set_ylabel(ylabel + (" (symlog)" if symlog else ""))
     ax.set_title(title)
