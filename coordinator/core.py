@@ -18,7 +18,7 @@ A batch settles as soon as every task in it has a proof, or at the prove deadlin
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Final, Literal, TypeAlias
@@ -57,6 +57,7 @@ from protocol.messages import (
     Withdrawal,
     WithdrawalReceipt,
 )
+from protocol.tie_proof import plain_seed, seed_from_proof, tie_message
 from protocol.workload import verify_batch
 
 # How many rounds back envelope references are remembered to drop redeliveries silently;
@@ -227,6 +228,7 @@ class Coordinator:
         *,
         rounds: int | None = None,
         seen_rounds: int = SEEN_ROUNDS,
+        tie_signer: Callable[[bytes], bytes] | None = None,
     ) -> None:
         self.params = params
         self.genesis = genesis
@@ -239,6 +241,11 @@ class Coordinator:
         if params.mechanism == "vcg" and params.subsidy_account is None:
             raise ValueError("a vcg market runs a deficit: its rules must name a subsidy_account")
         self.mechanism = market_mechanism(params)
+        if params.signed_ties and tie_signer is None:
+            raise ValueError("a market with signed_ties needs the coordinator's tie signer")
+        # Signing is deterministic: replaying a record log with the same key re-derives
+        # every seed, so the core stays a pure function of its inputs and its key.
+        self.tie_signer = tie_signer if params.signed_ties else None
         self.ledger = Ledger()
         for owner, amount in sorted(genesis.balances.items()):
             if amount:
@@ -274,9 +281,18 @@ class Coordinator:
         *,
         rounds: int | None = None,
         seen_rounds: int = SEEN_ROUNDS,
+        tie_signer: Callable[[bytes], bytes] | None = None,
     ) -> Coordinator:
         """A coordinator rebuilt by replaying its recorded events; it carries on from there."""
-        coordinator = cls(params, genesis, key, start_ms, rounds=rounds, seen_rounds=seen_rounds)
+        coordinator = cls(
+            params,
+            genesis,
+            key,
+            start_ms,
+            rounds=rounds,
+            seen_rounds=seen_rounds,
+            tie_signer=tie_signer,
+        )
         coordinator.replay(events)
         return coordinator
 
@@ -802,7 +818,10 @@ class Coordinator:
                 continue
             bids.append(ProverBid(id=key, capacity=capacity, cost=cost_bid.cost))
         task_bids = [TaskBid(id=self._tasks[k].wire_id, fee=self._tasks[k].fee) for k in r.tasks]
-        seed = f"{self.params.market}/{r.number}".encode()
+        seed, proof = plain_seed(self.params.market, r.number), None
+        if self.tie_signer is not None:
+            proof = self.tie_signer(tie_message(self.params.market, r.number))
+            seed = seed_from_proof(proof)
         outcome = self.mechanism.clear(task_bids, bids, seed=seed)
         outcome, subsidy = self._subsidise(outcome)
         result = ClearingResult(
@@ -818,6 +837,7 @@ class Coordinator:
             winners=sorted(outcome.assignments),
             surplus=outcome.surplus + subsidy,
             prove_deadline=r.prove_deadline,
+            tie_proof=proof,
         )
         effects.append(Publish(result))
         for key in sorted(outcome.assignments):

@@ -17,6 +17,7 @@ working market. Keys are the MarketParams field names, all at the top level::
     call_a_bps = 5000         # call-market: a = 0.5
     reserve_cost = 60         # prooph: a virtual prover of this cost (none by default)
     subsidy_account = "<64 hex>"  # vcg: required there; the balance that pays the deficit
+    signed_ties = true        # unpredictable ties (docs/mechanism.md, "The tie rule")
 
 Anything else (an unknown key, a wrong type, a value out of range, an unknown mechanism)
 raises MarketFileError naming the key, before any service starts with bad rules.
@@ -67,6 +68,7 @@ _DESCRIPTIONS: Final = {
     "call_a_bps": "call-market: a in 1/10000; price = a*f_k + (1-a)*u_k",
     "reserve_cost": "prooph: cost of a virtual reserve prover that never trades",
     "subsidy_account": "vcg: the user key whose balance pays the deficit (required for vcg)",
+    "signed_ties": "tie seed from the coordinator's signature, published as tie_proof",
 }
 
 _AT_KEY: Final = re.compile(r" - at `\$\.(\w+)`$")
@@ -143,7 +145,7 @@ def dump_market(params: MarketParams) -> str:
     for key in _FIELDS:
         value = getattr(params, key)
         # JSON string escapes are valid TOML basic-string escapes.
-        text = json.dumps(value) if isinstance(value, str) else str(value)
+        text = json.dumps(value) if isinstance(value, str | bool) else str(value)
         lines.append(f"# {_DESCRIPTIONS[key]}")
         # TOML has no null: an unset parameter is written as a commented-out key.
         lines.append(f"# {key} = (unset)" if value is None else f"{key} = {text}")

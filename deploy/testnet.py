@@ -319,6 +319,7 @@ async def run_testnet(
                 rounds=config.rounds,
             ),
             plan.coordinator,
+            Identity.load(plan.coordinator_key).sign,  # signed ties replay with the key
         )
         settled = [r for r in report["rounds"] if isinstance(r, dict)]  # type: ignore[attr-defined]
         report["all_rounds_settled"] = (

@@ -69,6 +69,7 @@ def round_table(rows: list[dict[str, Any]], title: str, *, phase: bool = True) -
 @click.option("--posted-price", type=click.IntRange(min=0), default=None, help="posted: the price.")
 @click.option("--call-a-bps", type=click.IntRange(0, 10_000), default=5_000, show_default=True)
 @click.option("--reserve-cost", type=click.IntRange(min=0), default=None, help="prooph: reserve.")
+@click.option("--signed-ties", is_flag=True, help="Tie seeds from the coordinator's signature.")
 @click.option("--json", "as_json", is_flag=True, help="Print only the JSON report.")
 def testnet(
     provers: int,
