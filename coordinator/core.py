@@ -18,7 +18,7 @@ A batch settles as soon as every task in it has a proof, or at the prove deadlin
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Final, Literal, TypeAlias
@@ -36,7 +36,7 @@ from coordinator.ledger import (
     locked_of,
 )
 from protocol.events import MessageReceived, Publish, Record, Tick, WakeAt
-from protocol.mechanism import ProverBid, TaskBid, get_mechanism
+from protocol.mechanism import Outcome, ProverBid, TaskBid, market_mechanism
 from protocol.messages import (
     AssignedTask,
     Assignment,
@@ -57,6 +57,7 @@ from protocol.messages import (
     Withdrawal,
     WithdrawalReceipt,
 )
+from protocol.tie_proof import plain_seed, seed_from_proof, tie_message
 from protocol.workload import verify_batch
 
 # How many rounds back envelope references are remembered to drop redeliveries silently;
@@ -227,6 +228,7 @@ class Coordinator:
         *,
         rounds: int | None = None,
         seen_rounds: int = SEEN_ROUNDS,
+        tie_signer: Callable[[bytes], bytes] | None = None,
     ) -> None:
         self.params = params
         self.genesis = genesis
@@ -236,7 +238,14 @@ class Coordinator:
         if seen_rounds < 1:
             raise ValueError(f"seen_rounds must be >= 1, got {seen_rounds}")
         self.seen_rounds = seen_rounds
-        self.mechanism = get_mechanism(params.mechanism)
+        if params.mechanism == "vcg" and params.subsidy_account is None:
+            raise ValueError("a vcg market runs a deficit: its rules must name a subsidy_account")
+        self.mechanism = market_mechanism(params)
+        if params.signed_ties and tie_signer is None:
+            raise ValueError("a market with signed_ties needs the coordinator's tie signer")
+        # Signing is deterministic: replaying a record log with the same key re-derives
+        # every seed, so the core stays a pure function of its inputs and its key.
+        self.tie_signer = tie_signer if params.signed_ties else None
         self.ledger = Ledger()
         for owner, amount in sorted(genesis.balances.items()):
             if amount:
@@ -272,9 +281,18 @@ class Coordinator:
         *,
         rounds: int | None = None,
         seen_rounds: int = SEEN_ROUNDS,
+        tie_signer: Callable[[bytes], bytes] | None = None,
     ) -> Coordinator:
         """A coordinator rebuilt by replaying its recorded events; it carries on from there."""
-        coordinator = cls(params, genesis, key, start_ms, rounds=rounds, seen_rounds=seen_rounds)
+        coordinator = cls(
+            params,
+            genesis,
+            key,
+            start_ms,
+            rounds=rounds,
+            seen_rounds=seen_rounds,
+            tie_signer=tie_signer,
+        )
         coordinator.replay(events)
         return coordinator
 
@@ -800,8 +818,12 @@ class Coordinator:
                 continue
             bids.append(ProverBid(id=key, capacity=capacity, cost=cost_bid.cost))
         task_bids = [TaskBid(id=self._tasks[k].wire_id, fee=self._tasks[k].fee) for k in r.tasks]
-        seed = f"{self.params.market}/{r.number}".encode()
+        seed, proof = plain_seed(self.params.market, r.number), None
+        if self.tie_signer is not None:
+            proof = self.tie_signer(tie_message(self.params.market, r.number))
+            seed = seed_from_proof(proof)
         outcome = self.mechanism.clear(task_bids, bids, seed=seed)
+        outcome, subsidy = self._subsidise(outcome)
         result = ClearingResult(
             market=self.params.market,
             round=r.number,
@@ -813,8 +835,9 @@ class Coordinator:
             user_price=outcome.user_price,
             prover_price=outcome.prover_price,
             winners=sorted(outcome.assignments),
-            surplus=outcome.surplus,
+            surplus=outcome.surplus + subsidy,
             prove_deadline=r.prove_deadline,
+            tie_proof=proof,
         )
         effects.append(Publish(result))
         for key in sorted(outcome.assignments):
@@ -903,6 +926,24 @@ class Coordinator:
     def _mark(self, task: TaskState, status: TaskStatus) -> None:
         task.status = status
         task.settlements += 1
+
+    def _subsidise(self, outcome: Outcome) -> tuple[Outcome, int]:
+        """A deficit outcome (VCG) and the subsidy moved to the treasury to pay it.
+
+        The subsidy is what the batches paying out more than their tasks bring in can draw
+        (settlement goes batch by batch); a subsidy account too poor for it clears nothing.
+        """
+        if outcome.surplus >= 0:
+            return outcome, 0
+        draw = sum(
+            max(0, pay - sum(outcome.charges[t] for t in outcome.assignments[p]))
+            for p, pay in outcome.payments.items()
+        )
+        account = balance_of(self.params.subsidy_account or "")
+        if self.ledger.balance(account) < draw:
+            return Outcome(mechanism=outcome.mechanism), 0
+        self.ledger.move(account, TREASURY, draw)
+        return outcome, draw
 
     def _settle_round(self, r: _Round) -> list[CoordinatorEffect]:
         effects: list[CoordinatorEffect] = []

@@ -20,7 +20,7 @@ import collections
 import contextlib
 import math
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -670,13 +670,16 @@ def restore(
     start_ms: int,
     recorded: Sequence[MessageReceived | Tick],
     store: RecordStore,
+    tie_signer: Callable[[bytes], bytes] | None = None,
 ) -> tuple[Coordinator, list[Publish]]:
     """The core rebuilt from its records, and what it had to send but may not have sent.
 
     Records up to the store's published watermark are replayed silently; the messages
     produced by the records after it are returned, to be sent again.
     """
-    core = Coordinator(config.params, config.genesis, key, start_ms, rounds=config.rounds)
+    core = Coordinator(
+        config.params, config.genesis, key, start_ms, rounds=config.rounds, tie_signer=tie_signer
+    )
     published = store.published()
     resend: list[Publish] = []
     for seq, event in enumerate(recorded):
@@ -701,7 +704,9 @@ async def run_coordinator(
     store, meta, recorded = open_ledger(config, identity.public_hex, clock())
     verifier: SignatureVerifier | None = None
     try:
-        core, resend = restore(config, identity.public_hex, meta.start_ms, recorded, store)
+        core, resend = restore(
+            config, identity.public_hex, meta.start_ms, recorded, store, identity.sign
+        )
         verifier = await open_verifier(config.verify_workers)
         async with Bus(
             config.broker,
@@ -752,12 +757,22 @@ def load_genesis(path: str, *, market: str, key: str) -> Genesis:
     )
 
 
-def summary_from_ledger(config: CoordinatorConfig, key: str) -> dict[str, object]:
-    """The `proofmarket sim` report of a finished (or stopped) networked run, from its ledger."""
+def summary_from_ledger(
+    config: CoordinatorConfig, key: str, tie_signer: Callable[[bytes], bytes] | None = None
+) -> dict[str, object]:
+    """The `proofmarket sim` report of a finished (or stopped) networked run, from its ledger.
+    A market with signed ties needs the coordinator's signer to replay its clearings."""
     if config.ledger is None:
         raise ValueError("a summary needs a ledger file")
     meta = msgspec.json.decode(_meta_path(config.ledger).read_bytes(), type=_Meta)
-    core = Coordinator(config.params, config.genesis, key, meta.start_ms, rounds=config.rounds)
+    core = Coordinator(
+        config.params,
+        config.genesis,
+        key,
+        meta.start_ms,
+        rounds=config.rounds,
+        tie_signer=tie_signer,
+    )
     outputs: list[Message] = []
     store = SqliteStore(config.ledger)
     try:

@@ -12,6 +12,12 @@ working market. Keys are the MarketParams field names, all at the top level::
     setup = 1000
     bid_window_ms = 1000
     prove_window_ms = 2000
+    # mechanism parameters, each read by one mechanism (docs/mechanism.md):
+    posted_price = 40         # posted: required there
+    call_a_bps = 5000         # call-market: a = 0.5
+    reserve_cost = 60         # prooph: a virtual prover of this cost (none by default)
+    subsidy_account = "<64 hex>"  # vcg: required there; the balance that pays the deficit
+    signed_ties = true        # unpredictable ties (docs/mechanism.md, "The tie rule")
 
 Anything else (an unknown key, a wrong type, a value out of range, an unknown mechanism)
 raises MarketFileError naming the key, before any service starts with bad rules.
@@ -58,6 +64,11 @@ _DESCRIPTIONS: Final = {
     "setup": "sloth steps a prover pays once per batch",
     "bid_window_ms": "how long a round takes bids",
     "prove_window_ms": "how long allocated provers have to deliver proofs",
+    "posted_price": "posted: the price every trade is made at (required for posted)",
+    "call_a_bps": "call-market: a in 1/10000; price = a*f_k + (1-a)*u_k",
+    "reserve_cost": "prooph: cost of a virtual reserve prover that never trades",
+    "subsidy_account": "vcg: the user key whose balance pays the deficit (required for vcg)",
+    "signed_ties": "tie seed from the coordinator's signature, published as tie_proof",
 }
 
 _AT_KEY: Final = re.compile(r" - at `\$\.(\w+)`$")
@@ -99,7 +110,21 @@ def market_from_dict(d: Mapping[str, Any]) -> MarketParams:
         raise MarketFileError(
             f"market file key 'mechanism': {exc.args[0]}", key="mechanism"
         ) from None
+    _check_mechanism_params(params)
     return params
+
+
+def _check_mechanism_params(params: MarketParams) -> None:
+    """The parameters a market's mechanism cannot run without."""
+    if params.mechanism == "posted" and params.posted_price is None:
+        raise MarketFileError(
+            "market file key 'posted_price': the posted mechanism needs a price", key="posted_price"
+        )
+    if params.mechanism == "vcg" and params.subsidy_account is None:
+        raise MarketFileError(
+            "market file key 'subsidy_account': vcg runs a deficit and needs an account to pay it",
+            key="subsidy_account",
+        )
 
 
 def load_market(path: str | os.PathLike[str]) -> MarketParams:
@@ -126,9 +151,10 @@ def dump_market(params: MarketParams) -> str:
     for key in _FIELDS:
         value = getattr(params, key)
         # JSON string escapes are valid TOML basic-string escapes.
-        text = json.dumps(value) if isinstance(value, str) else str(value)
+        text = json.dumps(value) if isinstance(value, str | bool) else str(value)
         lines.append(f"# {_DESCRIPTIONS[key]}")
-        lines.append(f"{key} = {text}")
+        # TOML has no null: an unset parameter is written as a commented-out key.
+        lines.append(f"# {key} = (unset)" if value is None else f"{key} = {text}")
     return "\n".join(lines) + "\n"
 
 

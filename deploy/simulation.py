@@ -13,13 +13,14 @@ import hashlib
 import heapq
 import random
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Final, TypeAlias
+from typing import Any, Final, TypeAlias
 
 from coordinator.core import Coordinator, CoordinatorEvent, Genesis
 from coordinator.report import market_report
 from protocol.events import MessageReceived, Publish, Record, Tick, WakeAt
+from protocol.mechanism import Mechanism, Outcome, ProverBid, TaskBid, get_mechanism
 from protocol.messages import MarketParams, Message, TaskProof
 from protocol.workload import prove_batch
 from prover_node.core import ProverCore, ProvingDone, StartProving
@@ -52,6 +53,9 @@ class SimConfig:
     mechanism: str = "prooph"
     carry_over: bool = False
     market: str = "sim"
+    posted_price: int | None = None
+    call_a_bps: int = 5_000
+    reserve_cost: int | None = None
 
     def params(self) -> MarketParams:
         return MarketParams(
@@ -64,7 +68,49 @@ class SimConfig:
             setup=self.setup,
             bid_window_ms=self.bid_window_ms,
             prove_window_ms=self.prove_window_ms,
+            posted_price=self.posted_price,
+            call_a_bps=self.call_a_bps,
+            reserve_cost=self.reserve_cost,
+            # VCG's deficit is paid by a simulated subsidy account, funded at genesis.
+            subsidy_account=sim_key(self.seed, "subsidy", 0) if self.mechanism == "vcg" else None,
         )
+
+
+def sim_config_from_market(rules: MarketParams, **sizes: Any) -> SimConfig:
+    """A simulation of a market file's rules; proofs stay tiny (difficulty and setup 1)."""
+    return SimConfig(
+        market=rules.market,
+        p_max=rules.p_max,
+        epoch_rounds=rules.epoch_rounds,
+        capacity_factor=rules.capacity_factor,
+        mechanism=rules.mechanism,
+        bid_window_ms=rules.bid_window_ms,
+        prove_window_ms=rules.prove_window_ms,
+        posted_price=rules.posted_price,
+        call_a_bps=rules.call_a_bps,
+        reserve_cost=rules.reserve_cost,
+        **sizes,
+    )
+
+
+@dataclass
+class _Observed:
+    """The market's mechanism, recording each round's welfare and the optimum's on its bids."""
+
+    inner: Mechanism
+    rows: list[tuple[int, int]] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    def clear(
+        self, tasks: Sequence[TaskBid], provers: Sequence[ProverBid], *, seed: bytes = b""
+    ) -> Outcome:
+        out = self.inner.clear(tasks, provers, seed=seed)
+        best = get_mechanism("optimum").clear(tasks, provers, seed=seed).welfare
+        self.rows.append((out.welfare, best))
+        return out
 
 
 @dataclass(slots=True)
@@ -126,6 +172,11 @@ def run_simulation(config: SimConfig, *, keep_inputs: bool = False) -> SimResult
             config.carry_over,
         )
         balances[key] = config.rounds * config.tasks_per_round * config.p_max
+    if params.subsidy_account is not None:
+        # Enough for a deficit as large as every fee of every round.
+        balances[params.subsidy_account] = (
+            config.rounds * max(1, len(users)) * (config.tasks_per_round * config.p_max * 2)
+        )
     parties: dict[str, _Party] = {**provers, **users}
     everyone = list(parties)
 
@@ -137,6 +188,8 @@ def run_simulation(config: SimConfig, *, keep_inputs: bool = False) -> SimResult
         start,
         rounds=config.rounds,
     )
+    observed = _Observed(coordinator.mechanism)
+    coordinator.mechanism = observed
     result = SimResult(coordinator=coordinator)
 
     now = 0
@@ -216,4 +269,15 @@ def run_simulation(config: SimConfig, *, keep_inputs: bool = False) -> SimResult
                 run_party(key, party.handle(Tick(now)))
         drain()
     result.report = market_report(coordinator, result.outputs)
+    _add_welfare(result.report, observed.rows)
     return result
+
+
+def _add_welfare(report: dict[str, object], rows: list[tuple[int, int]]) -> None:
+    """Each round's welfare, the optimum's on the same bids, and their ratio (None at 0)."""
+    rounds = report["rounds"]
+    assert isinstance(rounds, list)
+    for row, (welfare, best) in zip(rounds, rows, strict=True):
+        row["welfare"] = welfare
+        row["optimum_welfare"] = best
+        row["efficiency"] = round(welfare / best, 4) if best else None

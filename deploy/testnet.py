@@ -29,7 +29,7 @@ from coordinator.core import Genesis
 from coordinator.service import CoordinatorConfig, summary_from_ledger
 from deploy.broker import EmbeddedBroker
 from deploy.genesis import MarketGenesis, dump_genesis
-from deploy.market import DEFAULT_MARKET, dump_market
+from deploy.market import DEFAULT_MARKET, dump_market, load_market
 from protocol.identity import Identity
 from protocol.messages import MarketParams
 from user_client.identities import fleet_identities
@@ -141,8 +141,14 @@ def make_plan(config: TestnetConfig, workdir: Path) -> Plan:
     # Users can pay P_max on every bid of every round; provers can lock P_max x capacity
     # through an epoch change by the factor m, twice over.
     balance = params.p_max * config.tasks_per_user * (config.rounds + 1)
+    balances = {key: balance for u in users for key in u.identities}
+    if params.mechanism == "vcg" and params.subsidy_account is None:
+        # VCG's deficit is paid from this account: enough for every fee of every round twice.
+        _, subsidy = new_key("subsidy")
+        params = msgspec.structs.replace(params, subsidy_account=subsidy.public_hex)
+        balances[subsidy.public_hex] = 2 * balance * len(balances)
     genesis = Genesis(
-        balances={key: balance for u in users for key in u.identities},
+        balances=balances,
         deposits={
             p.public: 2 * params.p_max * p.capacity * params.capacity_factor for p in provers
         },
@@ -307,12 +313,13 @@ async def run_testnet(
         report = summary_from_ledger(
             CoordinatorConfig(
                 broker=url,
-                params=config.params,
+                params=load_market(plan.market_file),  # the plan's (vcg: with its subsidy)
                 genesis=plan.genesis,
                 ledger=str(plan.ledger),
                 rounds=config.rounds,
             ),
             plan.coordinator,
+            Identity.load(plan.coordinator_key).sign,  # signed ties replay with the key
         )
         settled = [r for r in report["rounds"] if isinstance(r, dict)]  # type: ignore[attr-defined]
         report["all_rounds_settled"] = (

@@ -11,6 +11,7 @@ from proofmarket.commands import (
     coordinator_cmd,
     deploy_cmd,
     keygen,
+    lab,
     services,
     sim,
     testnet,
@@ -27,6 +28,7 @@ cli.add_command(clear.clear)
 cli.add_command(bench.bench)
 cli.add_command(keygen.keygen)
 cli.add_command(sim.sim)
+cli.add_command(lab.lab)
 cli.add_command(testnet.testnet)
 cli.add_command(coordinator_cmd.coordinator)
 cli.add_command(services.prover)

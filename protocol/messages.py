@@ -45,7 +45,9 @@ class _Body(
     v: Version = SCHEMA_VERSION
 
 
-class MarketParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+class MarketParams(
+    msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True, omit_defaults=True
+):
     """A market's rules, announced with every round so any party can check them."""
 
     market: MarketId
@@ -57,6 +59,12 @@ class MarketParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     setup: Count  # per-batch setup work (sloth steps) a prover pays once per batch
     bid_window_ms: Positive
     prove_window_ms: Positive
+    # Mechanism parameters (docs/mechanism.md); omitted on the wire at their defaults.
+    posted_price: Money | None = None  # `posted`: the price
+    call_a_bps: Annotated[int, Meta(ge=0, le=10_000)] = 5_000  # `call-market`: a, in 1/10_000
+    reserve_cost: Money | None = None  # `prooph`: the virtual reserve prover's cost
+    subsidy_account: PublicKeyHex | None = None  # `vcg`: whose balance pays the deficit
+    signed_ties: bool = False  # tie seed from the coordinator's signature (protocol.tie_proof)
 
 
 class RoundAnnouncement(_Body, tag="round_announcement", frozen=True):
@@ -123,9 +131,11 @@ class BidReceipts(_Body, tag="bid_receipts", frozen=True):
     receipts: Annotated[list[ReceiptEntry], Meta(min_length=1, max_length=100_000)]
 
 
-class ClearingResult(_Body, tag="clearing_result", frozen=True):
+class ClearingResult(_Body, tag="clearing_result", frozen=True, kw_only=True, omit_defaults=True):
     """Coordinator -> everyone (signed, public): the round's outcome, no bid contents."""
 
+    # A factory default is never omitted, so `v` stays on the wire; only tie_proof can go.
+    v: Version = msgspec.field(default_factory=lambda: SCHEMA_VERSION)
     market: MarketId
     round: Round
     mechanism: Annotated[str, Meta(max_length=32)]
@@ -138,6 +148,7 @@ class ClearingResult(_Body, tag="clearing_result", frozen=True):
     winners: list[PublicKeyHex]
     surplus: Money
     prove_deadline: Millis
+    tie_proof: Annotated[bytes, Meta(min_length=64, max_length=64)] | None = None  # signed_ties
 
 
 class AssignedTask(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -123,3 +123,50 @@ def test_bench_clear_prints_one_json_line() -> None:
     assert ["tasks", "provers", "clear_s", "sort_s", "ratio"] == list(out)
     assert (20000, 200) == (out["tasks"], out["provers"])
     assert out["clear_s"] / out["sort_s"] == pytest.approx(out["ratio"])
+
+
+def test_clear_all_compares_every_mechanism_and_plots(tmp_path: Path) -> None:
+    """`clear --mechanism all --json --plot` gives one row per mechanism and writes a PNG."""
+    png = tmp_path / "book.png"
+    done = run(
+        "clear",
+        "--mechanism",
+        "all",
+        "--posted-price",
+        "5",
+        "--json",
+        "--plot",
+        str(png),
+        stdin=json.dumps(EXAMPLE_1),
+    )
+    assert 0 == done.returncode, done.stderr
+    rows = {r["mechanism"]: r for r in json.loads(done.stdout)}
+    assert ["prooph", "mcafee", "posted", "pay-as-bid", "call-market", "vcg", "optimum"] == list(
+        rows
+    )
+    assert (4, 40, 0.7143) == tuple(rows["prooph"][k] for k in ("trades", "welfare", "efficiency"))
+    assert (6, 6, 5, 6) == tuple(
+        rows["mcafee"][k] for k in ("trades", "user_price", "prover_price", "surplus")
+    )
+    assert -50 == rows["vcg"]["surplus"]
+    assert 1.0 == rows["optimum"]["efficiency"]
+    assert png.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def test_clear_takes_parameters_from_a_market_file(tmp_path: Path) -> None:
+    """A market file naming `posted` at 9 clears Example 1 at 9; an option overrides it."""
+    market = tmp_path / "m.toml"
+    market.write_text('mechanism = "posted"\nposted_price = 9\n')
+    done = run("clear", "--market", str(market), stdin=json.dumps(EXAMPLE_1))
+    assert 0 == done.returncode, done.stderr
+    assert (9, 6) == (
+        json.loads(done.stdout)["user_price"],
+        json.loads(done.stdout)["allocated_tasks"],
+    )
+    done = run(
+        "clear", "--market", str(market), "--posted-price", "10", stdin=json.dumps(EXAMPLE_1)
+    )
+    assert (10, 4) == (
+        json.loads(done.stdout)["user_price"],
+        json.loads(done.stdout)["allocated_tasks"],
+    )

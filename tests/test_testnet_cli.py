@@ -47,3 +47,24 @@ def test_testnet_table_ends_with_a_verdict() -> None:
     assert "ok" == lines[-1]
     assert any(line.startswith("ledger: funded") for line in lines)
     assert any(line.startswith("round") and "surplus" in line for line in lines)
+
+
+@pytest.mark.slow
+def test_testnet_runs_vcg_with_a_subsidy_account() -> None:
+    """--mechanism vcg: the plan names and funds a subsidy account; every round settles and
+    the published surplus (charges - payments + subsidy) is never negative."""
+    result = _testnet(
+        "--rounds", "2", "--provers", "3", "--users", "8", "--mechanism", "vcg", "--json"
+    )
+    assert 0 == result.returncode, result.stderr
+    report = json.loads(result.stdout)
+    assert (True, True) == (report["invariants_ok"], report["all_rounds_settled"])
+    assert sum(r["allocated_tasks"] for r in report["rounds"]) > 0
+    assert all(r["surplus"] >= 0 for r in report["rounds"])
+
+
+def test_testnet_refuses_posted_without_a_price() -> None:
+    """--mechanism posted without --posted-price stops before starting anything."""
+    result = _testnet("--mechanism", "posted")
+    assert 2 == result.returncode
+    assert "posted_price" in result.stderr

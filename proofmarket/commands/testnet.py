@@ -65,6 +65,11 @@ def round_table(rows: list[dict[str, Any]], title: str, *, phase: bool = True) -
     default=None,
     help="Keep keys, genesis, ledger and logs here (default: a temporary directory).",
 )
+@click.option("--mechanism", default="prooph", show_default=True, help="A registered mechanism.")
+@click.option("--posted-price", type=click.IntRange(min=0), default=None, help="posted: the price.")
+@click.option("--call-a-bps", type=click.IntRange(0, 10_000), default=5_000, show_default=True)
+@click.option("--reserve-cost", type=click.IntRange(min=0), default=None, help="prooph: reserve.")
+@click.option("--signed-ties", is_flag=True, help="Tie seeds from the coordinator's signature.")
 @click.option("--json", "as_json", is_flag=True, help="Print only the JSON report.")
 def testnet(
     provers: int,
@@ -77,6 +82,7 @@ def testnet(
     seed: int,
     workdir: Path | None,
     as_json: bool,
+    **rules: Any,
 ) -> None:
     """Run a local market: broker, coordinator, provers and users as separate processes."""
     import asyncio
@@ -98,6 +104,7 @@ def testnet(
         seed=seed,
         workdir=workdir,
     )
+    config = _with_rules(config, rules)
     try:
         if as_json:
             report = asyncio.run(run_testnet(config))
@@ -111,6 +118,26 @@ def testnet(
     else:
         _print_summary(report, ok)
     raise SystemExit(0 if ok else 1)
+
+
+def _with_rules(config: Any, rules: dict[str, Any]) -> Any:
+    """The config with the options' mechanism and parameters (vcg gets a subsidy account
+    when the plan is made: deploy.testnet.make_plan)."""
+    import dataclasses
+
+    import msgspec
+
+    from deploy.market import MarketFileError, market_from_dict
+
+    params = msgspec.structs.replace(config.params, **rules)
+    as_dict = {k: v for k, v in msgspec.structs.asdict(params).items() if v is not None}
+    if params.mechanism == "vcg":
+        as_dict["subsidy_account"] = "0" * 64  # stands in for the plan's own account
+    try:
+        market_from_dict(as_dict)
+    except MarketFileError as exc:
+        raise click.BadParameter(str(exc), param_hint="--mechanism") from None
+    return dataclasses.replace(config, params=params)
 
 
 async def _run_live(config: Any, progress: Any) -> dict[str, object]:
