@@ -25,7 +25,7 @@ from deploy.hostile import HostileInput, HostileTraffic
 from deploy.testnet import Plan, Progress, TestnetConfig, run_testnet
 from protocol import topics
 from protocol.bus import Bus
-from protocol.envelope import open_envelope
+from protocol.envelope import MAX_ENVELOPE_SIZE, open_envelope
 from protocol.identity import Identity
 from protocol.messages import Reject, RoundAnnouncement
 
@@ -100,7 +100,9 @@ async def _attack(plan: Plan, url: str, count: int, seed: int, attack: _Attack) 
     attacker = Identity.from_seed(random.Random(seed).randbytes(32))
     attack.me = attacker.public_hex
     market = plan_market(plan)
-    async with Bus(url, client_id=attacker.public_hex, username=attacker.public_hex) as bus:
+    big = 2 * MAX_ENVELOPE_SIZE  # the attacker's own bus must let an oversized input out
+    key = attacker.public_hex
+    async with Bus(url, client_id=key, username=key, max_payload=big) as bus:
         await bus.subscribe(topics.outbox(market, attacker.public_hex), topics.public(market))
         announced: list[RoundAnnouncement] = []
         listen = asyncio.create_task(_listen(bus, attacker, market, attack, announced))
