@@ -20,6 +20,7 @@ import signal
 from collections.abc import Sequence
 from typing import Protocol
 
+from deploy.runtime import exit_with_parent
 from protocol.envelope import signatures_valid
 
 MIN_OFFLOAD = 16
@@ -55,7 +56,10 @@ class PoolVerifier:
         # spawn, not fork: the coordinator has threads (the broker client's), and a
         # forked child could inherit one of their locks held
         self._pool = concurrent.futures.ProcessPoolExecutor(
-            workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_setup
+            workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_worker_setup,
+            initargs=(os.getpid(),),
         )
 
     async def start(self) -> None:
@@ -80,10 +84,12 @@ class PoolVerifier:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _worker_setup() -> None:
+def _worker_setup(parent: int) -> None:
     # Ctrl-C reaches the whole process group; the coordinator decides when its workers
-    # stop (it shuts the pool down on its way out), so they ignore it.
+    # stop (it shuts the pool down on its way out), so they ignore it. A coordinator that
+    # was killed cannot, so they also leave when it is gone.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    exit_with_parent(parent)
 
 
 def default_workers() -> int:

@@ -15,12 +15,13 @@ import asyncio
 import contextlib
 import functools
 import multiprocessing
+import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 import structlog
 
-from deploy.runtime import Clock, install_stop_signals, wall_ms
+from deploy.runtime import Clock, exit_with_parent, install_stop_signals, wall_ms
 from protocol.bus import Bus, BusAuthError, BusError, PayloadTooLargeError
 from protocol.events import MessageReceived, Publish, Tick, WakeAt
 from protocol.identity import Identity
@@ -265,7 +266,12 @@ async def run_prover(
         install_stop_signals(stop)
     wire = Wire(identity, coordinator=config.coordinator, market=config.market)
     # spawn, not fork: a forked child would inherit the event loop and the broker socket
-    pool = ProcessPoolExecutor(config.workers, mp_context=multiprocessing.get_context("spawn"))
+    pool = ProcessPoolExecutor(
+        config.workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=exit_with_parent,
+        initargs=(os.getpid(),),
+    )
     try:
         async with Bus(
             config.broker,
