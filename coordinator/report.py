@@ -111,4 +111,30 @@ def market_report(coordinator: Coordinator, outputs: Iterable[Message]) -> dict[
             "conserved": ledger.conserved(),
         },
         "invariants_ok": not check_invariants(coordinator),
+        "slashed": sorted(
+            {t.prover for t in coordinator.tasks() if t.status == "refunded" and t.prover}
+        ),
+        "open_tasks": sum(t.status in ("open", "assigned") for t in coordinator.tasks()),
     }
+
+
+def honest_losses(report: dict[str, object], honest_provers: Iterable[str]) -> list[str]:
+    """Why a run in which every user and the `honest_provers` behaved failed them, if it did.
+
+    A run fails when a round did not settle, an honest prover was slashed, a task bid that
+    was accepted is still open at the end, or a round took no task bid at all although
+    live honest users bid in every round (every one of their bids refused).
+    """
+    problems = []
+    rounds = [r for r in report.get("rounds", []) if isinstance(r, dict)]  # type: ignore[attr-defined]
+    if not report.get("finished", True) or not report.get("invariants_ok", False):
+        problems.append("the market did not finish its rounds with its invariants intact")
+    slashed = set(report.get("slashed", []))  # type: ignore[call-overload]
+    for prover in sorted(slashed & set(honest_provers)):
+        problems.append(f"honest prover {prover[:12]} was slashed")
+    if _int(report.get("open_tasks", 0)):
+        problems.append(f"{report['open_tasks']} accepted task bids were left open")
+    for row in rounds:
+        if _int(row.get("tasks_bid", 0)) == 0:
+            problems.append(f"round {row.get('round')} took no task bid from its honest users")
+    return problems

@@ -184,12 +184,7 @@ def _figures(
     slashed = sum(int(r["slashed_provers"]) for r in report["rounds"])
     problems = []
     for name, run in (("peaceful", base), ("attacked", report)):
-        if not run.get("all_rounds_settled"):
-            problems.append(f"the {name} run did not settle every round")
-        if set(run.get("processes", {}).values()) != {0}:
-            problems.append(f"a process of the {name} run exited badly: {run.get('processes')}")
-    if slashed:
-        problems.append(f"{slashed} honest provers were slashed under attack")
+        problems.extend(f"{name} run: {problem}" for problem in run["problems"])
     if missing:
         problems.append(f"inputs without their reject: {dict(missing)}")
     return {

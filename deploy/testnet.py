@@ -26,6 +26,7 @@ from pathlib import Path
 import msgspec
 
 from coordinator.core import Genesis
+from coordinator.report import honest_losses
 from coordinator.service import CoordinatorConfig, summary_from_ledger
 from deploy.broker import EmbeddedBroker
 from deploy.genesis import MarketGenesis, dump_genesis
@@ -327,7 +328,15 @@ async def run_testnet(
         )
         report["processes"] = {c.name: c.process.returncode for c in children}
         report["wall_s"] = round(time.monotonic() - started, 3)
-        ok = bool(report["all_rounds_settled"]) and bool(report["invariants_ok"])
+        honest = [p.public for p in plan.provers if p.fault == "none"]
+        problems = honest_losses(report, honest)
+        if not report["all_rounds_settled"]:
+            problems.insert(0, "not every round settled")
+        crashed = {name: code for name, code in report["processes"].items() if code != 0}  # type: ignore[attr-defined]
+        if crashed:
+            problems.append(f"processes exited badly: {crashed}")
+        report["problems"] = problems
+        report["ok"] = ok = not problems
         if config.workdir is not None or not ok:
             report["workdir"] = str(workdir)
     finally:

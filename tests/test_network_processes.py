@@ -75,6 +75,7 @@ async def test_testnet_settles_every_round_on_each_broker(broker: RunningBroker)
     assert allocated == sum(r["proofs_valid"] for r in rounds_of(report))
     assert 0 == sum(r["slashed_provers"] for r in rounds_of(report))
     assert {"prover-0": 0, "prover-1": 0, "user-0": 0, "coordinator": 0} == report["processes"]
+    assert ([], True) == (report["problems"], report["ok"])
 
 
 async def test_testnet_with_faulty_provers_slashes_and_refunds() -> None:
@@ -87,6 +88,7 @@ async def test_testnet_with_faulty_provers_slashes_and_refunds() -> None:
     assert sum(r["slashed_provers"] for r in rounds_of(report)) >= 1
     assert sum(r["refunded_tasks"] for r in rounds_of(report)) >= 1
     assert 0 == sum(r["proofs_valid"] for r in rounds_of(report))
+    assert ([], True) == (report["problems"], report["ok"])  # only faulty provers slashed
     processes = report["processes"]
     assert isinstance(processes, dict)
     assert {0} == set(processes.values())

@@ -112,7 +112,7 @@ def testnet(
             report = asyncio.run(_run_live(config, Progress()))
     except TestnetError as exc:
         raise click.ClickException(str(exc)) from exc
-    ok = bool(report["all_rounds_settled"]) and bool(report["invariants_ok"])
+    ok = bool(report["ok"])
     if as_json:
         click.echo(json.dumps(report))
     else:
@@ -187,4 +187,6 @@ def _print_summary(report: dict[str, Any], ok: bool) -> None:
     )
     if "workdir" in report:
         console.print(f"files and logs: {report['workdir']}")
-    console.print("[green]ok[/]" if ok else "[red]FAILED[/]")
+    for problem in report.get("problems", []):
+        console.print(f"[red]{problem}[/]")
+    console.print("[green]ok[/]" if ok else "[red]FAILED: an honest party lost[/]")
