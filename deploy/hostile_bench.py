@@ -182,7 +182,7 @@ def _figures(
     if attacked.cpu_s is not None and peaceful.cpu_s is not None:
         extra_cpu = round((attacked.cpu_s - peaceful.cpu_s) * 1_000_000 / inputs, 1)
     slashed = sum(int(r["slashed_provers"]) for r in report["rounds"])
-    problems = []
+    problems: list[str] = []
     for name, run in (("peaceful", base), ("attacked", report)):
         problems.extend(f"{name} run: {problem}" for problem in run["problems"])
     if missing:
