@@ -22,10 +22,11 @@ from conftest import RunningBroker, with_bad_signature
 
 from coordinator.core import Coordinator, Genesis, check_invariants
 from coordinator.service import CoordinatorConfig, run_coordinator
+from deploy.hostile import invalid_point_key
 from protocol import topics
 from protocol.bus import DEFAULT_MAX_PAYLOAD, Bus
 from protocol.envelope import envelope_ref, open_envelope, seal
-from protocol.identity import Identity, valid_public_key
+from protocol.identity import Identity
 from protocol.messages import (
     BidReceipt,
     ClearingResult,
@@ -128,6 +129,20 @@ async def listening(
                 raise follower.exception()  # type: ignore[misc]
 
 
+def coordinator_config(
+    broker: RunningBroker, rounds: int, start_delay_ms: int, params: MarketParams = PARAMS
+) -> CoordinatorConfig:
+    """The hostile market's coordinator on `broker`, logged in as itself."""
+    return CoordinatorConfig(
+        broker=broker.url,
+        params=params,
+        genesis=GENESIS,
+        rounds=rounds,
+        start_delay_ms=start_delay_ms,
+        password=broker.login(COORDINATOR.public_hex)["password"],
+    )
+
+
 def task_bid(round: int, task_id: str, market: str = MARKET) -> TaskBidMessage:
     return TaskBidMessage(
         market=market, round=round, task_id=task_id, fee=60, task_input=task_id.encode()
@@ -138,14 +153,7 @@ async def test_hostile_messages_get_signed_rejects_and_the_market_settles(
     broker: RunningBroker,
 ) -> None:
     """Forged, tampered, replayed, foreign and garbage input is refused; the market settles."""
-    config = CoordinatorConfig(
-        broker=broker.url,
-        params=PARAMS,
-        genesis=GENESIS,
-        rounds=ROUNDS,
-        start_delay_ms=2500,  # time for the provers' worker processes to start
-        password=broker.login(COORDINATOR.public_hex)["password"],
-    )
+    config = coordinator_config(broker, rounds=ROUNDS, start_delay_ms=2500)
     stop_parties = asyncio.Event()
     parties: list[Coroutine[Any, Any, object]] = [
         run_prover(
@@ -254,14 +262,7 @@ async def test_hostile_messages_get_signed_rejects_and_the_market_settles(
 
 async def test_oversized_message_gets_a_too_large_reject(broker: RunningBroker) -> None:
     """A payload too large to accept is answered with a signed too_large Reject."""
-    config = CoordinatorConfig(
-        broker=broker.url,
-        params=PARAMS,
-        genesis=GENESIS,
-        rounds=1,
-        start_delay_ms=0,
-        password=broker.login(COORDINATOR.public_hex)["password"],
-    )
+    config = coordinator_config(broker, rounds=1, start_delay_ms=0)
     attacker_topics = (topics.outbox(MARKET, ATTACKER.public_hex), topics.public(MARKET))
     async with listening(broker, ATTACKER, *attacker_topics) as (bus, attacker):
         market = asyncio.create_task(run_coordinator(COORDINATOR, config))
@@ -281,27 +282,11 @@ async def test_oversized_message_gets_a_too_large_reject(broker: RunningBroker) 
     assert envelope_ref(b"\x01" * OVERSIZED) == refs.get("too_large")
 
 
-def invalid_point_key() -> str:
-    """64 lowercase hex that is not a usable Ed25519 public key."""
-    for i in range(256):
-        candidate = bytes([i]) * 32
-        if not valid_public_key(candidate.hex()):
-            return candidate.hex()
-    raise AssertionError("no invalid point among the candidates")
-
-
 async def test_copies_wills_and_bad_topic_keys_get_their_one_answer(
     broker: RunningBroker,
 ) -> None:
     """A refused envelope's copy gets the same code; wills count once; bad keys log a warning."""
-    config = CoordinatorConfig(
-        broker=broker.url,
-        params=PARAMS,
-        genesis=GENESIS,
-        rounds=2,
-        start_delay_ms=0,
-        password=broker.login(COORDINATOR.public_hex)["password"],
-    )
+    config = coordinator_config(broker, rounds=2, start_delay_ms=0)
     attacker_topics = (topics.outbox(MARKET, ATTACKER.public_hex), topics.public(MARKET))
     with structlog.testing.capture_logs() as logs:
         async with (

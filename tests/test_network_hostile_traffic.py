@@ -20,17 +20,17 @@ from conftest import RunningBroker
 from test_network_hostile import (
     ATTACKER,
     COORDINATOR,
-    GENESIS,
     PARAMS,
     PROVERS,
     USER_ROOT,
     USERS,
     VICTIM,
+    coordinator_config,
     listening,
 )
 
 from coordinator.core import Coordinator, check_invariants
-from coordinator.service import CoordinatorConfig, run_coordinator
+from coordinator.service import run_coordinator
 from deploy.hostile import HostileTraffic
 from protocol import topics
 from protocol.envelope import envelope_ref
@@ -84,14 +84,7 @@ async def test_every_hostile_input_gets_its_reject_and_the_market_settles(
     broker: RunningBroker,
 ) -> None:
     """2,000 inputs of 19 classes: each attributable one answered with its code; all settle."""
-    config = CoordinatorConfig(
-        broker=broker.url,
-        params=LONG,
-        genesis=GENESIS,
-        rounds=ROUNDS,
-        start_delay_ms=2500,
-        password=broker.login(COORDINATOR.public_hex)["password"],
-    )
+    config = coordinator_config(broker, rounds=ROUNDS, start_delay_ms=2500, params=LONG)
     stop = asyncio.Event()
     attacker_topics = (topics.outbox(LONG.market, ATTACKER.public_hex), topics.public(LONG.market))
     victim_topics = (topics.outbox(LONG.market, VICTIM.public_hex),)

@@ -6,14 +6,11 @@ import asyncio
 
 import click
 
+from proofmarket.commands.bench_broker import broker_option, on_broker
+
 
 @click.command("hostile")
-@click.option(
-    "--broker",
-    default="embedded",
-    show_default=True,
-    help="An mqtt:// URL, or 'embedded' for an amqtt broker in a process of its own.",
-)
+@broker_option
 @click.option("--inputs", type=click.IntRange(min=19), default=10_000, show_default=True)
 @click.option("--seed", type=int, default=1, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON line.")
@@ -26,21 +23,10 @@ def bench_hostile(broker: str, inputs: int, seed: int, as_json: bool) -> None:
 
     from deploy.hostile_bench import run_hostile_bench
     from deploy.runtime import configure_logging
-    from proofmarket.commands.bench_ingest import _embedded_broker
 
     configure_logging("console", "warning")  # stdout carries the result only
 
-    async def run() -> dict[str, object]:
-        if broker != "embedded":
-            return await run_hostile_bench(inputs, broker, seed)
-        url, process = await _embedded_broker()
-        try:
-            return await run_hostile_bench(inputs, url, seed)
-        finally:
-            process.terminate()
-            await process.wait()
-
-    result = asyncio.run(run())
+    result = asyncio.run(on_broker(broker, lambda url: run_hostile_bench(inputs, url, seed)))
     if as_json:
         click.echo(json.dumps(result))
     else:

@@ -6,16 +6,12 @@ import asyncio
 
 import click
 
+from proofmarket.commands.bench_broker import broker_option, on_broker
 from proofmarket.commands.coordinator_cmd import verify_workers_option
 
 
 @click.command("ingest")
-@click.option(
-    "--broker",
-    default="embedded",
-    show_default=True,
-    help="An mqtt:// URL, or 'embedded' for an amqtt broker in a process of its own.",
-)
+@broker_option
 @click.option("--bids", type=click.IntRange(min=1), default=10000, show_default=True)
 @click.option(
     "--repeat", type=click.IntRange(min=1), default=5, show_default=True, help="Best of K each."
@@ -52,18 +48,8 @@ def bench_ingest(
         run_bench, count=bids, repeat=repeat, seed=seed, mode=mode, verify_workers=verify_workers
     )
 
-    async def run() -> dict[str, object]:
-        if broker != "embedded":
-            return await bench(broker)
-        url, process = await _embedded_broker()
-        try:
-            return await bench(url)
-        finally:
-            process.terminate()
-            await process.wait()
-
     try:
-        result = asyncio.run(run())
+        result = asyncio.run(on_broker(broker, bench))
     except BenchError as exc:
         raise click.ClickException(str(exc)) from exc
     if as_json:
@@ -75,18 +61,3 @@ def bench_ingest(
             f"ratio {result['ratio']} ({result['mode']}, "
             f"{result['verify_workers']} verify workers)"
         )
-
-
-async def _embedded_broker() -> tuple[str, asyncio.subprocess.Process]:
-    import sys
-
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "deploy.broker", stdout=asyncio.subprocess.PIPE
-    )
-    assert process.stdout is not None
-    async with asyncio.timeout(30):
-        line = (await process.stdout.readline()).decode().split()
-    if len(line) != 2 or line[0] != "ready":
-        process.kill()
-        raise click.ClickException("the embedded broker did not start")
-    return line[1], process
