@@ -698,7 +698,7 @@ class Coordinator:
             elif kind == "settle":
                 effects.extend(self._settle_round(self._rounds[number]))
             else:
-                effects.extend(self._clear_round(self._rounds[number]))
+                effects.extend(self._clear_round(self._rounds[number], now))
         if effects:
             effects.insert(0, Record(Tick(now)))
         return effects
@@ -789,7 +789,10 @@ class Coordinator:
 
     # -- clearing -------------------------------------------------------------------------
 
-    def _clear_round(self, r: _Round) -> list[CoordinatorEffect]:
+    def _clear_round(self, r: _Round, now: int) -> list[CoordinatorEffect]:
+        # A round cleared late (a busy or restarted coordinator) still gives its provers
+        # the whole prove window from the moment their batches are decided.
+        r.prove_deadline = max(r.prove_deadline, now + self.params.prove_window_ms)
         r.phase = Phase.PROVE
         self._proving.add(r.number)
         announce_next = self._open_round(r.number + 1)

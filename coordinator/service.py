@@ -178,6 +178,7 @@ class _Unverified:
     envelope: Unverified
     topic: topics.Topic
     party: str  # the topic's, which the broker's ACL vouches for
+    arrived: int  # when the bus received it (ms): deadlines judge it by this
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +187,11 @@ class _Batch:
 
     items: Sequence[Tick | _Unverified | list[Publish]]
     valid: list[bool]  # one per _Unverified in items, in order
+
+    @property
+    def deliveries(self) -> int:
+        """How many broker deliveries the batch holds (a tick is none)."""
+        return sum(not isinstance(item, Tick) for item in self.items)
 
 
 class CoordinatorService:
@@ -225,6 +231,8 @@ class CoordinatorService:
         self._changed_rounds: set[int] = set()
         self._published_through = store.published()
         self._verifying = False
+        # deliveries taken from this bus before us were someone else's to apply
+        self._applied = bus.stats.enqueued - bus.pending()
         self._held: _Batch | None = None
         self._dropped_seen = bus.stats.dropped_full
         self._sending: collections.deque[tuple[asyncio.Task[None] | None, int | None]] = (
@@ -281,24 +289,32 @@ class CoordinatorService:
         intake = asyncio.create_task(self._intake(verified), name="coordinator:intake")
         getting: asyncio.Task[_Batch] | None = None
         ticking: asyncio.Task[Tick] | None = None
+        # A tick that fell due waits until every delivery received before it has been
+        # applied: each is judged by the time it arrived, so a backlog punishes nobody.
+        due: tuple[Tick, int] | None = None
         error: BaseException | None = None
         try:
             while not self.core.finished:
                 # Both stay pending across turns: one task per batch, not per message.
                 getting = getting or asyncio.create_task(verified.get())
-                ticking = ticking or asyncio.create_task(self._ticks.get())
-                done, _ = await asyncio.wait(
-                    {getting, ticking, stopper, intake}, return_when=asyncio.FIRST_COMPLETED
-                )
+                if due is None:
+                    ticking = ticking or asyncio.create_task(self._ticks.get())
+                waiting = {getting, stopper, intake, *([ticking] if ticking else [])}
+                done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
                 if getting in done:
                     await self._handle_batch(getting.result())
                     getting = None
                 elif intake in done:
                     intake.result()  # raises if the bus failed for good
                     break  # the bus closed, and every batch taken has been applied
-                if ticking in done:
-                    await self._handle_batch(_Batch([ticking.result()], []))
-                    ticking = None
+                if ticking is not None and ticking in done:
+                    due, ticking = (ticking.result(), self.bus.stats.enqueued), None
+                if due is not None and self._applied >= due[1]:
+                    # Stamped now, not when it fell due: what it starts (a prove window)
+                    # runs from when it is decided and sent.
+                    tick = Tick(max(due[0].now, self.clock()))
+                    await self._handle_batch(_Batch([tick], []))
+                    due = None
                 if stopper in done:
                     break
         except BaseException as exc:
@@ -421,7 +437,7 @@ class CoordinatorService:
             if isinstance(item, Tick):
                 effects: Sequence[Publish | Record | WakeAt] = self.core.handle(item)
             elif isinstance(item, _Unverified):
-                effects = self._accept(item, next(valid), self.clock())
+                effects = self._accept(item, next(valid), item.arrived or self.clock())
             else:
                 effects = item
             for effect in effects:
@@ -449,6 +465,7 @@ class CoordinatorService:
         self._sending.append((sending, last))
         await self._reap(SENDS_IN_FLIGHT)
         self.stats.batches += 1
+        self._applied += batch.deliveries
         self._after_batch()
         self._arm(wake if wake is not None else self.core.next_wake())
 
@@ -511,7 +528,7 @@ class CoordinatorService:
             return self._refuse(exc, delivery.payload, party)
         except Exception as exc:  # the boundary: input never stops the loop
             return self._refuse(_unforeseen(exc), delivery.payload, party)
-        return _Unverified(envelope, topic, party)
+        return _Unverified(envelope, topic, party, delivery.arrived)
 
     def _accept(
         self, item: _Unverified, signature_valid: bool, now: int
@@ -714,6 +731,7 @@ async def run_coordinator(
             username=identity.public_hex,
             password=config.password,
             ca_file=config.ca_file,
+            clock=clock,  # arrivals and deadlines on one clock
         ) as bus:
             service = CoordinatorService(
                 core,

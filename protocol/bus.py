@@ -28,7 +28,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import NamedTuple, Self
+from typing import Self
 from urllib.parse import unquote, urlsplit
 
 import aiomqtt
@@ -66,6 +66,10 @@ Will = tuple[str, bytes] | Callable[[], tuple[str, bytes]]
 """A last will, or a function that makes one for each connection."""
 
 
+def _wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
 class BusError(Exception):
     """Anything that went wrong on the bus; wraps the MQTT library's errors."""
 
@@ -90,7 +94,8 @@ class PayloadTooLargeError(BusError, ValueError):
     """A payload above the bus's ``max_payload``."""
 
 
-class Delivery(NamedTuple):
+@dataclass(frozen=True, slots=True)
+class Delivery:
     """One message received from the broker.
 
     A message larger than the bus's ``max_payload`` is not kept: it arrives with an
@@ -103,6 +108,8 @@ class Delivery(NamedTuple):
     payload: bytes
     size: int = 0  # non-zero only for an oversized message, whose payload is dropped
     digest: bytes = b""
+    # When this process received it, by the bus's clock (ms); not part of what it says.
+    arrived: int = field(default=0, compare=False)
 
 
 @dataclass(frozen=True)
@@ -144,6 +151,7 @@ class BusStats:
     """Counters a service can log or export; they only ever grow."""
 
     received: int = 0  # every message that arrived, including those dropped
+    enqueued: int = 0  # those put in the inbox, to be taken by the bus's reader
     published: int = 0
     dropped_full: int = 0
     dropped_oversized: int = 0
@@ -153,7 +161,11 @@ class BusStats:
 
 
 def _inbox_type(
-    stats: BusStats, max_payload: int, inbox: asyncio.Queue[Delivery], changed: asyncio.Event
+    stats: BusStats,
+    max_payload: int,
+    inbox: asyncio.Queue[Delivery],
+    changed: asyncio.Event,
+    clock: Callable[[], int],
 ) -> type[asyncio.Queue[aiomqtt.Message]]:
     """A queue class for aiomqtt that hands each message straight to the bus's inbox.
 
@@ -161,7 +173,8 @@ def _inbox_type(
     Delivery there, in our one bounded queue, skips aiomqtt's own queue and the task it
     makes per message to read it: the queue aiomqtt holds stays empty, and its message
     iterator only tells the supervisor when the connection drops. What does not fit is
-    counted, not logged per message.
+    counted, not logged per message. Each delivery is stamped here, before any queue of
+    ours, with the time it was read from the broker's connection.
     """
 
     class _HandOver(asyncio.Queue[aiomqtt.Message]):
@@ -175,12 +188,13 @@ def _inbox_type(
             if inbox.full():
                 stats.dropped_full += 1
                 return
+            stats.enqueued += 1
             if len(payload) > max_payload:
                 stats.dropped_oversized += 1
                 digest = hashlib.blake2b(payload, digest_size=16).digest()
-                inbox.put_nowait(Delivery(item.topic.value, b"", len(payload), digest))
+                inbox.put_nowait(Delivery(item.topic.value, b"", len(payload), digest, clock()))
             else:
-                inbox.put_nowait(Delivery(item.topic.value, payload))
+                inbox.put_nowait(Delivery(item.topic.value, payload, 0, b"", clock()))
 
     return _HandOver
 
@@ -204,6 +218,7 @@ class Bus:
             The cap is short because market rounds are short: a party that comes back
             five seconds after its broker did has missed five one-second rounds.
         keepalive: MQTT keepalive in seconds; also how soon the broker sends our will.
+        clock: what stamps each delivery's arrival, in ms (wall-clock by default).
     """
 
     def __init__(
@@ -222,6 +237,7 @@ class Bus:
         backoff_initial: float = 0.05,
         backoff_max: float = 1.0,
         keepalive: int = 10,
+        clock: Callable[[], int] = _wall_ms,
     ) -> None:
         address = parse_broker_url(url)
         ca_file = ca_file or None  # an unset environment variable arrives as ""
@@ -247,6 +263,7 @@ class Bus:
         self._backoff_initial = backoff_initial
         self._backoff_max = backoff_max
         self._keepalive = keepalive
+        self._clock = clock
         self._topics: list[str] = []
         self._client: aiomqtt.Client | None = None
         self._inbox: asyncio.Queue[Delivery] = asyncio.Queue(maxsize=queue_size)
@@ -283,7 +300,9 @@ class Bus:
             timeout=self._op_timeout,
             tls_params=tls,
             will=aiomqtt.Will(will[0], will[1], qos=QOS) if will else None,
-            queue_type=_inbox_type(self.stats, self._max_payload, self._inbox, self._stats_changed),
+            queue_type=_inbox_type(
+                self.stats, self._max_payload, self._inbox, self._stats_changed, self._clock
+            ),
         )
         # many QoS 1 publishes in flight is normal for a market; do not warn about it
         client.pending_calls_threshold = 1_000_000

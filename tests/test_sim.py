@@ -115,6 +115,6 @@ def test_cli_json_matches_the_documented_shape() -> None:
     second = subprocess.run(args, capture_output=True, check=True).stdout
     assert first == second
     doc = json.loads(first)
-    assert ["rounds", "ledger", "invariants_ok"] == list(doc)
+    assert ["rounds", "ledger", "invariants_ok", "slashed", "open_tasks"] == list(doc)
     assert [*ROUND_KEYS, "welfare", "optimum_welfare", "efficiency"] == list(doc["rounds"][0])
     assert [0, 1, 2, 3] == [r["round"] for r in doc["rounds"]]
