@@ -254,6 +254,7 @@ class Coordinator:
         self._proving: set[int] = set()  # rounds cleared and not yet settled
         self._refs: dict[int, set[bytes]] = {}  # round -> envelope refs accepted in it
         self._floor = 0  # rounds below this are settled and forgotten
+        self._epochs_kept = 0  # declarations of epochs below this are forgotten
         # Faucet grants taken, by nonce: (to, account, amount). Kept for good, so no grant
         # is ever credited twice; they grow with grants made, not with rounds.
         self._grants: dict[int, tuple[str, str, int]] = {}
@@ -742,7 +743,10 @@ class Coordinator:
                         del self._tasks[key]
                         del self._wire[task.wire_id]
             self._floor += 1
-        self._forget_epochs(self._floor // self.params.epoch_rounds)
+        kept = self._floor // self.params.epoch_rounds
+        if kept > self._epochs_kept:
+            self._forget_epochs(kept)
+            self._epochs_kept = kept
 
     def _forget_epochs(self, kept: int) -> None:
         """Forget declarations of epochs before `kept`, all of whose rounds are forgotten.

@@ -54,6 +54,8 @@ PIPELINE_DEPTH = 2
 """Verified batches waiting for the core: enough to keep a verifying worker busy."""
 SENDS_IN_FLIGHT = 4
 """Batches whose messages may still await the broker's acknowledgement."""
+TALLY_ROUNDS = 64
+"""Rounds the live view's figures are kept for; older rows leave the service's memory."""
 
 
 class CoordinatorStartError(RuntimeError):
@@ -198,7 +200,7 @@ class CoordinatorService:
         self.store = store
         self.clock = clock
         self.market = core.params.market
-        self.tally = RoundTally()
+        self.tally = RoundTally(keep_rounds=TALLY_ROUNDS)  # the live view's window
         self.stats = IngestStats()
         self.log = structlog.get_logger("coordinator").bind(market=self.market)
         self._ticks: asyncio.Queue[Tick] = asyncio.Queue()
