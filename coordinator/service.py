@@ -24,12 +24,19 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import msgspec
 import structlog
 
 from coordinator.core import Coordinator, Genesis, decode_record, encode_record
+from coordinator.record_log import CoordinatorStartError as CoordinatorStartError
+from coordinator.record_log import (
+    RecordLog,
+    RunMeta,
+    fold,
+    open_record_log,
+    read_meta,
+)
 from coordinator.report import RoundTally, market_report
-from coordinator.store import MemoryStore, RecordStore, SqliteStore
+from coordinator.store import RecordStore, SqliteStore
 from coordinator.verifier import InlineVerifier, SignatureVerifier, open_verifier
 from deploy.runtime import Clock, install_stop_signals, wall_ms
 from protocol import topics
@@ -42,7 +49,6 @@ from protocol.messages import (
     BidReceipt,
     BidReceipts,
     MarketParams,
-    Message,
     ReceiptEntry,
     Reject,
 )
@@ -56,10 +62,6 @@ SENDS_IN_FLIGHT = 4
 """Batches whose messages may still await the broker's acknowledgement."""
 TALLY_ROUNDS = 64
 """Rounds the live view's figures are kept for; older rows leave the service's memory."""
-
-
-class CoordinatorStartError(RuntimeError):
-    """The ledger file belongs to another market, genesis or coordinator key."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,47 +79,18 @@ class CoordinatorConfig:
     verify_workers: int = 0  # processes that check signatures; 0 checks them in the loop
 
 
-class _Meta(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """What pins a ledger file to one market run: kept beside it, checked on restart."""
-
-    key: str
-    start_ms: int
-    params: MarketParams
-    genesis: Genesis
-
-
-def _meta_path(ledger: str) -> Path:
-    return Path(f"{ledger}.meta.json")
-
-
 def open_ledger(
     config: CoordinatorConfig, key: str, now: int
-) -> tuple[RecordStore, _Meta, list[MessageReceived | Tick]]:
-    """The record store, the run it belongs to, and the events already recorded in it."""
-    fresh = _Meta(key, now + config.start_delay_ms, config.params, config.genesis)
-    if config.ledger is None:
-        return MemoryStore(), fresh, []
-    path = _meta_path(config.ledger)
-    if path.exists():
-        meta = msgspec.json.decode(path.read_bytes(), type=_Meta)
-        for what, mine, theirs in (
-            ("coordinator key", key, meta.key),
-            ("market", config.params, meta.params),
-            ("genesis", config.genesis, meta.genesis),
-        ):
-            if mine != theirs:
-                raise CoordinatorStartError(
-                    f"ledger {config.ledger} was started with another {what}; "
-                    "use a new ledger file for a new market run"
-                )
-    else:
-        meta = fresh
-        # Write-then-rename: a crash here leaves no meta file or a whole one, never half.
-        partial = path.with_name(path.name + ".partial")
-        partial.write_bytes(msgspec.json.encode(meta))
-        partial.replace(path)
-    store = SqliteStore(config.ledger)
-    return store, meta, [decode_record(r) for r in store.replay()]
+) -> tuple[RecordLog, RunMeta, list[MessageReceived | Tick]]:
+    """The record log, the run it belongs to, and the events already recorded in it."""
+    log = open_record_log(
+        config.ledger,
+        key=key,
+        params=config.params,
+        genesis=config.genesis,
+        start_ms=now + config.start_delay_ms,
+    )
+    return log, log.meta, [decode_record(r) for r in log.replay()]
 
 
 @dataclass(slots=True)
@@ -579,10 +552,11 @@ def restore(
     recorded: Sequence[MessageReceived | Tick],
     store: RecordStore,
 ) -> tuple[Coordinator, list[Publish]]:
-    """The core rebuilt from its records, and what it had to send but may not have sent.
+    """The core rebuilt from `recorded` (all of `store`), and what it may not have sent.
 
     Records up to the store's published watermark are replayed silently; the messages
-    produced by the records after it are returned, to be sent again.
+    produced by the records after it are returned, to be sent again. A restart uses
+    `record_log.fold`, which starts from a snapshot; this is the full replay.
     """
     core = Coordinator(config.params, config.genesis, key, start_ms, rounds=config.rounds)
     published = store.published()
@@ -606,10 +580,26 @@ async def run_coordinator(
         # no caller to stop us: SIGINT and SIGTERM do
         stop = asyncio.Event()
         install_stop_signals(stop)
-    store, meta, recorded = open_ledger(config, identity.public_hex, clock())
+    log = open_record_log(
+        config.ledger,
+        key=identity.public_hex,
+        params=config.params,
+        genesis=config.genesis,
+        start_ms=clock() + config.start_delay_ms,
+    )
     verifier: SignatureVerifier | None = None
     try:
-        core, resend = restore(config, identity.public_hex, meta.start_ms, recorded, store)
+        folded = fold(log, rounds=config.rounds)
+        structlog.get_logger("coordinator").info(
+            "coordinator.restored",
+            records=len(log),
+            snapshot=folded.snapshot,
+            replayed=len(folded.tail),
+            resend=len(folded.resend),
+            ms=round(folded.seconds * 1000, 1),
+        )
+        core = folded.core
+        log.attach(core)
         verifier = await open_verifier(config.verify_workers)
         async with Bus(
             config.broker,
@@ -622,17 +612,17 @@ async def run_coordinator(
                 core,
                 identity,
                 bus,
-                store,
+                log,
                 clock=clock,
-                recorded=recorded,
-                resend=resend,
+                recorded=folded.tail,
+                resend=folded.resend,
                 verifier=verifier,
             )
             await service.run(stop)
     finally:
         if verifier is not None:
             verifier.close()
-        store.close()
+        log.close()
     return core
 
 
@@ -661,20 +651,21 @@ def load_genesis(path: str, *, market: str, key: str) -> Genesis:
 
 
 def summary_from_ledger(config: CoordinatorConfig, key: str) -> dict[str, object]:
-    """The `proofmarket sim` report of a finished (or stopped) networked run, from its ledger."""
+    """The `proofmarket sim` report of a finished (or stopped) networked run, from its ledger.
+
+    A report covers every round, so it folds the whole log rather than a snapshot.
+    """
     if config.ledger is None:
         raise ValueError("a summary needs a ledger file")
-    meta = msgspec.json.decode(_meta_path(config.ledger).read_bytes(), type=_Meta)
-    core = Coordinator(config.params, config.genesis, key, meta.start_ms, rounds=config.rounds)
-    outputs: list[Message] = []
-    store = SqliteStore(config.ledger)
+    meta = read_meta(config.ledger)
+    log = RecordLog(SqliteStore(config.ledger), meta)
+    tally = RoundTally()
     try:
-        for record in store.replay():
-            for effect in core.handle(decode_record(record)):
-                if isinstance(effect, Publish):
-                    outputs.append(effect.message)
+        folded = fold(
+            log, rounds=config.rounds, use_snapshot=False, observe=tally.note, keep_tail=False
+        )
     finally:
-        store.close()
-    report = market_report(core, outputs)
-    report["finished"] = core.finished
+        log.close()
+    report = market_report(folded.core, tally)
+    report["finished"] = folded.core.finished
     return report

@@ -57,8 +57,24 @@ class RecordStore(Protocol):
         """Durably move the published watermark up to `seq` (never down)."""
         ...
 
-    def replay(self) -> Iterator[bytes]:
-        """Every record, in the order appended."""
+    def replay(self, start: int = 0) -> Iterator[bytes]:
+        """Every record from number `start` on, in the order appended."""
+        ...
+
+    def save_snapshot(self, position: int, body: bytes, *, keep: int = 2) -> None:
+        """Durably file a snapshot covering records 0 .. position-1, all of it or nothing.
+
+        Only the newest `keep` snapshots are kept; filing one at a position already
+        filed replaces it.
+        """
+        ...
+
+    def snapshots(self) -> list[int]:
+        """The positions of the snapshots filed, oldest first."""
+        ...
+
+    def read_snapshot(self, position: int) -> bytes:
+        """The snapshot filed at `position` (KeyError if there is none)."""
         ...
 
     def __len__(self) -> int: ...
@@ -74,6 +90,13 @@ def _as_record(record: object) -> bytes:
     return bytes(record)
 
 
+def _check_position(position: int, records: int, keep: int) -> None:
+    if not 0 <= position <= records:
+        raise ValueError(f"a snapshot at {position} covers records the store ({records}) lacks")
+    if keep < 1:
+        raise ValueError(f"keep must be >= 1, got {keep}")
+
+
 class MemoryStore:
     """Records in a list; durable only for the life of the process."""
 
@@ -81,6 +104,7 @@ class MemoryStore:
         self._records: list[bytes] = []
         self._published = -1
         self._closed = False
+        self._snapshots: dict[int, bytes] = {}
 
     def _check_open(self) -> None:
         if self._closed:
@@ -107,11 +131,11 @@ class MemoryStore:
         self._check_open()
         self._published = max(self._published, seq)
 
-    def replay(self) -> Iterator[bytes]:
+    def replay(self, start: int = 0) -> Iterator[bytes]:
         self._check_open()
         # Index rather than iterate, so records appended while replaying are seen too,
         # as they are with SqliteStore.
-        seq = 0
+        seq = max(0, start)
         while seq < len(self._records):
             yield self._records[seq]
             seq += 1
@@ -119,6 +143,21 @@ class MemoryStore:
     def __len__(self) -> int:
         self._check_open()
         return len(self._records)
+
+    def save_snapshot(self, position: int, body: bytes, *, keep: int = 2) -> None:
+        self._check_open()
+        _check_position(position, len(self._records), keep)
+        self._snapshots[position] = _as_record(body)
+        for old in sorted(self._snapshots)[:-keep]:
+            del self._snapshots[old]
+
+    def snapshots(self) -> list[int]:
+        self._check_open()
+        return sorted(self._snapshots)
+
+    def read_snapshot(self, position: int) -> bytes:
+        self._check_open()
+        return self._snapshots[position]
 
     def close(self) -> None:
         self._closed = True
@@ -181,6 +220,10 @@ class SqliteStore:
         db.execute("PRAGMA synchronous = FULL")
         # Added after schema 1 shipped; creating it when missing keeps old files readable.
         db.execute("CREATE TABLE IF NOT EXISTS marks (name TEXT PRIMARY KEY, seq INTEGER NOT NULL)")
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS snapshots "
+            "(position INTEGER PRIMARY KEY, body BLOB NOT NULL)"
+        )
 
     def _create(self, db: sqlite3.Connection) -> None:
         db.execute("BEGIN IMMEDIATE")
@@ -250,11 +293,11 @@ class SqliteStore:
                     db.execute("ROLLBACK")
                 raise
 
-    def replay(self) -> Iterator[bytes]:
+    def replay(self, start: int = 0) -> Iterator[bytes]:
         # Reads in chunks by sequence number instead of holding one cursor open, so no
         # read transaction stays open across the caller's work and appends made while
         # replaying are seen.
-        after = -1
+        after = start - 1
         while True:
             with self._lock:
                 rows = (
@@ -275,6 +318,45 @@ class SqliteStore:
         with self._lock:
             (last,) = self._conn().execute("SELECT coalesce(max(seq), -1) FROM records").fetchone()
         return int(last) + 1
+
+    def save_snapshot(self, position: int, body: bytes, *, keep: int = 2) -> None:
+        checked = _as_record(body)
+        with self._lock:
+            db = self._conn()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                (last,) = db.execute("SELECT coalesce(max(seq), -1) FROM records").fetchone()
+                _check_position(position, int(last) + 1, keep)
+                db.execute(
+                    "INSERT OR REPLACE INTO snapshots (position, body) VALUES (?, ?)",
+                    (position, checked),
+                )
+                db.execute(
+                    "DELETE FROM snapshots WHERE position NOT IN "
+                    "(SELECT position FROM snapshots ORDER BY position DESC LIMIT ?)",
+                    (keep,),
+                )
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+
+    def snapshots(self) -> list[int]:
+        with self._lock:
+            rows = self._conn().execute("SELECT position FROM snapshots ORDER BY position")
+            return [int(p) for (p,) in rows.fetchall()]
+
+    def read_snapshot(self, position: int) -> bytes:
+        with self._lock:
+            row = (
+                self._conn()
+                .execute("SELECT body FROM snapshots WHERE position = ?", (position,))
+                .fetchone()
+            )
+        if row is None:
+            raise KeyError(position)
+        return bytes(row[0])
 
     def close(self) -> None:
         with self._lock:

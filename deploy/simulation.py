@@ -13,7 +13,7 @@ import hashlib
 import heapq
 import random
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Final, TypeAlias
 
@@ -107,7 +107,12 @@ class Simulation:
     """
 
     def __init__(
-        self, config: SimConfig, *, keep_inputs: bool = False, tally: RoundTally | None = None
+        self,
+        config: SimConfig,
+        *,
+        keep_inputs: bool = False,
+        tally: RoundTally | None = None,
+        on_record: Callable[[CoordinatorEvent], None] | None = None,
     ) -> None:
         if config.rounds < 1 or config.provers < 0 or config.users < 0:
             raise ValueError("a simulation needs rounds >= 1 and non-negative party counts")
@@ -115,6 +120,7 @@ class Simulation:
             raise ValueError("faulty provers must be between 0 and the number of provers")
         self.config = config
         self.keep_inputs = keep_inputs
+        self.on_record = on_record  # sees each event the coordinator records, in order
         rng = random.Random(config.seed)
         self.coordinator_key = sim_key(config.seed, "coordinator", 0)
         self.provers, deposits = _provers(config, rng, self.coordinator_key)
@@ -186,6 +192,8 @@ class Simulation:
         for effect in effects:
             if isinstance(effect, Record):
                 self.result.records += 1
+                if self.on_record is not None:
+                    self.on_record(effect.event)
             elif isinstance(effect, Publish):
                 self.result.tally.note(effect.message)
                 targets = self._everyone if effect.to is None else [effect.to]

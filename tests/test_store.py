@@ -57,6 +57,27 @@ def test_empty_store(new_store: Factory) -> None:
     assert [] == list(store.replay())
 
 
+def test_replay_from_a_position(new_store: Factory) -> None:
+    """replay(start) yields the records from number `start` on, and nothing past the end."""
+    store = new_store()
+    store.append_many([b"a", b"b", b"c", b"d"])
+    assert ([b"c", b"d"], []) == (list(store.replay(2)), list(store.replay(4)))
+
+
+def test_snapshots_keep_only_the_newest(new_store: Factory) -> None:
+    """Snapshots are filed by position, the oldest beyond `keep` go, and none past the end."""
+    store = new_store()
+    store.append_many([b"r"] * 10)
+    for position in (2, 4, 6, 8):
+        store.save_snapshot(position, b"snap-%d" % position, keep=3)
+    store.save_snapshot(8, b"again", keep=3)
+    assert ([4, 6, 8], b"again") == (store.snapshots(), store.read_snapshot(8))
+    with pytest.raises(ValueError):
+        store.save_snapshot(11, b"too far")
+    with pytest.raises(KeyError):
+        store.read_snapshot(2)
+
+
 def test_satisfies_protocol(new_store: Factory) -> None:
     """Each backend is a RecordStore."""
     assert isinstance(new_store(), RecordStore)
