@@ -380,7 +380,7 @@ def test_a_clearing_result_tells_a_user_the_market_moved_on() -> None:
 
 def test_working_state_stays_bounded_over_many_rounds() -> None:
     """Settled tasks leave at once and open ones with their round: entries stop growing."""
-    from user_client.core import RETAIN_ROUNDS
+    from user_client.core import ANNOUNCE_ROUNDS, RETAIN_ROUNDS
 
     core = make(tasks=2)
     sizes = {}
@@ -397,6 +397,7 @@ def test_working_state_stays_bounded_over_many_rounds() -> None:
     assert sizes[2 * RETAIN_ROUNDS] == sizes[last]
     assert RETAIN_ROUNDS + 1 >= sizes[last]["tasks"]
     assert 0 == sizes[last]["unacknowledged"]
+    assert ANNOUNCE_ROUNDS + 1 >= sizes[last]["rounds"]
     assert (3 * RETAIN_ROUNDS, 2 * 3 * RETAIN_ROUNDS) == (
         core.summary.released,
         core.summary.tasks_bid,

@@ -38,6 +38,9 @@ TASK_INPUT_BYTES: Final = 32
 # its round is given up. Settled tasks leave at once: a later copy of their settlement
 # names a task the user no longer holds, and is ignored.
 RETAIN_ROUNDS: Final = 1024
+# How many rounds behind the newest announcement a user still bids on one it had not
+# seen; an older one is long closed for bids, so only this window is remembered.
+ANNOUNCE_ROUNDS: Final = 64
 
 TaskState: TypeAlias = Literal["bid", "allocated", "unallocated", "settled", "rejected"]
 _CLOSED: Final = frozenset({"settled", "rejected"})
@@ -136,7 +139,8 @@ class UserCore:
         self.last_prove_deadline: int | None = None
         self.summary = UserSummary()
         self._verify: Verifier = verify or _workload_verify
-        self._rounds: set[int] = set()  # rounds at or above the floor already bid in
+        self._rounds: set[int] = set()  # rounds of the announcement window already bid in
+        self._announce_floor = 0  # announcements below this are ignored
         self._tasks: dict[str, _Task] = {}  # held tasks: open, or refused and not yet forgotten
         self._by_round: dict[int, dict[str, None]] = {}  # round -> its held task ids, in bid order
         self._open = 0  # held tasks neither settled nor refused
@@ -240,12 +244,20 @@ class UserCore:
         return None if task is None else task.state
 
     def _on_announcement(self, msg: RoundAnnouncement) -> list[UserEffect]:
-        if msg.round < self._floor or msg.round in self._rounds or not self._in_window(msg.round):
+        if (
+            msg.round < max(self._floor, self._announce_floor)
+            or msg.round in self._rounds
+            or not self._in_window(msg.round)
+        ):
             return []
         if self._first_round is None:
             self._first_round = msg.round
         self._latest_round = max(self._latest_round, msg.round)
         self._rounds.add(msg.round)
+        announce_floor = msg.round - ANNOUNCE_ROUNDS
+        if announce_floor > self._announce_floor:
+            discard_below(self._rounds, self._announce_floor, announce_floor)
+            self._announce_floor = announce_floor
         self._forget_before(msg.round - RETAIN_ROUNDS)
         self.summary.rounds_seen += 1
         self.last_prove_deadline = msg.prove_deadline
@@ -322,7 +334,6 @@ class UserCore:
         """Forget rounds below `floor`: costs what is forgotten, not what is kept."""
         if floor <= self._floor:
             return
-        discard_below(self._rounds, self._floor, floor)
         for _, bucket in drop_below(self._by_round, self._floor, floor):
             for task_id in bucket:
                 task = self._tasks.pop(task_id)

@@ -7,6 +7,7 @@ import click
 from proofmarket.commands.bench_clear import bench_clear
 from proofmarket.commands.bench_envelope import bench_envelope
 from proofmarket.commands.bench_ingest import bench_ingest
+from proofmarket.commands.bench_soak import bench_soak
 
 
 @click.group()
@@ -17,3 +18,4 @@ def bench() -> None:
 bench.add_command(bench_clear)
 bench.add_command(bench_envelope)
 bench.add_command(bench_ingest)
+bench.add_command(bench_soak)
