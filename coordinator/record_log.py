@@ -23,6 +23,7 @@ import msgspec
 import structlog
 
 from coordinator.core import Coordinator, Genesis, decode_record
+from coordinator.retention import Retention, archive_dir, retire
 from coordinator.snapshot import SnapshotError, capture, load
 from coordinator.store import MemoryStore, RecordStore, SqliteStore
 from protocol.events import MessageReceived, Publish, Tick
@@ -67,13 +68,21 @@ class RecordLog:
     """
 
     def __init__(
-        self, store: RecordStore, meta: RunMeta, *, snapshot_every: int = SNAPSHOT_EVERY
+        self,
+        store: RecordStore,
+        meta: RunMeta,
+        *,
+        snapshot_every: int = SNAPSHOT_EVERY,
+        retention: Retention | None = None,
+        archive: Path | None = None,
     ) -> None:
         if snapshot_every < 1:
             raise ValueError(f"snapshot_every must be >= 1, got {snapshot_every}")
         self.store = store
         self.meta = meta
         self.snapshot_every = snapshot_every
+        self.retention = retention or Retention()
+        self.archive = archive  # where retired records go when retention is "archive"
         self._core: Coordinator | None = None
         filed = store.snapshots()
         self._snapshot_at = filed[-1] if filed else 0
@@ -91,13 +100,26 @@ class RecordLog:
         body = capture(self._core, position)
         self.store.save_snapshot(position, body, keep=SNAPSHOT_KEEP)
         self._snapshot_at = position
+        retired = self.retire()
         _log.info(
             "record_log.snapshot",
             position=position,
             bytes=len(body),
+            first_live=self.store.first() if retired is not None else None,
             ms=round((time.perf_counter() - started) * 1000, 1),
         )
         return position
+
+    def retire(self) -> int | None:
+        """Apply the retention once; the new first live record, or None if none moved."""
+        meta = self.meta
+        return retire(
+            self.store,
+            self.retention,
+            key=meta.key,
+            market=meta.params.market,
+            archive=self.archive,
+        )
 
     # -- the record store's interface, passed through ------------------------------------
 
@@ -128,6 +150,12 @@ class RecordLog:
     def read_snapshot(self, position: int) -> bytes:
         return self.store.read_snapshot(position)
 
+    def first(self) -> int:
+        return self.store.first()
+
+    def discard_before(self, position: int) -> None:
+        self.store.discard_before(position)
+
     def __len__(self) -> int:
         return len(self.store)
 
@@ -143,6 +171,7 @@ def open_record_log(
     genesis: Genesis,
     start_ms: int,
     snapshot_every: int = SNAPSHOT_EVERY,
+    retention: Retention | None = None,
 ) -> RecordLog:
     """The record log of `ledger` (in memory when None), checked against this run.
 
@@ -151,7 +180,7 @@ def open_record_log(
     """
     fresh = RunMeta(key, start_ms, params, genesis)
     if ledger is None:
-        return RecordLog(MemoryStore(), fresh, snapshot_every=snapshot_every)
+        return RecordLog(MemoryStore(), fresh, snapshot_every=snapshot_every, retention=retention)
     path = meta_path(ledger)
     if path.exists():
         meta = read_meta(ledger)
@@ -171,7 +200,13 @@ def open_record_log(
         partial = path.with_name(path.name + ".partial")
         partial.write_bytes(msgspec.json.encode(meta))
         partial.replace(path)
-    return RecordLog(SqliteStore(ledger), meta, snapshot_every=snapshot_every)
+    return RecordLog(
+        SqliteStore(ledger),
+        meta,
+        snapshot_every=snapshot_every,
+        retention=retention,
+        archive=archive_dir(ledger),
+    )
 
 
 @dataclass(slots=True)
@@ -203,7 +238,13 @@ def fold(
     meta = log.meta
     published = log.published()
     core = Coordinator(meta.params, meta.genesis, meta.key, meta.start_ms, rounds=rounds)
+    first = log.first()
     position = _load_snapshot(log, core, published) if use_snapshot else None
+    if position is None and first:
+        raise CoordinatorStartError(
+            f"records before {first} have left the live store and no snapshot covering them "
+            "loads; restore the snapshot or replay the archive (proofmarket ledger verify)"
+        )
     folded = Folded(core, snapshot=position)
     for seq, record in enumerate(log.replay(position or 0), position or 0):
         event = decode_record(record)
@@ -225,20 +266,20 @@ def _load_snapshot(log: RecordLog, core: Coordinator, published: int) -> int | N
 
     Usable means at or before the published watermark, so that every record whose
     messages may not have gone out is replayed. A refused snapshot is logged and the
-    full log is used.
+    next older one tried; with none left the full log is used.
     """
-    usable = [p for p in log.snapshots() if p <= published + 1]
-    if not usable:
-        return None
-    position = usable[-1]
-    try:
-        load(core, log.read_snapshot(position), position=position)
-    except SnapshotError as exc:
-        _log.warning(
-            "record_log.snapshot_refused",
-            position=position,
-            reason=str(exc),
-            fallback="replaying the full record log",
-        )
-        return None
-    return position
+    usable = [p for p in log.snapshots() if log.first() <= p <= published + 1]
+    for position in reversed(usable):
+        try:
+            load(core, log.read_snapshot(position), position=position)
+        except SnapshotError as exc:
+            older = any(p < position for p in usable)
+            _log.warning(
+                "record_log.snapshot_refused",
+                position=position,
+                reason=str(exc),
+                fallback="an older snapshot" if older else "replaying the full record log",
+            )
+            continue
+        return position
+    return None

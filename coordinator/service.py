@@ -27,15 +27,17 @@ from pathlib import Path
 import structlog
 
 from coordinator.core import Coordinator, Genesis, decode_record, encode_record
-from coordinator.record_log import CoordinatorStartError as CoordinatorStartError
 from coordinator.record_log import (
+    SNAPSHOT_EVERY,
     RecordLog,
     RunMeta,
     fold,
     open_record_log,
     read_meta,
 )
+from coordinator.record_log import CoordinatorStartError as CoordinatorStartError
 from coordinator.report import RoundTally, market_report
+from coordinator.retention import KEEP_ALL, Retention
 from coordinator.store import RecordStore, SqliteStore
 from coordinator.verifier import InlineVerifier, SignatureVerifier, open_verifier
 from deploy.runtime import Clock, install_stop_signals, wall_ms
@@ -77,6 +79,8 @@ class CoordinatorConfig:
     password: str | None = None
     ca_file: str | None = None
     verify_workers: int = 0  # processes that check signatures; 0 checks them in the loop
+    snapshot_every: int = SNAPSHOT_EVERY  # records between snapshots of the core
+    retention: Retention = KEEP_ALL  # what happens to records behind the snapshots
 
 
 def open_ledger(
@@ -586,6 +590,8 @@ async def run_coordinator(
         params=config.params,
         genesis=config.genesis,
         start_ms=clock() + config.start_delay_ms,
+        snapshot_every=config.snapshot_every,
+        retention=config.retention,
     )
     verifier: SignatureVerifier | None = None
     try:

@@ -167,6 +167,11 @@ def position_of(data: bytes) -> int:
     return decode(data).position
 
 
+def round_of(data: bytes) -> int:
+    """The round that was open for bids (or next to open) when the snapshot was taken."""
+    return decode(data).bidding
+
+
 def load(blank: Coordinator, data: bytes, *, position: int | None = None) -> Coordinator:
     """`blank` (a new coordinator of the run) given the snapshot's state, or an error.
 
@@ -231,3 +236,9 @@ def _apply(core: Coordinator, state: _State, ledger: Ledger, rounds: dict[int, _
     core._refs = {n: set(refs) for n, refs in state.refs}
     core._grants = {nonce: tuple(g) for nonce, g in state.grants}  # type: ignore[misc]
     core._grant_refs = set(state.grant_refs)
+
+
+def rounds_of(data: bytes) -> tuple[int | None, int]:
+    """The run's round limit and seen-rounds horizon, as the snapshot records them."""
+    run = decode(data).run
+    return run.rounds, run.seen_rounds

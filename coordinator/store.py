@@ -64,8 +64,8 @@ class RecordStore(Protocol):
     def save_snapshot(self, position: int, body: bytes, *, keep: int = 2) -> None:
         """Durably file a snapshot covering records 0 .. position-1, all of it or nothing.
 
-        Only the newest `keep` snapshots are kept; filing one at a position already
-        filed replaces it.
+        Only the newest `keep` snapshots (and the one at `first()`) are kept; filing one at
+        a position already filed replaces it.
         """
         ...
 
@@ -75,6 +75,19 @@ class RecordStore(Protocol):
 
     def read_snapshot(self, position: int) -> bytes:
         """The snapshot filed at `position` (KeyError if there is none)."""
+        ...
+
+    def first(self) -> int:
+        """The number of the oldest record still held (0 until some were discarded)."""
+        ...
+
+    def discard_before(self, position: int) -> None:
+        """Durably drop records 0 .. position-1 (archived, or not wanted) and older snapshots.
+
+        Numbering carries on: the next record appended is still number len(store). The
+        snapshot at `position`, which a restart now needs, is never dropped by
+        `save_snapshot`'s pruning.
+        """
         ...
 
     def __len__(self) -> int: ...
@@ -101,7 +114,8 @@ class MemoryStore:
     """Records in a list; durable only for the life of the process."""
 
     def __init__(self) -> None:
-        self._records: list[bytes] = []
+        self._records: list[bytes] = []  # records from number self._first on
+        self._first = 0
         self._published = -1
         self._closed = False
         self._snapshots: dict[int, bytes] = {}
@@ -111,9 +125,7 @@ class MemoryStore:
             raise StoreClosedError("the record store is closed")
 
     def append(self, record: bytes) -> int:
-        self._check_open()
-        self._records.append(_as_record(record))
-        return len(self._records) - 1
+        return self.append_many([record])
 
     def append_many(self, records: Sequence[bytes], *, published: int | None = None) -> int:
         self._check_open()
@@ -121,7 +133,7 @@ class MemoryStore:
         self._records.extend(checked)
         if published is not None:
             self._published = max(self._published, published)
-        return len(self._records) - 1
+        return self._first + len(self._records) - 1
 
     def published(self) -> int:
         self._check_open()
@@ -135,20 +147,34 @@ class MemoryStore:
         self._check_open()
         # Index rather than iterate, so records appended while replaying are seen too,
         # as they are with SqliteStore.
-        seq = max(0, start)
-        while seq < len(self._records):
-            yield self._records[seq]
+        seq = max(self._first, start)
+        while seq < self._first + len(self._records):
+            yield self._records[seq - self._first]
             seq += 1
 
     def __len__(self) -> int:
         self._check_open()
-        return len(self._records)
+        return self._first + len(self._records)
 
     def save_snapshot(self, position: int, body: bytes, *, keep: int = 2) -> None:
         self._check_open()
-        _check_position(position, len(self._records), keep)
+        _check_position(position, len(self), keep)
         self._snapshots[position] = _as_record(body)
         for old in sorted(self._snapshots)[:-keep]:
+            if old != self._first:
+                del self._snapshots[old]
+
+    def first(self) -> int:
+        self._check_open()
+        return self._first
+
+    def discard_before(self, position: int) -> None:
+        self._check_open()
+        if not self._first <= position <= len(self):
+            raise ValueError(f"cannot discard before {position}: records run {self._first}..")
+        del self._records[: position - self._first]
+        self._first = position
+        for old in [p for p in self._snapshots if p < position]:
             del self._snapshots[old]
 
     def snapshots(self) -> list[int]:
@@ -254,7 +280,7 @@ class SqliteStore:
             # below cannot be taken by another writer before this commit.
             db.execute("BEGIN IMMEDIATE")
             try:
-                (last,) = db.execute("SELECT coalesce(max(seq), -1) FROM records").fetchone()
+                last = self._last(db)
                 db.executemany(
                     "INSERT INTO records (seq, body) VALUES (?, ?)",
                     ((last + 1 + i, body) for i, body in enumerate(checked)),
@@ -266,7 +292,18 @@ class SqliteStore:
                 if db.in_transaction:
                     db.execute("ROLLBACK")
                 raise
-            return int(last) + len(checked)
+            return last + len(checked)
+
+    @staticmethod
+    def _last(db: sqlite3.Connection) -> int:
+        """The number of the newest record, counting discarded ones (-1: none ever)."""
+        (last,) = db.execute("SELECT coalesce(max(seq), -1) FROM records").fetchone()
+        return max(int(last), SqliteStore._first(db) - 1)
+
+    @staticmethod
+    def _first(db: sqlite3.Connection) -> int:
+        row = db.execute("SELECT seq FROM marks WHERE name = 'first'").fetchone()
+        return 0 if row is None else int(row[0])
 
     @staticmethod
     def _raise_mark(db: sqlite3.Connection, seq: int) -> None:
@@ -316,8 +353,7 @@ class SqliteStore:
 
     def __len__(self) -> int:
         with self._lock:
-            (last,) = self._conn().execute("SELECT coalesce(max(seq), -1) FROM records").fetchone()
-        return int(last) + 1
+            return self._last(self._conn()) + 1
 
     def save_snapshot(self, position: int, body: bytes, *, keep: int = 2) -> None:
         checked = _as_record(body)
@@ -325,16 +361,15 @@ class SqliteStore:
             db = self._conn()
             db.execute("BEGIN IMMEDIATE")
             try:
-                (last,) = db.execute("SELECT coalesce(max(seq), -1) FROM records").fetchone()
-                _check_position(position, int(last) + 1, keep)
+                _check_position(position, self._last(db) + 1, keep)
                 db.execute(
                     "INSERT OR REPLACE INTO snapshots (position, body) VALUES (?, ?)",
                     (position, checked),
                 )
                 db.execute(
-                    "DELETE FROM snapshots WHERE position NOT IN "
+                    "DELETE FROM snapshots WHERE position != ? AND position NOT IN "
                     "(SELECT position FROM snapshots ORDER BY position DESC LIMIT ?)",
-                    (keep,),
+                    (self._first(db), keep),
                 )
                 db.execute("COMMIT")
             except BaseException:
@@ -357,6 +392,31 @@ class SqliteStore:
         if row is None:
             raise KeyError(position)
         return bytes(row[0])
+
+    def first(self) -> int:
+        with self._lock:
+            return self._first(self._conn())
+
+    def discard_before(self, position: int) -> None:
+        with self._lock:
+            db = self._conn()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                first, last = self._first(db), self._last(db)
+                if not first <= position <= last + 1:
+                    raise ValueError(f"cannot discard before {position}: records run {first}..")
+                db.execute("DELETE FROM records WHERE seq < ?", (position,))
+                db.execute("DELETE FROM snapshots WHERE position < ?", (position,))
+                db.execute(
+                    "INSERT INTO marks (name, seq) VALUES ('first', ?) "
+                    "ON CONFLICT(name) DO UPDATE SET seq = excluded.seq",
+                    (position,),
+                )
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
 
     def close(self) -> None:
         with self._lock:

@@ -11,6 +11,7 @@ from proofmarket.commands import (
     coordinator_cmd,
     deploy_cmd,
     keygen,
+    ledger_cmd,
     services,
     sim,
     testnet,
@@ -32,6 +33,7 @@ cli.add_command(coordinator_cmd.coordinator)
 cli.add_command(services.prover)
 cli.add_command(services.user)
 cli.add_command(deploy_cmd.deploy)
+cli.add_command(ledger_cmd.ledger)
 
 
 def main() -> None:

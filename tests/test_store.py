@@ -78,6 +78,22 @@ def test_snapshots_keep_only_the_newest(new_store: Factory) -> None:
         store.read_snapshot(2)
 
 
+def test_discarding_keeps_the_numbering(new_store: Factory) -> None:
+    """After discard_before(n) the next record is still number len(store); older ones are gone."""
+    store = new_store()
+    store.append_many([b"a", b"b", b"c"])
+    store.save_snapshot(1, b"s1")
+    store.save_snapshot(2, b"s2")
+    store.discard_before(2)
+    assert (2, 3, [2]) == (store.first(), len(store), store.snapshots())
+    assert (3, [b"c", b"d"]) == (store.append(b"d"), list(store.replay()))
+    store.discard_before(4)
+    assert (4, 4, []) == (store.first(), len(store), list(store.replay()))
+    assert 4 == store.append(b"e")
+    with pytest.raises(ValueError):
+        store.discard_before(9)
+
+
 def test_satisfies_protocol(new_store: Factory) -> None:
     """Each backend is a RecordStore."""
     assert isinstance(new_store(), RecordStore)
