@@ -156,6 +156,12 @@ class RecordLog:
     def discard_before(self, position: int) -> None:
         self.store.discard_before(position)
 
+    def pin_snapshot(self, position: int) -> None:
+        self.store.pin_snapshot(position)
+
+    def pinned(self) -> int | None:
+        return self.store.pinned()
+
     def __len__(self) -> int:
         return len(self.store)
 

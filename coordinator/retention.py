@@ -65,22 +65,46 @@ def archive_dir(ledger: str) -> Path:
 
 
 def cut_position(store: RecordStore, retention: Retention) -> int | None:
-    """The newest snapshot records may be retired behind, if any is past the live start.
+    """Where records may be retired up to now, if anywhere; pins the next milestone.
 
-    It must be published (every record before it sent in full) and taken at least
-    `audit_rounds` rounds before the newest snapshot.
+    A milestone is a snapshot pinned when filed (so pruning keeps it). Once it is
+    published (every record before it sent in full) and `audit_rounds` rounds older than
+    the newest snapshot, it is the cut; then the newest snapshot is pinned as the next
+    milestone. The live store so holds between one and two audit horizons of records.
+    """
+    positions = store.snapshots()
+    if not positions or positions[-1] <= store.first():
+        return None
+    milestone = store.pinned()
+    if milestone is None or milestone <= store.first():
+        store.pin_snapshot(positions[-1])
+        return None
+    newest_round = round_of(store.read_snapshot(positions[-1]))
+    ripe = round_of(store.read_snapshot(milestone)) <= newest_round - retention.audit_rounds
+    if milestone > store.published() + 1 or not ripe:
+        return None
+    return milestone
+
+
+def pin_oldest_ripe(store: RecordStore, retention: Retention) -> int | None:
+    """Pin the newest snapshot already `audit_rounds` behind the newest one (offline use).
+
+    A stopped coordinator's file has no milestone pinned long enough ago; this picks the
+    best cut among the snapshots it holds, so `retire` can apply the retention at once.
     """
     positions = [p for p in store.snapshots() if p > store.first()]
-    published = store.published()
     if not positions:
         return None
     newest_round = round_of(store.read_snapshot(positions[-1]))
-    for position in reversed(positions):
-        if position > published + 1:
-            continue
-        if round_of(store.read_snapshot(position)) <= newest_round - retention.audit_rounds:
-            return position
-    return None
+    ripe = [
+        p
+        for p in positions
+        if round_of(store.read_snapshot(p)) <= newest_round - retention.audit_rounds
+    ]
+    if not ripe:
+        return None
+    store.pin_snapshot(ripe[-1])
+    return ripe[-1]
 
 
 def retire(
@@ -109,6 +133,9 @@ def retire(
         )
         _write_atomically(archive / f"{first:012d}-{cut:012d}{_SUFFIX}", segment)
     store.discard_before(cut)
+    newest = store.snapshots()[-1]
+    if newest > cut:
+        store.pin_snapshot(newest)
     return cut
 
 

@@ -64,8 +64,8 @@ class RecordStore(Protocol):
     def save_snapshot(self, position: int, body: bytes, *, keep: int = 2) -> None:
         """Durably file a snapshot covering records 0 .. position-1, all of it or nothing.
 
-        Only the newest `keep` snapshots (and the one at `first()`) are kept; filing one at
-        a position already filed replaces it.
+        Only the newest `keep` snapshots (and the ones at `first()` and `pinned()`) are
+        kept; filing one at a position already filed replaces it.
         """
         ...
 
@@ -79,6 +79,14 @@ class RecordStore(Protocol):
 
     def first(self) -> int:
         """The number of the oldest record still held (0 until some were discarded)."""
+        ...
+
+    def pin_snapshot(self, position: int) -> None:
+        """Keep the snapshot at `position` from pruning (one pin; a new one replaces it)."""
+        ...
+
+    def pinned(self) -> int | None:
+        """The pinned snapshot's position, if one is pinned and still held."""
         ...
 
     def discard_before(self, position: int) -> None:
@@ -119,6 +127,7 @@ class MemoryStore:
         self._published = -1
         self._closed = False
         self._snapshots: dict[int, bytes] = {}
+        self._pin: int | None = None
 
     def _check_open(self) -> None:
         if self._closed:
@@ -161,8 +170,18 @@ class MemoryStore:
         _check_position(position, len(self), keep)
         self._snapshots[position] = _as_record(body)
         for old in sorted(self._snapshots)[:-keep]:
-            if old != self._first:
+            if old not in (self._first, self._pin):
                 del self._snapshots[old]
+
+    def pin_snapshot(self, position: int) -> None:
+        self._check_open()
+        if position not in self._snapshots:
+            raise KeyError(position)
+        self._pin = position
+
+    def pinned(self) -> int | None:
+        self._check_open()
+        return self._pin
 
     def first(self) -> int:
         self._check_open()
@@ -176,6 +195,8 @@ class MemoryStore:
         self._first = position
         for old in [p for p in self._snapshots if p < position]:
             del self._snapshots[old]
+        if self._pin is not None and self._pin < position:
+            self._pin = None
 
     def snapshots(self) -> list[int]:
         self._check_open()
@@ -306,6 +327,41 @@ class SqliteStore:
         return 0 if row is None else int(row[0])
 
     @staticmethod
+    def _pinned(db: sqlite3.Connection) -> int:
+        row = db.execute("SELECT seq FROM marks WHERE name = 'pin'").fetchone()
+        return -1 if row is None else int(row[0])
+
+    @staticmethod
+    def _set_mark(db: sqlite3.Connection, name: str, seq: int) -> None:
+        db.execute(
+            "INSERT INTO marks (name, seq) VALUES (?, ?) "
+            "ON CONFLICT(name) DO UPDATE SET seq = excluded.seq",
+            (name, seq),
+        )
+
+    def pin_snapshot(self, position: int) -> None:
+        with self._lock:
+            db = self._conn()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                if (
+                    db.execute("SELECT 1 FROM snapshots WHERE position = ?", (position,)).fetchone()
+                    is None
+                ):
+                    raise KeyError(position)
+                self._set_mark(db, "pin", position)
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+
+    def pinned(self) -> int | None:
+        with self._lock:
+            pin = self._pinned(self._conn())
+        return None if pin < 0 else pin
+
+    @staticmethod
     def _raise_mark(db: sqlite3.Connection, seq: int) -> None:
         db.execute(
             "INSERT INTO marks (name, seq) VALUES ('published', ?) "
@@ -367,9 +423,9 @@ class SqliteStore:
                     (position, checked),
                 )
                 db.execute(
-                    "DELETE FROM snapshots WHERE position != ? AND position NOT IN "
+                    "DELETE FROM snapshots WHERE position NOT IN (?, ?) AND position NOT IN "
                     "(SELECT position FROM snapshots ORDER BY position DESC LIMIT ?)",
-                    (self._first(db), keep),
+                    (self._first(db), self._pinned(db), keep),
                 )
                 db.execute("COMMIT")
             except BaseException:
@@ -407,11 +463,9 @@ class SqliteStore:
                     raise ValueError(f"cannot discard before {position}: records run {first}..")
                 db.execute("DELETE FROM records WHERE seq < ?", (position,))
                 db.execute("DELETE FROM snapshots WHERE position < ?", (position,))
-                db.execute(
-                    "INSERT INTO marks (name, seq) VALUES ('first', ?) "
-                    "ON CONFLICT(name) DO UPDATE SET seq = excluded.seq",
-                    (position,),
-                )
+                self._set_mark(db, "first", position)
+                if 0 <= self._pinned(db) < position:
+                    self._set_mark(db, "pin", -1)
                 db.execute("COMMIT")
             except BaseException:
                 if db.in_transaction:

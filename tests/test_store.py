@@ -94,6 +94,21 @@ def test_discarding_keeps_the_numbering(new_store: Factory) -> None:
         store.discard_before(9)
 
 
+def test_a_pinned_snapshot_survives_pruning_until_discarded(new_store: Factory) -> None:
+    """The pinned snapshot is kept past `keep`; discarding the records before it unpins nothing."""
+    store = new_store()
+    store.append_many([b"r"] * 10)
+    store.save_snapshot(2, b"s2", keep=1)
+    store.pin_snapshot(2)
+    for position in (4, 6):
+        store.save_snapshot(position, b"s", keep=1)
+    assert ([2, 6], 2) == (store.snapshots(), store.pinned())
+    store.discard_before(6)
+    assert ([6], None) == (store.snapshots(), store.pinned())
+    with pytest.raises(KeyError):
+        store.pin_snapshot(4)
+
+
 def test_satisfies_protocol(new_store: Factory) -> None:
     """Each backend is a RecordStore."""
     assert isinstance(new_store(), RecordStore)

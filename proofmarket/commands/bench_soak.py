@@ -25,6 +25,14 @@ import click
 @click.option(
     "--compare-full-replay", is_flag=True, help="Also time a restart that ignores the snapshots."
 )
+@click.option(
+    "--retention",
+    type=click.Choice(["keep", "archive", "drop"]),
+    default="keep",
+    show_default=True,
+    help="What the record log does with records behind its snapshots.",
+)
+@click.option("--audit-rounds", type=click.IntRange(min=0), default=86_400, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON line.")
 def bench_soak(
     rounds: int,
@@ -35,6 +43,8 @@ def bench_soak(
     ledger: str | None,
     snapshot_every: int | None,
     compare_full_replay: bool,
+    retention: str,
+    audit_rounds: int,
     as_json: bool,
 ) -> None:
     """A long in-memory market: per-round time, RSS and state size as it ages; restart time.
@@ -46,6 +56,7 @@ def bench_soak(
     import os
 
     from coordinator.record_log import SNAPSHOT_EVERY
+    from coordinator.retention import Retention
     from deploy.runtime import configure_logging
     from deploy.soak import SoakConfig, run_soak
 
@@ -61,6 +72,7 @@ def bench_soak(
         ledger=ledger,
         snapshot_every=snapshot_every or SNAPSHOT_EVERY,
         compare_full_replay=compare_full_replay,
+        retention=Retention(retention, audit_rounds),  # type: ignore[arg-type]
     )
     result = run_soak(config)
     if as_json:

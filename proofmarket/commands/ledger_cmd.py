@@ -62,12 +62,13 @@ def retire_cmd(ledger: str, audit_rounds: int, drop: bool) -> None:
     file's [ledger] table sets a retention.
     """
     from coordinator.record_log import read_meta
-    from coordinator.retention import Retention, archive_dir, retire
+    from coordinator.retention import Retention, archive_dir, pin_oldest_ripe, retire
     from coordinator.store import SqliteStore
 
     meta = read_meta(ledger)
     policy = Retention("drop" if drop else "archive", audit_rounds)
     with SqliteStore(ledger) as store:
+        pin_oldest_ripe(store, policy)
         first = retire(
             store, policy, key=meta.key, market=meta.params.market, archive=archive_dir(ledger)
         )
