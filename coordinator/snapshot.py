@@ -19,6 +19,7 @@ from coordinator.core import (
     Coordinator,
     Genesis,
     Phase,
+    TaskKey,
     TaskState,
     _Batch,
     _CostBid,
@@ -31,8 +32,6 @@ from protocol.messages import MarketParams
 FORMAT: Final = 1
 MAGIC: Final = b"PMSNAP\x01"
 _DIGEST: Final = 32
-
-TaskKey = tuple[str, str]
 
 
 class SnapshotError(ValueError):

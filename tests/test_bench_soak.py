@@ -19,9 +19,15 @@ def test_slope_is_per_thousand_rounds() -> None:
 def test_a_tiny_soak_reports_its_curves_restart_and_verdict() -> None:
     """Fields are all there, the restart starts from a snapshot, the verdict follows the figures."""
     result = run_soak(SoakConfig(rounds=40, provers=2, users=6, samples=8, snapshot_every=100))
-    assert {"per_round", "rss_mb", "entries", "restart", "store", "honest", "verdict"} <= set(
-        result
-    )
+    assert {
+        "per_round",
+        "per_round_wall",
+        "rss_mb",
+        "entries",
+        "restart",
+        "store",
+        "verdict",
+    } <= set(result)
     per_round, rss, restart = result["per_round"], result["rss_mb"], result["restart"]
     verdict, honest = result["verdict"], result["honest"]
     assert isinstance(per_round, dict) and isinstance(rss, dict) and isinstance(restart, dict)
@@ -33,7 +39,7 @@ def test_a_tiny_soak_reports_its_curves_restart_and_verdict() -> None:
     assert restart["replayed"] + restart["snapshot"] == restart["records"]
     samples = result["samples"]
     assert isinstance(samples, list) and len(samples) >= 8
-    assert {"round", "ms", "rss_mb", "entries"} == set(samples[0])
+    assert {"round", "cpu_ms", "wall_ms", "rss_mb", "entries"} == set(samples[0])
     ok = all(v for k, v in verdict.items() if k != "ok")
     assert ok == verdict["ok"]
 

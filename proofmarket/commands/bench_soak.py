@@ -96,7 +96,7 @@ def _print(result: dict[str, object]) -> None:
     assert isinstance(restart, dict) and isinstance(verdict, dict)
     click.echo(
         f"{result['rounds']} rounds, {result['provers']} provers x {result['users']} users: "
-        f"per round {per_round['first_ms']} ms first, {per_round['last_ms']} ms last "
+        f"CPU per round {per_round['first_ms']} ms first, {per_round['last_ms']} ms last "
         f"(ratio {per_round['ratio']}); RSS {rss['first']} -> {rss['last']} MB "
         f"({rss['slope_per_1000']} MB per 1,000 rounds); restart {restart['seconds']} s "
         f"over {restart['replayed']} of {restart['records']} records; "
