@@ -12,7 +12,13 @@ from collections.abc import Iterator
 
 from coordinator.core import SEEN_ROUNDS, Coordinator, CoordinatorEvent, decode_record
 from coordinator.record_log import read_meta
-from coordinator.retention import Segment, archive_dir, read_segments, verify_archive
+from coordinator.retention import (
+    archive_dir,
+    read_head,
+    read_records,
+    segment_files,
+    verify_archive,
+)
 from coordinator.snapshot import SnapshotError, capture, decode, load, rounds_of
 from coordinator.store import SqliteStore
 
@@ -28,7 +34,8 @@ def _blank(ledger: str, any_snapshot: bytes | None) -> Coordinator:
 def inspect_ledger(ledger: str) -> dict[str, object]:
     """Sizes, positions and snapshots of a ledger file and its archive."""
     meta = read_meta(ledger)
-    segments = read_segments(archive_dir(ledger)) if archive_dir(ledger).exists() else []
+    files = segment_files(archive_dir(ledger))
+    heads = [read_head(f) for f in files]
     with SqliteStore(ledger) as store:
         snapshots = [
             {
@@ -39,7 +46,6 @@ def inspect_ledger(ledger: str) -> dict[str, object]:
             for p in store.snapshots()
         ]
         live = {"first": store.first(), "records": len(store), "published": store.published()}
-    files = sorted(archive_dir(ledger).glob("*.pmarc")) if segments else []
     return {
         "market": meta.params.market,
         "coordinator": meta.key,
@@ -47,7 +53,7 @@ def inspect_ledger(ledger: str) -> dict[str, object]:
         "live": live | {"bytes": _size(ledger)},
         "snapshots": snapshots,
         "archive": {
-            "segments": [[s.first, s.end] for s in segments],
+            "segments": [[h.first, h.end] for h in heads],
             "bytes": sum(f.stat().st_size for f in files),
         },
     }
@@ -59,18 +65,16 @@ def _size(ledger: str) -> int:
 
 def verify_ledger(ledger: str) -> list[str]:
     """Every inconsistency between the history kept and the snapshots (empty: sound)."""
-    directory = archive_dir(ledger)
-    segments = read_segments(directory) if directory.exists() else []
+    files = segment_files(archive_dir(ledger))
+    last = read_head(files[-1]) if files else None
     with SqliteStore(ledger) as store:
         positions = store.snapshots()
         sample = store.read_snapshot(positions[-1]) if positions else None
-        blank = _blank(ledger, sample or (segments[-1].end_snapshot if segments else None))
-        problems = verify_archive(segments, blank)
+        blank = _blank(ledger, sample or (last.end_snapshot if last else None))
+        problems = verify_archive(files, blank)
         first = store.first()
-        if segments and segments[-1].end != first:
-            problems.append(
-                f"the archive ends at {segments[-1].end}, the live store starts at {first}"
-            )
+        if last is not None and last.end != first:
+            problems.append(f"the archive ends at {last.end}, the live store starts at {first}")
         core = _blank(ledger, sample)
         if first:
             try:
@@ -95,10 +99,8 @@ def _check(core: Coordinator, filed: bytes, position: int) -> list[str]:
 
 def export_records(ledger: str) -> Iterator[tuple[int, CoordinatorEvent]]:
     """(number, event) for every record kept, archived segments first."""
-    directory = archive_dir(ledger)
-    segments: list[Segment] = read_segments(directory) if directory.exists() else []
-    for segment in segments:
-        for seq, record in enumerate(segment.records, segment.first):
+    for path in segment_files(archive_dir(ledger)):
+        for seq, record in enumerate(read_records(path), read_head(path).first):
             yield seq, decode_record(record)
     with SqliteStore(ledger) as store:
         first = store.first()

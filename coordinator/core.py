@@ -327,6 +327,11 @@ class Coordinator:
         return r.number if r is not None and r.phase is Phase.BID else None
 
     @property
+    def current_round(self) -> int:
+        """The round open for bids, or the next to open (what a snapshot records)."""
+        return self._bidding
+
+    @property
     def floor(self) -> int:
         """The lowest round still held; older settled rounds are forgotten."""
         return self._floor

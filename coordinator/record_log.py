@@ -119,6 +119,7 @@ class RecordLog:
             key=meta.key,
             market=meta.params.market,
             archive=self.archive,
+            newest=None if self._core is None else self._core.current_round,
         )
 
     # -- the record store's interface, passed through ------------------------------------
@@ -156,10 +157,10 @@ class RecordLog:
     def discard_before(self, position: int) -> None:
         self.store.discard_before(position)
 
-    def pin_snapshot(self, position: int) -> None:
-        self.store.pin_snapshot(position)
+    def pin_snapshot(self, position: int, round: int) -> None:
+        self.store.pin_snapshot(position, round)
 
-    def pinned(self) -> int | None:
+    def pinned(self) -> list[tuple[int, int]]:
         return self.store.pinned()
 
     def __len__(self) -> int:

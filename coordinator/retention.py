@@ -7,11 +7,17 @@ loads it and replays the records after it; an archive additionally keeps everyth
 needed to re-check history: each segment holds the snapshot it starts from (none for
 the first), its records, and the snapshot it ends at, so `verify_archive` replays each
 segment and compares the state it reaches with the snapshot filed for it.
+
+Cuts fall on milestones: snapshots pinned (kept from pruning) every audit horizon / 8
+rounds. A milestone is cut at once it is published and a whole horizon behind the
+newest snapshot, so each retirement moves about an eighth of a horizon, streamed to
+the archive a record at a time, and the live store holds up to 9/8 of a horizon.
 """
 
 from __future__ import annotations
 
 import os
+import struct
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,6 +34,9 @@ Mode = Literal["keep", "archive", "drop"]
 MODES: Final = ("keep", "archive", "drop")
 ARCHIVE_FORMAT: Final = 1
 _SUFFIX: Final = ".pmarc"
+MILESTONES: Final = 8
+"""Pinned snapshots per audit horizon: each retirement moves about 1/8 of a horizon."""
+_FRAME: Final = struct.Struct(">I")
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +57,10 @@ KEEP_ALL: Final = Retention()
 
 
 class Segment(msgspec.Struct, frozen=True, array_like=True, forbid_unknown_fields=True):
-    """Records first .. end-1 of one market run, with the snapshots around them."""
+    """The head of an archive file: records first .. end-1 of one run, and its snapshots.
+
+    The records follow it in the file, one length-prefixed frame each.
+    """
 
     format: int
     key: str
@@ -57,112 +69,144 @@ class Segment(msgspec.Struct, frozen=True, array_like=True, forbid_unknown_field
     end: int
     start_snapshot: bytes | None  # the state before `first`; None when first == 0
     end_snapshot: bytes
-    records: list[bytes]
 
 
 def archive_dir(ledger: str) -> Path:
     return Path(f"{ledger}.archive")
 
 
-def cut_position(store: RecordStore, retention: Retention) -> int | None:
-    """Where records may be retired up to now, if anywhere; pins the next milestone.
+def cut_position(store: RecordStore, retention: Retention, newest_round: int) -> int | None:
+    """Where records may be retired up to now, if anywhere; pins a milestone when due.
 
-    A milestone is a snapshot pinned when filed (so pruning keeps it). Once it is
-    published (every record before it sent in full) and `audit_rounds` rounds older than
-    the newest snapshot, it is the cut; then the newest snapshot is pinned as the next
-    milestone. The live store so holds between one and two audit horizons of records.
+    `newest_round` is the round of the newest snapshot (the one just filed).
     """
     positions = store.snapshots()
-    if not positions or positions[-1] <= store.first():
+    first = store.first()
+    if not positions or positions[-1] <= first:
         return None
-    milestone = store.pinned()
-    if milestone is None or milestone <= store.first():
-        store.pin_snapshot(positions[-1])
-        return None
-    newest_round = round_of(store.read_snapshot(positions[-1]))
-    ripe = round_of(store.read_snapshot(milestone)) <= newest_round - retention.audit_rounds
-    if milestone > store.published() + 1 or not ripe:
-        return None
-    return milestone
+    pins = [(p, r) for p, r in store.pinned() if p > first]
+    spacing = max(1, retention.audit_rounds // MILESTONES)
+    if not pins or newest_round - pins[-1][1] >= spacing:
+        store.pin_snapshot(positions[-1], newest_round)
+    published = store.published()
+    ripe = [p for p, r in pins if p <= published + 1 and r <= newest_round - retention.audit_rounds]
+    return ripe[-1] if ripe else None
 
 
 def pin_oldest_ripe(store: RecordStore, retention: Retention) -> int | None:
     """Pin the newest snapshot already `audit_rounds` behind the newest one (offline use).
 
-    A stopped coordinator's file has no milestone pinned long enough ago; this picks the
-    best cut among the snapshots it holds, so `retire` can apply the retention at once.
+    A stopped coordinator's file may have no milestone that old; this picks the best cut
+    among the snapshots it holds, so `retire` can apply the retention at once.
     """
     positions = [p for p in store.snapshots() if p > store.first()]
     if not positions:
         return None
-    newest_round = round_of(store.read_snapshot(positions[-1]))
-    ripe = [
-        p
-        for p in positions
-        if round_of(store.read_snapshot(p)) <= newest_round - retention.audit_rounds
-    ]
+    rounds = {p: round_of(store.read_snapshot(p)) for p in positions}
+    ripe = [p for p in positions if rounds[p] <= rounds[positions[-1]] - retention.audit_rounds]
     if not ripe:
         return None
-    store.pin_snapshot(ripe[-1])
+    store.pin_snapshot(ripe[-1], rounds[ripe[-1]])
     return ripe[-1]
 
 
+def newest_round(store: RecordStore) -> int | None:
+    """The round of the newest snapshot, if any (decodes it)."""
+    positions = store.snapshots()
+    return round_of(store.read_snapshot(positions[-1])) if positions else None
+
+
 def retire(
-    store: RecordStore, retention: Retention, *, key: str, market: str, archive: Path | None
+    store: RecordStore,
+    retention: Retention,
+    *,
+    key: str,
+    market: str,
+    archive: Path | None,
+    newest: int | None = None,
 ) -> int | None:
-    """Apply `retention` once: the new first live record, or None if nothing moved."""
+    """Apply `retention` once: the new first live record, or None if nothing moved.
+
+    `newest` is the newest snapshot's round when the caller knows it (saves a decode).
+    """
     if retention.mode == "keep":
         return None
-    cut = cut_position(store, retention)
+    newest = newest_round(store) if newest is None else newest
+    cut = None if newest is None else cut_position(store, retention, newest)
     if cut is None:
         return None
     if retention.mode == "archive":
         if archive is None:
             raise ValueError("an in-memory record log has nowhere to archive to")
         first = store.first()
-        start = store.read_snapshot(first) if first else None
-        segment = Segment(
+        head = Segment(
             ARCHIVE_FORMAT,
             key,
             market,
             first,
             cut,
-            start,
+            store.read_snapshot(first) if first else None,
             store.read_snapshot(cut),
-            [bytes(r) for r in _take(store.replay(first), cut - first)],
         )
-        _write_atomically(archive / f"{first:012d}-{cut:012d}{_SUFFIX}", segment)
+        _write_segment(archive / f"{first:012d}-{cut:012d}{_SUFFIX}", head, store)
     store.discard_before(cut)
-    newest = store.snapshots()[-1]
-    if newest > cut:
-        store.pin_snapshot(newest)
     return cut
 
 
-def _take(records: Iterator[bytes], count: int) -> Iterator[bytes]:
-    for _, record in zip(range(count), records, strict=False):
-        yield record
-
-
-def _write_atomically(path: Path, segment: Segment) -> None:
+def _write_segment(path: Path, head: Segment, store: RecordStore) -> None:
+    """Stream the head and records first .. end-1 into a compressed file, atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
+    packer = zlib.compressobj(6)
     with open(partial, "wb") as file:
-        file.write(zlib.compress(msgspec.msgpack.encode(segment), 6))
+        for frame in _frames_of(head, store):
+            file.write(packer.compress(frame))
+        file.write(packer.flush())
         file.flush()
         os.fsync(file.fileno())
     partial.replace(path)
 
 
-def read_segments(archive: Path) -> list[Segment]:
-    """The archive's segments in record order."""
-    segments = []
-    for path in sorted(archive.glob(f"*{_SUFFIX}")):
-        segments.append(msgspec.msgpack.decode(zlib.decompress(path.read_bytes()), type=Segment))
-    return segments
+def _frames_of(head: Segment, store: RecordStore) -> Iterator[bytes]:
+    body = msgspec.msgpack.encode(head)
+    yield _FRAME.pack(len(body)) + body
+    for _, record in zip(range(head.end - head.first), store.replay(head.first), strict=False):
+        yield _FRAME.pack(len(record)) + record
 
 
-def verify_archive(segments: list[Segment], blank: Coordinator) -> list[str]:
+def segment_files(archive: Path) -> list[Path]:
+    return sorted(archive.glob(f"*{_SUFFIX}")) if archive.exists() else []
+
+
+def read_head(path: Path) -> Segment:
+    """The head of one archive file."""
+    return msgspec.msgpack.decode(next(_read_frames(path)), type=Segment)
+
+
+def read_records(path: Path) -> Iterator[bytes]:
+    """The records of one archive file, streamed."""
+    frames = _read_frames(path)
+    next(frames)
+    yield from frames
+
+
+def _read_frames(path: Path) -> Iterator[bytes]:
+    unpacker = zlib.decompressobj()
+    buffer = b""
+    with open(path, "rb") as file:
+        while chunk := file.read(1 << 16):
+            buffer += unpacker.decompress(chunk)
+            while len(buffer) >= _FRAME.size:
+                (size,) = _FRAME.unpack_from(buffer)
+                if len(buffer) < _FRAME.size + size:
+                    break
+                yield buffer[_FRAME.size : _FRAME.size + size]
+                buffer = buffer[_FRAME.size + size :]
+    if buffer or not unpacker.eof:
+        raise ValueError(f"archive file {path} is truncated")
+
+
+def verify_archive(files: list[Path], blank: Coordinator) -> list[str]:
     """Replay every segment from its start state; the problems found (empty: all sound).
 
     `blank` is a new coordinator of the run (its genesis is the first segment's start).
@@ -170,24 +214,25 @@ def verify_archive(segments: list[Segment], blank: Coordinator) -> list[str]:
     """
     problems: list[str] = []
     expected_first, previous_end = 0, None
-    for segment in segments:
-        name = f"segment {segment.first}..{segment.end}"
-        if segment.first != expected_first:
+    for path in files:
+        head = read_head(path)
+        name = f"segment {head.first}..{head.end}"
+        if head.first != expected_first:
             problems.append(f"{name}: expected to start at record {expected_first}")
-        if segment.start_snapshot != previous_end:
+        if head.start_snapshot != previous_end:
             problems.append(f"{name}: starts from another state than the last segment ended in")
         core = _fresh(blank)
         try:
-            if segment.start_snapshot is not None:
-                load(core, segment.start_snapshot, position=segment.first)
-        except SnapshotError as exc:
-            problems.append(f"{name}: start snapshot refused: {exc}")
+            if head.start_snapshot is not None:
+                load(core, head.start_snapshot, position=head.first)
+            for record in read_records(path):
+                core.handle(decode_record(record))
+        except (SnapshotError, ValueError) as exc:
+            problems.append(f"{name}: {exc}")
             continue
-        for record in segment.records:
-            core.handle(decode_record(record))
-        if capture(core, segment.end) != segment.end_snapshot:
+        if capture(core, head.end) != head.end_snapshot:
             problems.append(f"{name}: replaying it does not reach its end snapshot")
-        expected_first, previous_end = segment.end, segment.end_snapshot
+        expected_first, previous_end = head.end, head.end_snapshot
     return problems
 
 

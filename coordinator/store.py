@@ -64,8 +64,8 @@ class RecordStore(Protocol):
     def save_snapshot(self, position: int, body: bytes, *, keep: int = 2) -> None:
         """Durably file a snapshot covering records 0 .. position-1, all of it or nothing.
 
-        Only the newest `keep` snapshots (and the ones at `first()` and `pinned()`) are
-        kept; filing one at a position already filed replaces it.
+        Only the newest `keep` snapshots (and the one at `first()` and the pinned ones)
+        are kept; filing one at a position already filed replaces it.
         """
         ...
 
@@ -81,12 +81,12 @@ class RecordStore(Protocol):
         """The number of the oldest record still held (0 until some were discarded)."""
         ...
 
-    def pin_snapshot(self, position: int) -> None:
-        """Keep the snapshot at `position` from pruning (one pin; a new one replaces it)."""
+    def pin_snapshot(self, position: int, round: int) -> None:
+        """Keep the snapshot at `position` (taken in `round`) from pruning."""
         ...
 
-    def pinned(self) -> int | None:
-        """The pinned snapshot's position, if one is pinned and still held."""
+    def pinned(self) -> list[tuple[int, int]]:
+        """(position, round) of the pinned snapshots still held, oldest first."""
         ...
 
     def discard_before(self, position: int) -> None:
@@ -127,7 +127,7 @@ class MemoryStore:
         self._published = -1
         self._closed = False
         self._snapshots: dict[int, bytes] = {}
-        self._pin: int | None = None
+        self._pins: dict[int, int] = {}  # pinned snapshot position -> its round
 
     def _check_open(self) -> None:
         if self._closed:
@@ -170,18 +170,18 @@ class MemoryStore:
         _check_position(position, len(self), keep)
         self._snapshots[position] = _as_record(body)
         for old in sorted(self._snapshots)[:-keep]:
-            if old not in (self._first, self._pin):
+            if old != self._first and old not in self._pins:
                 del self._snapshots[old]
 
-    def pin_snapshot(self, position: int) -> None:
+    def pin_snapshot(self, position: int, round: int) -> None:
         self._check_open()
         if position not in self._snapshots:
             raise KeyError(position)
-        self._pin = position
+        self._pins[position] = round
 
-    def pinned(self) -> int | None:
+    def pinned(self) -> list[tuple[int, int]]:
         self._check_open()
-        return self._pin
+        return sorted(self._pins.items())
 
     def first(self) -> int:
         self._check_open()
@@ -195,8 +195,8 @@ class MemoryStore:
         self._first = position
         for old in [p for p in self._snapshots if p < position]:
             del self._snapshots[old]
-        if self._pin is not None and self._pin < position:
-            self._pin = None
+        for old in [p for p in self._pins if p < position]:
+            del self._pins[old]
 
     def snapshots(self) -> list[int]:
         self._check_open()
@@ -271,6 +271,9 @@ class SqliteStore:
             "CREATE TABLE IF NOT EXISTS snapshots "
             "(position INTEGER PRIMARY KEY, body BLOB NOT NULL)"
         )
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS pins (position INTEGER PRIMARY KEY, round INTEGER NOT NULL)"
+        )
 
     def _create(self, db: sqlite3.Connection) -> None:
         db.execute("BEGIN IMMEDIATE")
@@ -327,11 +330,6 @@ class SqliteStore:
         return 0 if row is None else int(row[0])
 
     @staticmethod
-    def _pinned(db: sqlite3.Connection) -> int:
-        row = db.execute("SELECT seq FROM marks WHERE name = 'pin'").fetchone()
-        return -1 if row is None else int(row[0])
-
-    @staticmethod
     def _set_mark(db: sqlite3.Connection, name: str, seq: int) -> None:
         db.execute(
             "INSERT INTO marks (name, seq) VALUES (?, ?) "
@@ -339,7 +337,7 @@ class SqliteStore:
             (name, seq),
         )
 
-    def pin_snapshot(self, position: int) -> None:
+    def pin_snapshot(self, position: int, round: int) -> None:
         with self._lock:
             db = self._conn()
             db.execute("BEGIN IMMEDIATE")
@@ -349,17 +347,20 @@ class SqliteStore:
                     is None
                 ):
                     raise KeyError(position)
-                self._set_mark(db, "pin", position)
+                db.execute(
+                    "INSERT OR REPLACE INTO pins (position, round) VALUES (?, ?)",
+                    (position, round),
+                )
                 db.execute("COMMIT")
             except BaseException:
                 if db.in_transaction:
                     db.execute("ROLLBACK")
                 raise
 
-    def pinned(self) -> int | None:
+    def pinned(self) -> list[tuple[int, int]]:
         with self._lock:
-            pin = self._pinned(self._conn())
-        return None if pin < 0 else pin
+            rows = self._conn().execute("SELECT position, round FROM pins ORDER BY position")
+            return [(int(p), int(r)) for p, r in rows.fetchall()]
 
     @staticmethod
     def _raise_mark(db: sqlite3.Connection, seq: int) -> None:
@@ -423,9 +424,10 @@ class SqliteStore:
                     (position, checked),
                 )
                 db.execute(
-                    "DELETE FROM snapshots WHERE position NOT IN (?, ?) AND position NOT IN "
+                    "DELETE FROM snapshots WHERE position != ? "
+                    "AND position NOT IN (SELECT position FROM pins) AND position NOT IN "
                     "(SELECT position FROM snapshots ORDER BY position DESC LIMIT ?)",
-                    (self._first(db), self._pinned(db), keep),
+                    (self._first(db), keep),
                 )
                 db.execute("COMMIT")
             except BaseException:
@@ -464,8 +466,7 @@ class SqliteStore:
                 db.execute("DELETE FROM records WHERE seq < ?", (position,))
                 db.execute("DELETE FROM snapshots WHERE position < ?", (position,))
                 self._set_mark(db, "first", position)
-                if 0 <= self._pinned(db) < position:
-                    self._set_mark(db, "pin", -1)
+                db.execute("DELETE FROM pins WHERE position < ?", (position,))
                 db.execute("COMMIT")
             except BaseException:
                 if db.in_transaction:

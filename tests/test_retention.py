@@ -14,7 +14,13 @@ from click.testing import CliRunner
 from coordinator.audit import export_records, inspect_ledger, verify_ledger
 from coordinator.core import CoordinatorEvent, encode_record
 from coordinator.record_log import fold, open_record_log
-from coordinator.retention import Retention, archive_dir, read_segments
+from coordinator.retention import (
+    Retention,
+    archive_dir,
+    read_head,
+    read_records,
+    segment_files,
+)
 from deploy.market import MarketFileError, load_ledger_settings, load_market
 from deploy.simulation import SimConfig, Simulation
 from proofmarket.cli import cli
@@ -92,10 +98,10 @@ def test_a_tampered_archive_fails_verification(tmp_path: Path) -> None:
     """A segment missing one record no longer replays to its end snapshot: verify says so."""
     ledger = str(tmp_path / "ledger.sqlite")
     run_market(ledger, Retention("archive", audit_rounds=2))
-    [path, *_] = sorted(archive_dir(ledger).glob("*.pmarc"))
-    segment = read_segments(archive_dir(ledger))[0]
-    tampered = msgspec.structs.replace(segment, records=segment.records[:-1])
-    path.write_bytes(zlib.compress(msgspec.msgpack.encode(tampered)))
+    [path, *_] = segment_files(archive_dir(ledger))
+    head, records = read_head(path), list(read_records(path))
+    frames = [msgspec.msgpack.encode(head), *records[:-1]]  # one record fewer
+    path.write_bytes(zlib.compress(b"".join(len(f).to_bytes(4, "big") + f for f in frames)))
     problems = verify_ledger(ledger)
     assert any("does not reach its end snapshot" in p for p in problems)
     outcome = CliRunner().invoke(cli, ["ledger", "verify", ledger])

@@ -94,19 +94,20 @@ def test_discarding_keeps_the_numbering(new_store: Factory) -> None:
         store.discard_before(9)
 
 
-def test_a_pinned_snapshot_survives_pruning_until_discarded(new_store: Factory) -> None:
-    """The pinned snapshot is kept past `keep`; discarding the records before it unpins nothing."""
+def test_pinned_snapshots_survive_pruning_until_discarded(new_store: Factory) -> None:
+    """Pinned snapshots are kept past `keep`; discarding records before them unpins them."""
     store = new_store()
     store.append_many([b"r"] * 10)
     store.save_snapshot(2, b"s2", keep=1)
-    store.pin_snapshot(2)
-    for position in (4, 6):
-        store.save_snapshot(position, b"s", keep=1)
-    assert ([2, 6], 2) == (store.snapshots(), store.pinned())
-    store.discard_before(6)
-    assert ([6], None) == (store.snapshots(), store.pinned())
+    store.pin_snapshot(2, round=20)
+    store.save_snapshot(4, b"s4", keep=1)
+    store.pin_snapshot(4, round=40)
+    store.save_snapshot(6, b"s6", keep=1)
+    assert ([2, 4, 6], [(2, 20), (4, 40)]) == (store.snapshots(), store.pinned())
+    store.discard_before(4)
+    assert ([4, 6], [(4, 40)]) == (store.snapshots(), store.pinned())
     with pytest.raises(KeyError):
-        store.pin_snapshot(4)
+        store.pin_snapshot(5, round=50)
 
 
 def test_satisfies_protocol(new_store: Factory) -> None:
