@@ -34,7 +34,12 @@ SNAPSHOT_EVERY: Final = 4096
 SNAPSHOT_KEEP: Final = 3
 """Snapshots kept: a restart needs one at or before the published watermark."""
 
-_log = structlog.get_logger("coordinator.record_log")
+
+def _log() -> structlog.typing.FilteringBoundLogger:
+    # A fresh logger each time: a module-level one is cached by structlog on first use
+    # and would keep whatever configuration was current then.
+    logger: structlog.typing.FilteringBoundLogger = structlog.get_logger("coordinator.record_log")
+    return logger
 
 
 class CoordinatorStartError(RuntimeError):
@@ -101,7 +106,7 @@ class RecordLog:
         self.store.save_snapshot(position, body, keep=SNAPSHOT_KEEP)
         self._snapshot_at = position
         retired = self.retire()
-        _log.info(
+        _log().info(
             "record_log.snapshot",
             position=position,
             bytes=len(body),
@@ -281,7 +286,7 @@ def _load_snapshot(log: RecordLog, core: Coordinator, published: int) -> int | N
             load(core, log.read_snapshot(position), position=position)
         except SnapshotError as exc:
             older = any(p < position for p in usable)
-            _log.warning(
+            _log().warning(
                 "record_log.snapshot_refused",
                 position=position,
                 reason=str(exc),

@@ -18,6 +18,7 @@ from test_network_restart import COORDINATOR, GENESIS, PARAMS, crashed_after_cle
 
 from coordinator.record_log import fold, open_record_log
 from coordinator.service import CoordinatorConfig, run_coordinator
+from deploy.runtime import configure_logging
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
@@ -36,6 +37,7 @@ async def test_a_running_coordinator_snapshots_and_restarts_from_a_snapshot(
         snapshot_every=2,
     )
     crashed_after_clearing(config)
+    configure_logging("console", "info")  # an earlier test may have left it at warning
     async with asyncio.timeout(30):
         first = await run_coordinator(COORDINATOR, config)
     assert first.finished

@@ -13,6 +13,7 @@ from coordinator.core import Coordinator, CoordinatorEvent, Genesis, encode_reco
 from coordinator.record_log import RecordLog, RunMeta, fold, open_record_log
 from coordinator.snapshot import SnapshotCorrupt, SnapshotForeign, capture, load
 from coordinator.store import MemoryStore, SqliteStore
+from deploy.runtime import configure_logging
 from deploy.simulation import SimConfig, Simulation
 from protocol.events import Publish
 
@@ -120,6 +121,7 @@ def test_a_corrupt_or_foreign_snapshot_is_refused_and_the_full_log_used(damage: 
         other = Coordinator(c.params, Genesis(balances={"x": 1}), c.key, c.start_ms)
         body = capture(other, position)
     log.store.save_snapshot(position, body)
+    configure_logging("console", "info")  # an earlier test may have raised the level
     with capture_logs() as logs:
         folded = fold(log, rounds=market.config.rounds)
     [refused] = [e for e in logs if e["event"] == "record_log.snapshot_refused"]
