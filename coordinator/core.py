@@ -263,10 +263,13 @@ class Coordinator:
         self._proving: set[int] = set()  # rounds cleared and not yet settled
         self._refs: dict[int, set[bytes]] = {}  # round -> envelope refs accepted in it
         self._floor = 0  # rounds below this are settled and forgotten
+        self._epochs_kept = 0  # declarations of epochs below this are forgotten
         # Faucet grants taken, by nonce: (to, account, amount). Kept for good, so no grant
         # is ever credited twice; they grow with grants made, not with rounds.
         self._grants: dict[int, tuple[str, str, int]] = {}
         self._grant_refs: set[bytes] = set()
+        # Batches each prover was slashed for: a counter per prover, kept for reports.
+        self.slashes: dict[str, int] = {}
 
     # -- construction from a record log ----------------------------------------------
 
@@ -342,6 +345,11 @@ class Coordinator:
         """The round currently open for bids, if any."""
         r = self._rounds.get(self._bidding)
         return r.number if r is not None and r.phase is Phase.BID else None
+
+    @property
+    def current_round(self) -> int:
+        """The round open for bids, or the next to open (what a snapshot records)."""
+        return self._bidding
 
     @property
     def floor(self) -> int:
@@ -426,6 +434,7 @@ class Coordinator:
                 for r in self._rounds.values()
             ),
             "grants": sorted(self._grants.items()),
+            "slashes": sorted(self.slashes.items()),
             "provers": sorted(
                 (k, tuple(sorted(p.capacities.items())), tuple(sorted(p.open_rounds)))
                 for k, p in self._provers.items()
@@ -760,7 +769,10 @@ class Coordinator:
                         del self._tasks[key]
                         del self._wire[task.wire_id]
             self._floor += 1
-        self._forget_epochs(self._floor // self.params.epoch_rounds)
+        kept = self._floor // self.params.epoch_rounds
+        if kept > self._epochs_kept:
+            self._forget_epochs(kept)
+            self._epochs_kept = kept
 
     def _forget_epochs(self, kept: int) -> None:
         """Forget declarations of epochs before `kept`, all of whose rounds are forgotten.
@@ -1011,6 +1023,7 @@ class Coordinator:
             notice = SettlementNotice(
                 market=market, round=r.number, outcome="slashed", amount=forfeited
             )
+            self.slashes[batch.prover] = self.slashes.get(batch.prover, 0) + 1
         self.ledger.transfer(postings)
         effects.append(Publish(notice, to=batch.prover))
         self._provers[batch.prover].open_rounds.discard(r.number)

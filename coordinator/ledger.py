@@ -176,3 +176,27 @@ class Ledger:
     def snapshot(self) -> Mapping[Account, int]:
         """A copy of every non-zero balance, for comparing ledgers."""
         return {a: b for a, b in self._balances.items() if b != 0}
+
+
+def dump_ledger(ledger: Ledger) -> tuple[list[tuple[str, str, int]], int, int]:
+    """Every non-zero balance as (kind, owner, amount), then funded and withdrawn."""
+    balances = [(a.kind.value, a.owner, b) for a, b in ledger.accounts()]
+    return balances, ledger.funded(), ledger.withdrawn()
+
+
+def load_ledger(balances: Sequence[tuple[str, str, int]], funded: int, withdrawn: int) -> Ledger:
+    """The ledger `dump_ledger` wrote; refuses one that is negative or not conserved."""
+    ledger = Ledger()
+    for kind, owner, amount in balances:
+        account = Account(AccountKind(kind), owner)
+        if isinstance(amount, bool) or not isinstance(amount, int) or amount == 0:
+            raise LedgerError(f"balance of {account} is {amount!r}")
+        if amount < 0 and account.kind is not AccountKind.EXTERNAL:
+            raise LedgerError(f"negative balance {account}: {amount}")
+        if account in ledger._balances:
+            raise LedgerError(f"account {account} appears twice")
+        ledger._balances[account] = amount
+    ledger._funded, ledger._withdrawn = funded, withdrawn
+    if not ledger.conserved():
+        raise LedgerError("the balances do not add up to funded minus withdrawn")
+    return ledger

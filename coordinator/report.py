@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+from protocol.horizon import drop_below
 from protocol.messages import ClearingResult, Message, RoundAnnouncement, SettlementNotice
 
 if TYPE_CHECKING:
@@ -34,16 +35,30 @@ _COUNTERS = {"charged": "proofs_valid", "slashed": "slashed_provers", "refunded"
 
 
 class RoundTally:
-    """Rows by round: the clearing's figures, settlement counts, and the round's phase."""
+    """Rows by round: the clearing's figures, settlement counts, and the round's phase.
 
-    def __init__(self) -> None:
+    With `keep_rounds`, rows more than that many rounds behind the newest announced one
+    are dropped (a live view's window); without, every row is kept for a report.
+    """
+
+    def __init__(self, keep_rounds: int | None = None) -> None:
+        if keep_rounds is not None and keep_rounds < 1:
+            raise ValueError(f"keep_rounds must be >= 1, got {keep_rounds}")
         self.rows: dict[int, dict[str, object]] = {}
+        self.keep_rounds = keep_rounds
+        self._floor = 0
 
     def note(self, message: Message) -> int | None:
         """Fold one outgoing message in; the round it changed, if any."""
         if isinstance(message, RoundAnnouncement):
             self.rows.setdefault(message.round, {"round": message.round, "phase": "bid"})
+            if self.keep_rounds is not None:
+                floor = message.round - self.keep_rounds + 1
+                drop_below(self.rows, self._floor, floor)
+                self._floor = max(self._floor, floor)
             return message.round
+        if isinstance(message, ClearingResult | SettlementNotice) and message.round < self._floor:
+            return None  # a round already out of the window
         if isinstance(message, ClearingResult):
             row = self._row(message.round)
             row.update(
@@ -97,13 +112,19 @@ def round_summaries(outputs: Iterable[Message]) -> list[dict[str, object]]:
     return tally.summaries()
 
 
-def market_report(coordinator: Coordinator, outputs: Iterable[Message]) -> dict[str, object]:
-    """The `proofmarket sim --json` document: rounds, ledger totals, invariants."""
+def market_report(
+    coordinator: Coordinator, outputs: Iterable[Message] | RoundTally
+) -> dict[str, object]:
+    """The `proofmarket sim --json` document: rounds, ledger totals, invariants.
+
+    `outputs` is what the coordinator published, or a tally already folded from it.
+    """
     from coordinator.core import check_invariants
 
     ledger = coordinator.ledger
+    rounds = outputs.summaries() if isinstance(outputs, RoundTally) else round_summaries(outputs)
     return {
-        "rounds": round_summaries(outputs),
+        "rounds": rounds,
         "ledger": {
             "funded": ledger.funded(),
             "withdrawn": ledger.withdrawn(),
@@ -111,9 +132,7 @@ def market_report(coordinator: Coordinator, outputs: Iterable[Message]) -> dict[
             "conserved": ledger.conserved(),
         },
         "invariants_ok": not check_invariants(coordinator),
-        "slashed": sorted(
-            {t.prover for t in coordinator.tasks() if t.status == "refunded" and t.prover}
-        ),
+        "slashed": sorted(coordinator.slashes),
         "open_tasks": sum(t.status in ("open", "assigned") for t in coordinator.tasks()),
     }
 

@@ -28,8 +28,18 @@ import msgspec
 import structlog
 
 from coordinator.core import Coordinator, Genesis, decode_record, encode_record
+from coordinator.record_log import (
+    SNAPSHOT_EVERY,
+    RecordLog,
+    RunMeta,
+    fold,
+    open_record_log,
+    read_meta,
+)
+from coordinator.record_log import CoordinatorStartError as CoordinatorStartError
 from coordinator.report import RoundTally, market_report
-from coordinator.store import MemoryStore, RecordStore, SqliteStore
+from coordinator.retention import KEEP_ALL, Retention
+from coordinator.store import RecordStore, SqliteStore
 from coordinator.verifier import InlineVerifier, SignatureVerifier, open_verifier
 from deploy.runtime import Clock, install_stop_signals, wall_ms
 from protocol import topics
@@ -66,10 +76,8 @@ WILLS_REMEMBERED = 65_536
 """Provers whose newest will is remembered, to refuse replays of older ones."""
 SENDS_IN_FLIGHT = 4
 """Batches whose messages may still await the broker's acknowledgement."""
-
-
-class CoordinatorStartError(RuntimeError):
-    """The ledger file belongs to another market, genesis or coordinator key."""
+TALLY_ROUNDS = 64
+"""Rounds the live view's figures are kept for; older rows leave the service's memory."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,49 +93,22 @@ class CoordinatorConfig:
     password: str | None = None
     ca_file: str | None = None
     verify_workers: int = 0  # processes that check signatures; 0 checks them in the loop
-
-
-class _Meta(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """What pins a ledger file to one market run: kept beside it, checked on restart."""
-
-    key: str
-    start_ms: int
-    params: MarketParams
-    genesis: Genesis
-
-
-def _meta_path(ledger: str) -> Path:
-    return Path(f"{ledger}.meta.json")
+    snapshot_every: int = SNAPSHOT_EVERY  # records between snapshots of the core
+    retention: Retention = KEEP_ALL  # what happens to records behind the snapshots
 
 
 def open_ledger(
     config: CoordinatorConfig, key: str, now: int
-) -> tuple[RecordStore, _Meta, list[MessageReceived | Tick]]:
-    """The record store, the run it belongs to, and the events already recorded in it."""
-    fresh = _Meta(key, now + config.start_delay_ms, config.params, config.genesis)
-    if config.ledger is None:
-        return MemoryStore(), fresh, []
-    path = _meta_path(config.ledger)
-    if path.exists():
-        meta = msgspec.json.decode(path.read_bytes(), type=_Meta)
-        for what, mine, theirs in (
-            ("coordinator key", key, meta.key),
-            ("market", config.params, meta.params),
-            ("genesis", config.genesis, meta.genesis),
-        ):
-            if mine != theirs:
-                raise CoordinatorStartError(
-                    f"ledger {config.ledger} was started with another {what}; "
-                    "use a new ledger file for a new market run"
-                )
-    else:
-        meta = fresh
-        # Write-then-rename: a crash here leaves no meta file or a whole one, never half.
-        partial = path.with_name(path.name + ".partial")
-        partial.write_bytes(msgspec.json.encode(meta))
-        partial.replace(path)
-    store = SqliteStore(config.ledger)
-    return store, meta, [decode_record(r) for r in store.replay()]
+) -> tuple[RecordLog, RunMeta, list[MessageReceived | Tick]]:
+    """The record log, the run it belongs to, and the events already recorded in it."""
+    log = open_record_log(
+        config.ledger,
+        key=key,
+        params=config.params,
+        genesis=config.genesis,
+        start_ms=now + config.start_delay_ms,
+    )
+    return log, log.meta, [decode_record(r) for r in log.replay()]
 
 
 @dataclass(slots=True)
@@ -216,7 +197,7 @@ class CoordinatorService:
         self.store = store
         self.clock = clock
         self.market = core.params.market
-        self.tally = RoundTally()
+        self.tally = RoundTally(keep_rounds=TALLY_ROUNDS)  # the live view's window
         self.stats = IngestStats()
         self.log = structlog.get_logger("coordinator").bind(market=self.market)
         self._ticks: asyncio.Queue[Tick] = asyncio.Queue()
@@ -240,6 +221,9 @@ class CoordinatorService:
         )
         self._stop_intake = False
         self._wills: collections.OrderedDict[str, int] = collections.OrderedDict()
+        # The guard's window is the restored core's before the first intake, so what queued
+        # at the broker while the coordinator was away is judged against the rounds open.
+        self._after_batch()
         for event in recorded:
             if isinstance(event, MessageReceived):
                 self._remember(event)
@@ -689,10 +673,11 @@ def restore(
     store: RecordStore,
     tie_signer: Callable[[bytes], bytes] | None = None,
 ) -> tuple[Coordinator, list[Publish]]:
-    """The core rebuilt from its records, and what it had to send but may not have sent.
+    """The core rebuilt from `recorded` (all of `store`), and what it may not have sent.
 
     Records up to the store's published watermark are replayed silently; the messages
-    produced by the records after it are returned, to be sent again.
+    produced by the records after it are returned, to be sent again. A restart uses
+    `record_log.fold`, which starts from a snapshot; this is the full replay.
     """
     core = Coordinator(
         config.params, config.genesis, key, start_ms, rounds=config.rounds, tie_signer=tie_signer
@@ -718,12 +703,28 @@ async def run_coordinator(
         # no caller to stop us: SIGINT and SIGTERM do
         stop = asyncio.Event()
         install_stop_signals(stop)
-    store, meta, recorded = open_ledger(config, identity.public_hex, clock())
+    log = open_record_log(
+        config.ledger,
+        key=identity.public_hex,
+        params=config.params,
+        genesis=config.genesis,
+        start_ms=clock() + config.start_delay_ms,
+        snapshot_every=config.snapshot_every,
+        retention=config.retention,
+    )
     verifier: SignatureVerifier | None = None
     try:
-        core, resend = restore(
-            config, identity.public_hex, meta.start_ms, recorded, store, identity.sign
+        folded = fold(log, rounds=config.rounds, tie_signer=identity.sign)
+        structlog.get_logger("coordinator").info(
+            "coordinator.restored",
+            records=len(log),
+            snapshot=folded.snapshot,
+            replayed=len(folded.tail),
+            resend=len(folded.resend),
+            ms=round(folded.seconds * 1000, 1),
         )
+        core = folded.core
+        log.attach(core)
         verifier = await open_verifier(config.verify_workers)
         async with Bus(
             config.broker,
@@ -737,17 +738,17 @@ async def run_coordinator(
                 core,
                 identity,
                 bus,
-                store,
+                log,
                 clock=clock,
-                recorded=recorded,
-                resend=resend,
+                recorded=folded.tail,
+                resend=folded.resend,
                 verifier=verifier,
             )
             await service.run(stop)
     finally:
         if verifier is not None:
             verifier.close()
-        store.close()
+        log.close()
     return core
 
 
@@ -779,27 +780,26 @@ def summary_from_ledger(
     config: CoordinatorConfig, key: str, tie_signer: Callable[[bytes], bytes] | None = None
 ) -> dict[str, object]:
     """The `proofmarket sim` report of a finished (or stopped) networked run, from its ledger.
-    A market with signed ties needs the coordinator's signer to replay its clearings."""
+
+    A report covers every round, so it folds the whole log rather than a snapshot. A
+    market with signed ties needs the coordinator's signer to replay its clearings.
+    """
     if config.ledger is None:
         raise ValueError("a summary needs a ledger file")
-    meta = msgspec.json.decode(_meta_path(config.ledger).read_bytes(), type=_Meta)
-    core = Coordinator(
-        config.params,
-        config.genesis,
-        key,
-        meta.start_ms,
-        rounds=config.rounds,
-        tie_signer=tie_signer,
-    )
-    outputs: list[Message] = []
-    store = SqliteStore(config.ledger)
+    meta = read_meta(config.ledger)
+    log = RecordLog(SqliteStore(config.ledger), meta)
+    tally = RoundTally()
     try:
-        for record in store.replay():
-            for effect in core.handle(decode_record(record)):
-                if isinstance(effect, Publish):
-                    outputs.append(effect.message)
+        folded = fold(
+            log,
+            rounds=config.rounds,
+            use_snapshot=False,
+            observe=tally.note,
+            keep_tail=False,
+            tie_signer=tie_signer,
+        )
     finally:
-        store.close()
-    report = market_report(core, outputs)
-    report["finished"] = core.finished
+        log.close()
+    report = market_report(folded.core, tally)
+    report["finished"] = folded.core.finished
     return report

@@ -57,8 +57,45 @@ class RecordStore(Protocol):
         """Durably move the published watermark up to `seq` (never down)."""
         ...
 
-    def replay(self) -> Iterator[bytes]:
-        """Every record, in the order appended."""
+    def replay(self, start: int = 0) -> Iterator[bytes]:
+        """Every record from number `start` on, in the order appended."""
+        ...
+
+    def save_snapshot(self, position: int, body: bytes, *, keep: int = 2) -> None:
+        """Durably file a snapshot covering records 0 .. position-1, all of it or nothing.
+
+        Only the newest `keep` snapshots (and the one at `first()` and the pinned ones)
+        are kept; filing one at a position already filed replaces it.
+        """
+        ...
+
+    def snapshots(self) -> list[int]:
+        """The positions of the snapshots filed, oldest first."""
+        ...
+
+    def read_snapshot(self, position: int) -> bytes:
+        """The snapshot filed at `position` (KeyError if there is none)."""
+        ...
+
+    def first(self) -> int:
+        """The number of the oldest record still held (0 until some were discarded)."""
+        ...
+
+    def pin_snapshot(self, position: int, round: int) -> None:
+        """Keep the snapshot at `position` (taken in `round`) from pruning."""
+        ...
+
+    def pinned(self) -> list[tuple[int, int]]:
+        """(position, round) of the pinned snapshots still held, oldest first."""
+        ...
+
+    def discard_before(self, position: int) -> None:
+        """Durably drop records 0 .. position-1 (archived, or not wanted) and older snapshots.
+
+        Numbering carries on: the next record appended is still number len(store). The
+        snapshot at `position`, which a restart now needs, is never dropped by
+        `save_snapshot`'s pruning.
+        """
         ...
 
     def __len__(self) -> int: ...
@@ -74,22 +111,30 @@ def _as_record(record: object) -> bytes:
     return bytes(record)
 
 
+def _check_position(position: int, records: int, keep: int) -> None:
+    if not 0 <= position <= records:
+        raise ValueError(f"a snapshot at {position} covers records the store ({records}) lacks")
+    if keep < 1:
+        raise ValueError(f"keep must be >= 1, got {keep}")
+
+
 class MemoryStore:
     """Records in a list; durable only for the life of the process."""
 
     def __init__(self) -> None:
-        self._records: list[bytes] = []
+        self._records: list[bytes] = []  # records from number self._first on
+        self._first = 0
         self._published = -1
         self._closed = False
+        self._snapshots: dict[int, bytes] = {}
+        self._pins: dict[int, int] = {}  # pinned snapshot position -> its round
 
     def _check_open(self) -> None:
         if self._closed:
             raise StoreClosedError("the record store is closed")
 
     def append(self, record: bytes) -> int:
-        self._check_open()
-        self._records.append(_as_record(record))
-        return len(self._records) - 1
+        return self.append_many([record])
 
     def append_many(self, records: Sequence[bytes], *, published: int | None = None) -> int:
         self._check_open()
@@ -97,7 +142,7 @@ class MemoryStore:
         self._records.extend(checked)
         if published is not None:
             self._published = max(self._published, published)
-        return len(self._records) - 1
+        return self._first + len(self._records) - 1
 
     def published(self) -> int:
         self._check_open()
@@ -107,18 +152,59 @@ class MemoryStore:
         self._check_open()
         self._published = max(self._published, seq)
 
-    def replay(self) -> Iterator[bytes]:
+    def replay(self, start: int = 0) -> Iterator[bytes]:
         self._check_open()
         # Index rather than iterate, so records appended while replaying are seen too,
         # as they are with SqliteStore.
-        seq = 0
-        while seq < len(self._records):
-            yield self._records[seq]
+        seq = max(self._first, start)
+        while seq < self._first + len(self._records):
+            yield self._records[seq - self._first]
             seq += 1
 
     def __len__(self) -> int:
         self._check_open()
-        return len(self._records)
+        return self._first + len(self._records)
+
+    def save_snapshot(self, position: int, body: bytes, *, keep: int = 2) -> None:
+        self._check_open()
+        _check_position(position, len(self), keep)
+        self._snapshots[position] = _as_record(body)
+        for old in sorted(self._snapshots)[:-keep]:
+            if old != self._first and old not in self._pins:
+                del self._snapshots[old]
+
+    def pin_snapshot(self, position: int, round: int) -> None:
+        self._check_open()
+        if position not in self._snapshots:
+            raise KeyError(position)
+        self._pins[position] = round
+
+    def pinned(self) -> list[tuple[int, int]]:
+        self._check_open()
+        return sorted(self._pins.items())
+
+    def first(self) -> int:
+        self._check_open()
+        return self._first
+
+    def discard_before(self, position: int) -> None:
+        self._check_open()
+        if not self._first <= position <= len(self):
+            raise ValueError(f"cannot discard before {position}: records run {self._first}..")
+        del self._records[: position - self._first]
+        self._first = position
+        for old in [p for p in self._snapshots if p < position]:
+            del self._snapshots[old]
+        for old in [p for p in self._pins if p < position]:
+            del self._pins[old]
+
+    def snapshots(self) -> list[int]:
+        self._check_open()
+        return sorted(self._snapshots)
+
+    def read_snapshot(self, position: int) -> bytes:
+        self._check_open()
+        return self._snapshots[position]
 
     def close(self) -> None:
         self._closed = True
@@ -181,6 +267,13 @@ class SqliteStore:
         db.execute("PRAGMA synchronous = FULL")
         # Added after schema 1 shipped; creating it when missing keeps old files readable.
         db.execute("CREATE TABLE IF NOT EXISTS marks (name TEXT PRIMARY KEY, seq INTEGER NOT NULL)")
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS snapshots "
+            "(position INTEGER PRIMARY KEY, body BLOB NOT NULL)"
+        )
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS pins (position INTEGER PRIMARY KEY, round INTEGER NOT NULL)"
+        )
 
     def _create(self, db: sqlite3.Connection) -> None:
         db.execute("BEGIN IMMEDIATE")
@@ -211,7 +304,7 @@ class SqliteStore:
             # below cannot be taken by another writer before this commit.
             db.execute("BEGIN IMMEDIATE")
             try:
-                (last,) = db.execute("SELECT coalesce(max(seq), -1) FROM records").fetchone()
+                last = self._last(db)
                 db.executemany(
                     "INSERT INTO records (seq, body) VALUES (?, ?)",
                     ((last + 1 + i, body) for i, body in enumerate(checked)),
@@ -223,7 +316,51 @@ class SqliteStore:
                 if db.in_transaction:
                     db.execute("ROLLBACK")
                 raise
-            return int(last) + len(checked)
+            return last + len(checked)
+
+    @staticmethod
+    def _last(db: sqlite3.Connection) -> int:
+        """The number of the newest record, counting discarded ones (-1: none ever)."""
+        (last,) = db.execute("SELECT coalesce(max(seq), -1) FROM records").fetchone()
+        return max(int(last), SqliteStore._first(db) - 1)
+
+    @staticmethod
+    def _first(db: sqlite3.Connection) -> int:
+        row = db.execute("SELECT seq FROM marks WHERE name = 'first'").fetchone()
+        return 0 if row is None else int(row[0])
+
+    @staticmethod
+    def _set_mark(db: sqlite3.Connection, name: str, seq: int) -> None:
+        db.execute(
+            "INSERT INTO marks (name, seq) VALUES (?, ?) "
+            "ON CONFLICT(name) DO UPDATE SET seq = excluded.seq",
+            (name, seq),
+        )
+
+    def pin_snapshot(self, position: int, round: int) -> None:
+        with self._lock:
+            db = self._conn()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                if (
+                    db.execute("SELECT 1 FROM snapshots WHERE position = ?", (position,)).fetchone()
+                    is None
+                ):
+                    raise KeyError(position)
+                db.execute(
+                    "INSERT OR REPLACE INTO pins (position, round) VALUES (?, ?)",
+                    (position, round),
+                )
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+
+    def pinned(self) -> list[tuple[int, int]]:
+        with self._lock:
+            rows = self._conn().execute("SELECT position, round FROM pins ORDER BY position")
+            return [(int(p), int(r)) for p, r in rows.fetchall()]
 
     @staticmethod
     def _raise_mark(db: sqlite3.Connection, seq: int) -> None:
@@ -250,11 +387,11 @@ class SqliteStore:
                     db.execute("ROLLBACK")
                 raise
 
-    def replay(self) -> Iterator[bytes]:
+    def replay(self, start: int = 0) -> Iterator[bytes]:
         # Reads in chunks by sequence number instead of holding one cursor open, so no
         # read transaction stays open across the caller's work and appends made while
         # replaying are seen.
-        after = -1
+        after = start - 1
         while True:
             with self._lock:
                 rows = (
@@ -273,8 +410,68 @@ class SqliteStore:
 
     def __len__(self) -> int:
         with self._lock:
-            (last,) = self._conn().execute("SELECT coalesce(max(seq), -1) FROM records").fetchone()
-        return int(last) + 1
+            return self._last(self._conn()) + 1
+
+    def save_snapshot(self, position: int, body: bytes, *, keep: int = 2) -> None:
+        checked = _as_record(body)
+        with self._lock:
+            db = self._conn()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                _check_position(position, self._last(db) + 1, keep)
+                db.execute(
+                    "INSERT OR REPLACE INTO snapshots (position, body) VALUES (?, ?)",
+                    (position, checked),
+                )
+                db.execute(
+                    "DELETE FROM snapshots WHERE position != ? "
+                    "AND position NOT IN (SELECT position FROM pins) AND position NOT IN "
+                    "(SELECT position FROM snapshots ORDER BY position DESC LIMIT ?)",
+                    (self._first(db), keep),
+                )
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+
+    def snapshots(self) -> list[int]:
+        with self._lock:
+            rows = self._conn().execute("SELECT position FROM snapshots ORDER BY position")
+            return [int(p) for (p,) in rows.fetchall()]
+
+    def read_snapshot(self, position: int) -> bytes:
+        with self._lock:
+            row = (
+                self._conn()
+                .execute("SELECT body FROM snapshots WHERE position = ?", (position,))
+                .fetchone()
+            )
+        if row is None:
+            raise KeyError(position)
+        return bytes(row[0])
+
+    def first(self) -> int:
+        with self._lock:
+            return self._first(self._conn())
+
+    def discard_before(self, position: int) -> None:
+        with self._lock:
+            db = self._conn()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                first, last = self._first(db), self._last(db)
+                if not first <= position <= last + 1:
+                    raise ValueError(f"cannot discard before {position}: records run {first}..")
+                db.execute("DELETE FROM records WHERE seq < ?", (position,))
+                db.execute("DELETE FROM snapshots WHERE position < ?", (position,))
+                self._set_mark(db, "first", position)
+                db.execute("DELETE FROM pins WHERE position < ?", (position,))
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
 
     def close(self) -> None:
         with self._lock:

@@ -19,6 +19,14 @@ working market. Keys are the MarketParams field names, all at the top level::
     subsidy_account = "<64 hex>"  # vcg: required there; the balance that pays the deficit
     signed_ties = true        # unpredictable ties (docs/mechanism.md, "The tie rule")
 
+One table holds the coordinator's record-log settings, which are not market rules
+(no other party sees them)::
+
+    [ledger]
+    snapshot_every = 4096   # records between snapshots of the coordinator's state
+    retention = "keep"      # or "archive" (compressed segments beside the ledger) or "drop"
+    audit_rounds = 86400    # rounds behind the newest snapshot that always stay live
+
 Anything else (an unknown key, a wrong type, a value out of range, an unknown mechanism)
 raises MarketFileError naming the key, before any service starts with bad rules.
 """
@@ -34,6 +42,8 @@ from typing import Any, Final
 
 import msgspec
 
+from coordinator.record_log import SNAPSHOT_EVERY
+from coordinator.retention import MODES, Retention
 from protocol.mechanism import get_mechanism
 from protocol.messages import MarketParams
 
@@ -82,10 +92,46 @@ class MarketFileError(ValueError):
         self.key = key
 
 
+class LedgerSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The market file's `[ledger]` table: how the coordinator keeps its record log."""
+
+    snapshot_every: int = SNAPSHOT_EVERY
+    retention: str = "keep"
+    audit_rounds: int = 86_400
+
+    def policy(self) -> Retention:
+        return Retention(self.retention, self.audit_rounds)  # type: ignore[arg-type]
+
+
+def ledger_from_dict(d: Mapping[str, Any]) -> LedgerSettings:
+    """The record-log settings of a parsed market file (defaults without a `[ledger]`)."""
+    table = d.get("ledger", {}) if isinstance(d, Mapping) else {}
+    try:
+        settings = msgspec.convert(table, LedgerSettings, strict=True)
+    except msgspec.ValidationError as exc:
+        raise MarketFileError(f"market file table [ledger]: {exc}", key="ledger") from None
+    if settings.snapshot_every < 1 or settings.audit_rounds < 0:
+        raise MarketFileError(
+            "market file table [ledger]: snapshot_every must be >= 1, audit_rounds >= 0",
+            key="ledger",
+        )
+    if settings.retention not in MODES:
+        raise MarketFileError(
+            f"market file key 'retention': one of {', '.join(MODES)}", key="retention"
+        )
+    return settings
+
+
+def load_ledger_settings(path: str | os.PathLike[str]) -> LedgerSettings:
+    """Read a market file's `[ledger]` table (its rules are checked by load_market)."""
+    return ledger_from_dict(_read(path))
+
+
 def market_from_dict(d: Mapping[str, Any]) -> MarketParams:
     """Market rules from a parsed market file: defaults for absent keys, all checked."""
     if not isinstance(d, Mapping):
         raise MarketFileError(f"a market file is a table of keys, not {type(d).__name__}")
+    d = {k: v for k, v in d.items() if k != "ledger"}
     for key in d:
         if key not in _FIELDS:
             raise MarketFileError(
@@ -129,9 +175,15 @@ def _check_mechanism_params(params: MarketParams) -> None:
 
 def load_market(path: str | os.PathLike[str]) -> MarketParams:
     """Read and check a market file."""
+    document = _read(path)
+    ledger_from_dict(document)  # a bad [ledger] table is refused with the rules
+    return market_from_dict(document)
+
+
+def _read(path: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         with open(path, "rb") as file:
-            document = tomllib.load(file)
+            return tomllib.load(file)
     except OSError as exc:
         raise MarketFileError(f"cannot read market file {os.fspath(path)!r}: {exc}") from exc
     except tomllib.TOMLDecodeError as exc:
@@ -142,7 +194,6 @@ def load_market(path: str | os.PathLike[str]) -> MarketParams:
         raise MarketFileError(
             f"market file {os.fspath(path)!r} nests deeper than any market file does"
         ) from None
-    return market_from_dict(document)
 
 
 def dump_market(params: MarketParams) -> str:
@@ -158,4 +209,13 @@ def dump_market(params: MarketParams) -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["DEFAULT_MARKET", "MarketFileError", "dump_market", "load_market", "market_from_dict"]
+__all__ = [
+    "DEFAULT_MARKET",
+    "LedgerSettings",
+    "MarketFileError",
+    "dump_market",
+    "ledger_from_dict",
+    "load_ledger_settings",
+    "load_market",
+    "market_from_dict",
+]

@@ -13,12 +13,12 @@ import hashlib
 import heapq
 import random
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeAlias
 
 from coordinator.core import Coordinator, CoordinatorEvent, Genesis
-from coordinator.report import market_report
+from coordinator.report import RoundTally, market_report
 from protocol.events import MessageReceived, Publish, Record, Tick, WakeAt
 from protocol.mechanism import Mechanism, Outcome, ProverBid, TaskBid, get_mechanism
 from protocol.messages import MarketParams, Message, TaskProof
@@ -115,10 +115,10 @@ class _Observed:
 
 @dataclass(slots=True)
 class SimResult:
-    """The finished market: its coordinator, everything it published, and the report."""
+    """The finished market: its coordinator, its published figures, and the report."""
 
     coordinator: Coordinator
-    outputs: list[Message] = field(default_factory=list)
+    tally: RoundTally = field(default_factory=RoundTally)
     records: int = 0
     inputs: list[CoordinatorEvent] = field(default_factory=list)
     report: dict[str, object] = field(default_factory=dict)
@@ -140,92 +140,139 @@ def run_simulation(config: SimConfig, *, keep_inputs: bool = False) -> SimResult
     With `keep_inputs`, `SimResult.inputs` holds every event fed to the coordinator, in
     order, accepted or not: a script that replays the same market without the harness.
     """
-    if config.rounds < 1 or config.provers < 0 or config.users < 0:
-        raise ValueError("a simulation needs rounds >= 1 and non-negative party counts")
-    if not 0 <= config.faulty_provers <= config.provers:
-        raise ValueError("faulty provers must be between 0 and the number of provers")
-    rng = random.Random(config.seed)
-    params = config.params()
-    coordinator_key = sim_key(config.seed, "coordinator", 0)
+    market = Simulation(config, keep_inputs=keep_inputs)
+    market.run()
+    return market.finish()
 
-    provers: dict[str, ProverCore] = {}
-    deposits: dict[str, int] = {}
-    for i in range(config.provers):
-        key = sim_key(config.seed, "prover", i)
-        capacity = rng.randint(*config.capacity_range)
-        cost = rng.randint(*config.cost_range)
-        fault = FAULT_CYCLE[i % len(FAULT_CYCLE)] if i < config.faulty_provers else "none"
-        provers[key] = ProverCore(key, coordinator_key, config.market, capacity, cost, fault)
-        # Enough for a few slashings before a faulty prover is priced out.
-        deposits[key] = 3 * config.p_max * capacity
-    users: dict[str, UserCore] = {}
-    balances: dict[str, int] = {}
-    for i in range(config.users):
-        key = sim_key(config.seed, "user", i)
-        users[key] = UserCore(
-            key,
-            coordinator_key,
-            config.market,
-            random.Random(rng.getrandbits(64)),
-            config.tasks_per_round,
-            config.fee_range,
-            config.carry_over,
+
+class Simulation:
+    """The market of `config`, advanced one timer at a time (`step`) or a round at a time.
+
+    What it remembers beyond the parties' own state is the report's tally (one row per
+    round, or a window of rows with `tally`) and, with `keep_inputs`, every input.
+    """
+
+    def __init__(
+        self,
+        config: SimConfig,
+        *,
+        keep_inputs: bool = False,
+        tally: RoundTally | None = None,
+        on_record: Callable[[CoordinatorEvent], None] | None = None,
+    ) -> None:
+        if config.rounds < 1 or config.provers < 0 or config.users < 0:
+            raise ValueError("a simulation needs rounds >= 1 and non-negative party counts")
+        if not 0 <= config.faulty_provers <= config.provers:
+            raise ValueError("faulty provers must be between 0 and the number of provers")
+        self.config = config
+        self.keep_inputs = keep_inputs
+        self.on_record = on_record  # sees each event the coordinator records, in order
+        rng = random.Random(config.seed)
+        self.coordinator_key = sim_key(config.seed, "coordinator", 0)
+        self.provers, deposits = _provers(config, rng, self.coordinator_key)
+        self.users, balances = _users(config, rng, self.coordinator_key)
+        self.parties: dict[str, _Party] = {**self.provers, **self.users}
+        self._everyone = list(self.parties)
+        params = config.params()
+        if params.subsidy_account is not None:
+            # Enough for a deficit as large as every fee of every round.
+            balances[params.subsidy_account] = (
+                config.rounds
+                * max(1, len(self.users))
+                * (config.tasks_per_round * config.p_max * 2)
+            )
+        start = config.bid_window_ms
+        self.coordinator = Coordinator(
+            params,
+            Genesis(balances=balances, deposits=deposits),
+            self.coordinator_key,
+            start,
+            rounds=config.rounds,
         )
-        balances[key] = config.rounds * config.tasks_per_round * config.p_max
-    if params.subsidy_account is not None:
-        # Enough for a deficit as large as every fee of every round.
-        balances[params.subsidy_account] = (
-            config.rounds * max(1, len(users)) * (config.tasks_per_round * config.p_max * 2)
-        )
-    parties: dict[str, _Party] = {**provers, **users}
-    everyone = list(parties)
+        self._observed = _Observed(self.coordinator.mechanism)
+        self.coordinator.mechanism = self._observed
+        self.result = SimResult(coordinator=self.coordinator, tally=tally or RoundTally())
+        self.now = 0
+        self._seq = 0
+        # Timers: (time, order, party key or "" for the coordinator, proving result or None).
+        self._timers: list[tuple[int, int, str, ProvingDone | None]] = []
+        self._inbox: deque[tuple[str, Message]] = deque()  # messages to the coordinator
+        self._wakes: set[int] = set()  # coordinator wake-ups pending
+        self._woken = -1  # the latest coordinator wake-up fired
+        self._add_timer(start, "", None)
 
-    start = config.bid_window_ms
-    coordinator = Coordinator(
-        params,
-        Genesis(balances=balances, deposits=deposits),
-        coordinator_key,
-        start,
-        rounds=config.rounds,
-    )
-    observed = _Observed(coordinator.mechanism)
-    coordinator.mechanism = observed
-    result = SimResult(coordinator=coordinator)
+    @property
+    def done(self) -> bool:
+        return not self._timers or self.coordinator.finished
 
-    now = 0
-    seq = 0
-    # Timers: (time, order, party key or "" for the coordinator, proving result or None).
-    timers: list[tuple[int, int, str, ProvingDone | None]] = []
-    inbox: deque[tuple[str, Message]] = deque()  # messages to the coordinator
-    coordinator_wakes: set[int] = set()
+    def run(self) -> None:
+        """Run to the end: every round cleared and settled."""
+        while not self.done:
+            self.step()
 
-    def add_timer(at: int, key: str, done: ProvingDone | None) -> None:
-        nonlocal seq
-        seq += 1
-        heapq.heappush(timers, (at, seq, key, done))
+    def run_round(self) -> None:
+        """Run until the next round opens for bids (or the market ends)."""
+        start = self.coordinator.bidding_round
+        while not self.done and self.coordinator.bidding_round == start:
+            self.step()
 
-    def run_coordinator(effects: list[object]) -> None:
+    def finish(self) -> SimResult:
+        self.result.report = market_report(self.coordinator, self.result.tally)
+        _add_welfare(self.result.report, self._observed.rows)
+        return self.result
+
+    def step(self) -> None:
+        """Fire the earliest timer, then deliver everything it caused."""
+        at, _, key, done = heapq.heappop(self._timers)
+        self.now = max(self.now, at)
+        if key == "":
+            self._wakes.discard(at)
+            self._woken = max(self._woken, at)
+            if self.keep_inputs:
+                self.result.inputs.append(Tick(self.now))
+            self._coordinator_effects(self.coordinator.handle(Tick(self.now)))
+        else:
+            party = self.parties[key]
+            if done is not None and isinstance(party, ProverCore):
+                self._party_effects(
+                    key, party.handle(ProvingDone(done.round, done.proofs, self.now))
+                )
+            else:
+                self._party_effects(key, party.handle(Tick(self.now)))
+        self._drain()
+
+    def _add_timer(self, at: int, key: str, done: ProvingDone | None) -> None:
+        self._seq += 1
+        heapq.heappush(self._timers, (at, self._seq, key, done))
+
+    def _coordinator_effects(self, effects: Iterable[object]) -> None:
         for effect in effects:
             if isinstance(effect, Record):
-                result.records += 1
+                self.result.records += 1
+                if self.on_record is not None:
+                    self.on_record(effect.event)
             elif isinstance(effect, Publish):
-                result.outputs.append(effect.message)
-                targets = everyone if effect.to is None else [effect.to]
-                event = MessageReceived(coordinator_key, effect.message, b"", now)
+                self.result.tally.note(effect.message)
+                targets = self._everyone if effect.to is None else [effect.to]
+                event = MessageReceived(self.coordinator_key, effect.message, b"", self.now)
                 for target in targets:
-                    party = parties.get(target)
+                    party = self.parties.get(target)
                     if party is not None:
-                        run_party(target, party.handle(event))
-            elif isinstance(effect, WakeAt) and effect.at not in coordinator_wakes:
-                coordinator_wakes.add(effect.at)
-                add_timer(effect.at, "", None)
+                        self._party_effects(target, party.handle(event))
+            elif (
+                isinstance(effect, WakeAt)
+                and effect.at not in self._wakes
+                and effect.at > self._woken
+            ):
+                self._wakes.add(effect.at)
+                self._add_timer(effect.at, "", None)
 
-    def run_party(key: str, effects: Iterable[object]) -> None:
+    def _party_effects(self, key: str, effects: Iterable[object]) -> None:
         for effect in effects:
             if isinstance(effect, Publish):
-                inbox.append((key, effect.message))
+                self._inbox.append((key, effect.message))
             elif isinstance(effect, WakeAt):
-                add_timer(effect.at, key, None)
+                self._add_timer(effect.at, key, None)
             elif isinstance(effect, StartProving):
                 proofs = prove_batch(
                     [t.task_input for t in effect.tasks],
@@ -240,44 +287,61 @@ def run_simulation(config: SimConfig, *, keep_inputs: bool = False) -> SimResult
                     now=0,
                 )
                 # Proving takes fake time: one ms per task after a one-ms setup.
-                add_timer(now + 1 + len(effect.tasks), key, done)
+                self._add_timer(self.now + 1 + len(effect.tasks), key, done)
 
-    def drain() -> None:
-        nonlocal seq
-        while inbox:
-            sender, message = inbox.popleft()
-            seq += 1
-            ref = seq.to_bytes(16, "big")
-            event = MessageReceived(sender, message, ref, now)
-            if keep_inputs:
-                result.inputs.append(event)
-            run_coordinator(list(coordinator.handle(event)))
+    def _drain(self) -> None:
+        while self._inbox:
+            sender, message = self._inbox.popleft()
+            self._seq += 1
+            ref = self._seq.to_bytes(16, "big")
+            event = MessageReceived(sender, message, ref, self.now)
+            if self.keep_inputs:
+                self.result.inputs.append(event)
+            self._coordinator_effects(self.coordinator.handle(event))
 
-    add_timer(start, "", None)
-    while timers and not coordinator.finished:
-        at, _, key, done = heapq.heappop(timers)
-        now = max(now, at)
-        if key == "":
-            if keep_inputs:
-                result.inputs.append(Tick(now))
-            run_coordinator(list(coordinator.handle(Tick(now))))
-        else:
-            party = parties[key]
-            if done is not None and isinstance(party, ProverCore):
-                run_party(key, party.handle(ProvingDone(done.round, done.proofs, now)))
-            else:
-                run_party(key, party.handle(Tick(now)))
-        drain()
-    result.report = market_report(coordinator, result.outputs)
-    _add_welfare(result.report, observed.rows)
-    return result
+
+def _provers(
+    config: SimConfig, rng: random.Random, coordinator_key: str
+) -> tuple[dict[str, ProverCore], dict[str, int]]:
+    provers: dict[str, ProverCore] = {}
+    deposits: dict[str, int] = {}
+    for i in range(config.provers):
+        key = sim_key(config.seed, "prover", i)
+        capacity = rng.randint(*config.capacity_range)
+        cost = rng.randint(*config.cost_range)
+        fault = FAULT_CYCLE[i % len(FAULT_CYCLE)] if i < config.faulty_provers else "none"
+        provers[key] = ProverCore(key, coordinator_key, config.market, capacity, cost, fault)
+        # Enough for a few slashings before a faulty prover is priced out.
+        deposits[key] = 3 * config.p_max * capacity
+    return provers, deposits
+
+
+def _users(
+    config: SimConfig, rng: random.Random, coordinator_key: str
+) -> tuple[dict[str, UserCore], dict[str, int]]:
+    users: dict[str, UserCore] = {}
+    balances: dict[str, int] = {}
+    for i in range(config.users):
+        key = sim_key(config.seed, "user", i)
+        users[key] = UserCore(
+            key,
+            coordinator_key,
+            config.market,
+            random.Random(rng.getrandbits(64)),
+            config.tasks_per_round,
+            config.fee_range,
+            config.carry_over,
+        )
+        balances[key] = config.rounds * config.tasks_per_round * config.p_max
+    return users, balances
 
 
 def _add_welfare(report: dict[str, object], rows: list[tuple[int, int]]) -> None:
     """Each round's welfare, the optimum's on the same bids, and their ratio (None at 0)."""
     rounds = report["rounds"]
     assert isinstance(rounds, list)
-    for row, (welfare, best) in zip(rounds, rows, strict=True):
+    # A tally that keeps a window of rounds holds the last of them.
+    for row, (welfare, best) in zip(rounds, rows[len(rows) - len(rounds) :], strict=True):
         row["welfare"] = welfare
         row["optimum_welfare"] = best
         row["efficiency"] = round(welfare / best, 4) if best else None

@@ -12,6 +12,7 @@ from proofmarket.commands import (
     deploy_cmd,
     keygen,
     lab,
+    ledger_cmd,
     services,
     sim,
     testnet,
@@ -34,6 +35,7 @@ cli.add_command(coordinator_cmd.coordinator)
 cli.add_command(services.prover)
 cli.add_command(services.user)
 cli.add_command(deploy_cmd.deploy)
+cli.add_command(ledger_cmd.ledger)
 
 
 def main() -> None:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Final, Literal, TypeAlias, cast, get_args
 
 from protocol.events import MessageReceived, Publish, Tick, WakeAt
+from protocol.horizon import discard_below, drop_below
 from protocol.messages import (
     AssignedTask,
     Assignment,
@@ -138,7 +139,8 @@ class ProverCore:
         self.cost = cost
         self.fault: Fault = cast(Fault, fault)
         self.stats = ProverStats()
-        self._epochs: set[int] = set()
+        # Epochs declared, with the last round seen in each: forgotten with that round.
+        self._epochs: dict[int, int] = {}
         self._rounds_bid: set[int] = set()
         self._batches: dict[int, _Batch] = {}
         # Late-mode submissions waiting for their deadline to pass: round -> submission.
@@ -179,8 +181,9 @@ class ProverCore:
         self._rounds_bid.add(msg.round)
         self._forget_before(msg.round - RETAIN_ROUNDS)
         effects: list[ProverEffect] = []
-        if msg.epoch not in self._epochs:
-            self._epochs.add(msg.epoch)
+        declared = msg.epoch in self._epochs
+        self._epochs[msg.epoch] = max(self._epochs.get(msg.epoch, msg.round), msg.round)
+        if not declared:
             self.stats.epochs_declared += 1
             declaration = CapacityDeclaration(
                 market=self.market, epoch=msg.epoch, capacity=self.capacity
@@ -241,14 +244,34 @@ class ProverCore:
         return [self._submit(self._held.pop(r)) for r in due]
 
     def _forget_before(self, floor: int) -> None:
+        """Forget rounds below `floor`: costs what is forgotten, not what is kept."""
         if floor <= self._floor:
             return
+        discard_below(self._rounds_bid, self._floor, floor)
+        for r, batch in drop_below(self._batches, self._floor, floor):
+            if r in self._held:
+                self._batches[r] = batch  # a late submission still waits on its deadline
+        # Epochs come in round order, so the oldest sit at the front.
+        while self._epochs:
+            epoch, last_round = next(iter(self._epochs.items()))
+            if last_round >= floor:
+                break
+            del self._epochs[epoch]
         self._floor = floor
-        self._rounds_bid = {r for r in self._rounds_bid if r >= floor}
-        self._batches = {r: b for r, b in self._batches.items() if r >= floor or r in self._held}
+
+    def size(self) -> dict[str, int]:
+        """How many entries the working state holds, by kind: what must stay bounded."""
+        return {
+            "rounds_bid": len(self._rounds_bid),
+            "batches": len(self._batches),
+            "held": len(self._held),
+            "epochs": len(self._epochs),
+        }
 
     def _submit(self, submission: ProofSubmission) -> Publish:
         self._batches[submission.round].submitted = True
+        if submission.round < self._floor:
+            del self._batches[submission.round]  # kept past the floor only while held
         self.stats.batches_submitted += 1
         self.stats.proofs_sent += len(submission.proofs)
         return Publish(submission, to=self.coordinator)

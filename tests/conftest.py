@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import structlog
 
 from deploy.broker import EmbeddedBroker, MosquittoBroker, mosquitto_binary
 from deploy.broker import free_port as _free_port
@@ -67,6 +68,15 @@ async def _running(kind: str, workdir: Path) -> AsyncIterator[RunningBroker]:
         server = EmbeddedBroker()
     async with server:
         yield RunningBroker(kind, server)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_logging() -> object:
+    """Each test starts with structlog's defaults: a CLI run in-process that raised the
+    level (or cached its loggers) must not hide the next test's log lines."""
+    structlog.reset_defaults()
+    yield
+    structlog.reset_defaults()
 
 
 @pytest.fixture(params=BROKER_KINDS)

@@ -1,6 +1,6 @@
 """Hypothesis drives the coordinator with random, duplicated and reordered inputs and clock
 jumps; the market's invariants must hold after every step, and a replay of the record log
-must rebuild the same state."""
+must rebuild the same state, from the first record or from a snapshot halfway."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from test_coordinator_helpers import (
 )
 
 from coordinator.core import Coordinator, CoordinatorEffect, CoordinatorEvent, check_invariants
+from coordinator.snapshot import capture, load
 from protocol.events import Publish, Record
 from protocol.messages import (
     Assignment,
@@ -220,6 +221,19 @@ class CoordinatorMachine(RuleBasedStateMachine):
             self.params, self.genesis, COORD, START, self.market.recorded, seen_rounds=SEEN
         )
         assert self.coordinator.state() == restored.state()
+        # Snapshot halfway through the log, then replay the rest: the very same state.
+        recorded = list(self.market.recorded)
+        at = len(recorded) // 2
+        head = Coordinator.restore(
+            self.params, self.genesis, COORD, START, recorded[:at], seen_rounds=SEEN
+        )
+        resumed = load(
+            Coordinator(self.params, self.genesis, COORD, START, seen_rounds=SEEN),
+            capture(head, at),
+            position=at,
+        )
+        resumed.replay(recorded[at:])
+        assert capture(self.coordinator, len(recorded)) == capture(resumed, len(recorded))
 
 
 CoordinatorMachine.TestCase.settings = settings(

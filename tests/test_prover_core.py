@@ -356,3 +356,24 @@ def test_chunked_proofs_equal_whole_batch_proofs() -> None:
     whole = prove_tasks(tasks, difficulty=6, setup=3)
     chunked = [p for c in split_batch(tasks, 2) for p in prove_tasks(c, difficulty=6, setup=3)]
     assert whole == chunked
+
+
+def test_working_state_stays_bounded_over_many_rounds() -> None:
+    """Bids, batches and epochs are forgotten with their rounds: entries stop growing."""
+    from prover_node.core import RETAIN_ROUNDS
+
+    core = make()
+    sizes = {}
+    for r in range(3 * RETAIN_ROUNDS):
+        core.handle(received(announce(r, epoch=r // 4)))
+        core.handle(received(assign(round=r, deadline=r * 1000 + 3000)))
+        core.handle(ProvingDone(round=r, proofs=PROOFS, now=r * 1000 + 10))
+        sizes[r] = core.size()
+    last = 3 * RETAIN_ROUNDS - 1
+    assert sizes[2 * RETAIN_ROUNDS] == sizes[last]
+    assert RETAIN_ROUNDS + 1 >= sizes[last]["batches"]
+    assert RETAIN_ROUNDS // 4 + 2 >= sizes[last]["epochs"]
+    assert (3 * RETAIN_ROUNDS, 3 * RETAIN_ROUNDS // 4) == (
+        core.stats.batches_submitted,
+        core.stats.epochs_declared,
+    )

@@ -118,3 +118,18 @@ def test_cli_json_matches_the_documented_shape() -> None:
     assert ["rounds", "ledger", "invariants_ok", "slashed", "open_tasks"] == list(doc)
     assert [*ROUND_KEYS, "welfare", "optimum_welfare", "efficiency"] == list(doc["rounds"][0])
     assert [0, 1, 2, 3] == [r["round"] for r in doc["rounds"]]
+
+
+def test_a_windowed_tally_keeps_only_its_last_rounds() -> None:
+    """A live view's tally drops rows behind its window and ignores late news of them."""
+    from coordinator.report import RoundTally
+    from deploy.simulation import Simulation
+
+    market = Simulation(
+        SimConfig(rounds=40, provers=3, users=10, seed=5), tally=RoundTally(keep_rounds=4)
+    )
+    market.run()
+    tally = market.result.tally
+    assert [36, 37, 38, 39] == sorted(tally.rows)
+    stale = SettlementNotice(market="sim", round=2, outcome="charged", amount=1, task_id="x")
+    assert (None, [36, 37, 38, 39]) == (tally.note(stale), sorted(tally.rows))

@@ -57,6 +57,59 @@ def test_empty_store(new_store: Factory) -> None:
     assert [] == list(store.replay())
 
 
+def test_replay_from_a_position(new_store: Factory) -> None:
+    """replay(start) yields the records from number `start` on, and nothing past the end."""
+    store = new_store()
+    store.append_many([b"a", b"b", b"c", b"d"])
+    assert ([b"c", b"d"], []) == (list(store.replay(2)), list(store.replay(4)))
+
+
+def test_snapshots_keep_only_the_newest(new_store: Factory) -> None:
+    """Snapshots are filed by position, the oldest beyond `keep` go, and none past the end."""
+    store = new_store()
+    store.append_many([b"r"] * 10)
+    for position in (2, 4, 6, 8):
+        store.save_snapshot(position, b"snap-%d" % position, keep=3)
+    store.save_snapshot(8, b"again", keep=3)
+    assert ([4, 6, 8], b"again") == (store.snapshots(), store.read_snapshot(8))
+    with pytest.raises(ValueError):
+        store.save_snapshot(11, b"too far")
+    with pytest.raises(KeyError):
+        store.read_snapshot(2)
+
+
+def test_discarding_keeps_the_numbering(new_store: Factory) -> None:
+    """After discard_before(n) the next record is still number len(store); older ones are gone."""
+    store = new_store()
+    store.append_many([b"a", b"b", b"c"])
+    store.save_snapshot(1, b"s1")
+    store.save_snapshot(2, b"s2")
+    store.discard_before(2)
+    assert (2, 3, [2]) == (store.first(), len(store), store.snapshots())
+    assert (3, [b"c", b"d"]) == (store.append(b"d"), list(store.replay()))
+    store.discard_before(4)
+    assert (4, 4, []) == (store.first(), len(store), list(store.replay()))
+    assert 4 == store.append(b"e")
+    with pytest.raises(ValueError):
+        store.discard_before(9)
+
+
+def test_pinned_snapshots_survive_pruning_until_discarded(new_store: Factory) -> None:
+    """Pinned snapshots are kept past `keep`; discarding records before them unpins them."""
+    store = new_store()
+    store.append_many([b"r"] * 10)
+    store.save_snapshot(2, b"s2", keep=1)
+    store.pin_snapshot(2, round=20)
+    store.save_snapshot(4, b"s4", keep=1)
+    store.pin_snapshot(4, round=40)
+    store.save_snapshot(6, b"s6", keep=1)
+    assert ([2, 4, 6], [(2, 20), (4, 40)]) == (store.snapshots(), store.pinned())
+    store.discard_before(4)
+    assert ([4, 6], [(4, 40)]) == (store.snapshots(), store.pinned())
+    with pytest.raises(KeyError):
+        store.pin_snapshot(5, round=50)
+
+
 def test_satisfies_protocol(new_store: Factory) -> None:
     """Each backend is a RecordStore."""
     assert isinstance(new_store(), RecordStore)

@@ -376,3 +376,31 @@ def test_a_clearing_result_tells_a_user_the_market_moved_on() -> None:
     )
     core.handle(received(cleared))
     assert core.bidding_done
+
+
+def test_working_state_stays_bounded_over_many_rounds() -> None:
+    """Settled tasks leave at once and open ones with their round: entries stop growing."""
+    from user_client.core import ANNOUNCE_ROUNDS, RETAIN_ROUNDS
+
+    core = make(tasks=2)
+    sizes = {}
+    for r in range(3 * RETAIN_ROUNDS):
+        settled, left_open = bids(core.handle(received(announce(r))))
+        core.sent(settled, bytes([r % 256]) * 8 + r.to_bytes(8, "big"))
+        notice = SettlementNotice(
+            market=MARKET, round=r, outcome="released", amount=settled.fee, task_id=settled.task_id
+        )
+        core.handle(received(notice))
+        core.handle(received(notice))  # a redelivery finds the task gone and changes nothing
+        sizes[r] = core.size()
+    last = 3 * RETAIN_ROUNDS - 1
+    assert sizes[2 * RETAIN_ROUNDS] == sizes[last]
+    assert RETAIN_ROUNDS + 1 >= sizes[last]["tasks"]
+    assert 0 == sizes[last]["unacknowledged"]
+    assert ANNOUNCE_ROUNDS + 1 >= sizes[last]["rounds"]
+    assert (3 * RETAIN_ROUNDS, 2 * 3 * RETAIN_ROUNDS) == (
+        core.summary.released,
+        core.summary.tasks_bid,
+    )
+    assert (None, "bid") == (core.task_state(settled.task_id), core.task_state(left_open.task_id))
+    assert sizes[last]["tasks"] == core.open_tasks

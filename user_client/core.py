@@ -17,6 +17,7 @@ from dataclasses import dataclass, fields
 from typing import Final, Literal, TypeAlias
 
 from protocol.events import MessageReceived, Publish, Tick
+from protocol.horizon import discard_below, drop_below
 from protocol.messages import (
     BidReceipt,
     BidReceipts,
@@ -33,8 +34,13 @@ UserEffect: TypeAlias = Publish
 Verifier: TypeAlias = Callable[[bytes, bytes, int], bool]
 
 TASK_INPUT_BYTES: Final = 32
-# How many rounds back a user keeps its tasks' state; older tasks are long settled.
+# How many rounds back a user waits on a task it bid; a task still open that long after
+# its round is given up. Settled tasks leave at once: a later copy of their settlement
+# names a task the user no longer holds, and is ignored.
 RETAIN_ROUNDS: Final = 1024
+# How many rounds behind the newest announcement a user still bids on one it had not
+# seen; an older one is long closed for bids, so only this window is remembered.
+ANNOUNCE_ROUNDS: Final = 64
 
 TaskState: TypeAlias = Literal["bid", "allocated", "unallocated", "settled", "rejected"]
 _CLOSED: Final = frozenset({"settled", "rejected"})
@@ -84,6 +90,7 @@ class _Task:
     task_input: bytes
     difficulty: int
     state: TaskState = "bid"
+    refs: tuple[bytes, ...] = ()  # envelopes it went out in, until acknowledged
 
 
 def _parse_fee_range(fee_range: tuple[int, int]) -> tuple[int, int]:
@@ -132,8 +139,11 @@ class UserCore:
         self.last_prove_deadline: int | None = None
         self.summary = UserSummary()
         self._verify: Verifier = verify or _workload_verify
-        self._rounds: set[int] = set()
-        self._tasks: dict[str, _Task] = {}
+        self._rounds: set[int] = set()  # rounds of the announcement window already bid in
+        self._announce_floor = 0  # announcements below this are ignored
+        self._tasks: dict[str, _Task] = {}  # held tasks: open, or refused and not yet forgotten
+        self._by_round: dict[int, dict[str, None]] = {}  # round -> its held task ids, in bid order
+        self._open = 0  # held tasks neither settled nor refused
         # Envelope refs of task bids sent and not yet acknowledged: a Reject names the
         # envelope it refuses, not the task.
         self._unacknowledged: dict[bytes, str] = {}
@@ -175,8 +185,10 @@ class UserCore:
         The adapter seals, so only it knows the reference; with it a Reject of the bid
         closes the task at once instead of leaving it open until the user gives up.
         """
-        if message.task_id in self._tasks:
+        task = self._tasks.get(message.task_id)
+        if task is not None:
             self._unacknowledged[ref] = message.task_id
+            task.refs += (ref,)
 
     def _on_reject(self, msg: Reject) -> None:
         self.summary.rejects += 1
@@ -186,12 +198,13 @@ class UserCore:
         task = None if task_id is None else self._tasks.get(task_id)
         if task is not None and task.state == "bid":
             task.state = "rejected"
+            self._open -= 1
             self.summary.bids_rejected += 1
 
     @property
     def open_tasks(self) -> int:
         """Tasks bid and not yet settled or refused."""
-        return sum(1 for t in self._tasks.values() if t.state not in _CLOSED)
+        return self._open
 
     @property
     def bidding_done(self) -> bool:
@@ -222,20 +235,29 @@ class UserCore:
         return self.bidding_done and self.open_tasks == 0
 
     def task_ids(self, round: int) -> list[str]:
-        """The ids of this user's tasks bid in `round`, in bid order."""
-        return [tid for tid, t in self._tasks.items() if t.round == round]
+        """The ids of this user's tasks bid in `round` and still held, in bid order."""
+        return list(self._by_round.get(round, ()))
 
     def task_state(self, task_id: str) -> TaskState | None:
+        """A held task's state; None once it has settled (or was never bid)."""
         task = self._tasks.get(task_id)
         return None if task is None else task.state
 
     def _on_announcement(self, msg: RoundAnnouncement) -> list[UserEffect]:
-        if msg.round < self._floor or msg.round in self._rounds or not self._in_window(msg.round):
+        if (
+            msg.round < max(self._floor, self._announce_floor)
+            or msg.round in self._rounds
+            or not self._in_window(msg.round)
+        ):
             return []
         if self._first_round is None:
             self._first_round = msg.round
         self._latest_round = max(self._latest_round, msg.round)
         self._rounds.add(msg.round)
+        announce_floor = msg.round - ANNOUNCE_ROUNDS
+        if announce_floor > self._announce_floor:
+            discard_below(self._rounds, self._announce_floor, announce_floor)
+            self._announce_floor = announce_floor
         self._forget_before(msg.round - RETAIN_ROUNDS)
         self.summary.rounds_seen += 1
         self.last_prove_deadline = msg.prove_deadline
@@ -246,6 +268,8 @@ class UserCore:
             task_input = self.rng.randbytes(TASK_INPUT_BYTES)
             task_id = f"{self.key[:8]}-{msg.round}-{i}"
             self._tasks[task_id] = _Task(msg.round, fee, task_input, msg.params.difficulty)
+            self._by_round.setdefault(msg.round, {})[task_id] = None
+            self._open += 1
             self.summary.tasks_bid += 1
             self.summary.fees_bid += fee
             bid = TaskBidMessage(
@@ -276,9 +300,9 @@ class UserCore:
         if msg.task_id is None:
             return
         task = self._tasks.get(msg.task_id)
-        if task is None or task.state == "settled":
-            return  # each task settles once; a redelivered notice changes nothing
-        task.state = "settled"
+        if task is None:
+            return  # each task settles once; a redelivered notice finds it gone
+        self._drop(msg.task_id, task)
         if msg.outcome == "charged":
             self.summary.charged += 1
             self.summary.charged_total += msg.amount
@@ -293,14 +317,39 @@ class UserCore:
             self.summary.released += 1
             self.summary.released_total += msg.amount
 
+    def _drop(self, task_id: str, task: _Task) -> None:
+        """Let go of a task: settled, or given up on with its round."""
+        del self._tasks[task_id]
+        if task.state not in _CLOSED:
+            self._open -= 1
+        for ref in task.refs:
+            self._unacknowledged.pop(ref, None)
+        bucket = self._by_round.get(task.round)
+        if bucket is not None:
+            bucket.pop(task_id, None)
+            if not bucket:
+                del self._by_round[task.round]
+
     def _forget_before(self, floor: int) -> None:
+        """Forget rounds below `floor`: costs what is forgotten, not what is kept."""
         if floor <= self._floor:
             return
+        for _, bucket in drop_below(self._by_round, self._floor, floor):
+            for task_id in bucket:
+                task = self._tasks.pop(task_id)
+                if task.state not in _CLOSED:
+                    self._open -= 1
+                for ref in task.refs:
+                    self._unacknowledged.pop(ref, None)
         self._floor = floor
-        self._rounds = {r for r in self._rounds if r >= floor}
-        self._tasks = {tid: t for tid, t in self._tasks.items() if t.round >= floor}
-        self._unacknowledged = {
-            ref: tid for ref, tid in self._unacknowledged.items() if tid in self._tasks
+
+    def size(self) -> dict[str, int]:
+        """How many entries the working state holds, by kind: what must stay bounded."""
+        return {
+            "rounds": len(self._rounds),
+            "tasks": len(self._tasks),
+            "round_buckets": len(self._by_round),
+            "unacknowledged": len(self._unacknowledged),
         }
 
 

@@ -93,7 +93,13 @@ def coordinator(
         summary_from_ledger,
     )
     from coordinator.verifier import default_workers
-    from deploy.market import DEFAULT_MARKET, MarketFileError, load_market
+    from deploy.market import (
+        DEFAULT_MARKET,
+        LedgerSettings,
+        MarketFileError,
+        load_ledger_settings,
+        load_market,
+    )
     from deploy.runtime import configure_logging, run_service
     from protocol.bus import BusError
     from protocol.errors import ProtocolError
@@ -103,6 +109,7 @@ def coordinator(
     try:
         identity = Identity.load(key_file)
         params = load_market(market_file) if market_file else DEFAULT_MARKET
+        settings = load_ledger_settings(market_file) if market_file else LedgerSettings()
         config = CoordinatorConfig(
             broker=broker,
             params=params,
@@ -113,6 +120,8 @@ def coordinator(
             password=password,
             ca_file=ca_file,
             verify_workers=default_workers() if verify_workers is None else verify_workers,
+            snapshot_every=settings.snapshot_every,
+            retention=settings.policy(),
         )
         core = run_service(run_coordinator(identity, config))
     except (ProtocolError, MarketFileError, CoordinatorStartError, BusError) as exc:

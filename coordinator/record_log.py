@@ -1,0 +1,301 @@
+"""The coordinator's record log: opened, checked, folded and resent from one place.
+
+The log is a record store plus the run it belongs to (`RunMeta`, kept beside a ledger
+file and checked on every restart). `fold` rebuilds the coordinator: from the newest
+usable snapshot and the records after it, or from the first record when there is none
+(or it is refused); and it says which messages the records after the published
+watermark produced, which a restart sends again. While a market runs, `RecordLog`
+files a snapshot of the live core every `snapshot_every` records, so a restart costs
+the records since the last snapshot, not the market's whole history.
+
+Service, tests and summaries all open and fold the log through here.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+import msgspec
+import structlog
+
+from coordinator.core import Coordinator, Genesis, decode_record
+from coordinator.retention import Retention, archive_dir, retire
+from coordinator.snapshot import SnapshotError, capture, load
+from coordinator.store import MemoryStore, RecordStore, SqliteStore
+from protocol.events import MessageReceived, Publish, Tick
+from protocol.messages import MarketParams, Message
+
+SNAPSHOT_EVERY: Final = 4096
+"""Records between snapshots: a restart replays at most about this many."""
+SNAPSHOT_KEEP: Final = 3
+"""Snapshots kept: a restart needs one at or before the published watermark."""
+
+
+def _log() -> structlog.typing.FilteringBoundLogger:
+    # A fresh logger each time: a module-level one is cached by structlog on first use
+    # and would keep whatever configuration was current then.
+    logger: structlog.typing.FilteringBoundLogger = structlog.get_logger("coordinator.record_log")
+    return logger
+
+
+class CoordinatorStartError(RuntimeError):
+    """The ledger file belongs to another market, genesis or coordinator key."""
+
+
+class RunMeta(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """What pins a ledger file to one market run: kept beside it, checked on restart."""
+
+    key: str
+    start_ms: int
+    params: MarketParams
+    genesis: Genesis
+
+
+def meta_path(ledger: str) -> Path:
+    return Path(f"{ledger}.meta.json")
+
+
+def read_meta(ledger: str) -> RunMeta:
+    """The run a ledger file was started for."""
+    return msgspec.json.decode(meta_path(ledger).read_bytes(), type=RunMeta)
+
+
+class RecordLog:
+    """A record store with its run; once `attach`ed to the live core, it snapshots it.
+
+    It is itself a record store (it passes every call through), so the service writes
+    to it as to any store; a snapshot is filed right after a write, when the core has
+    folded exactly the records in the store.
+    """
+
+    def __init__(
+        self,
+        store: RecordStore,
+        meta: RunMeta,
+        *,
+        snapshot_every: int = SNAPSHOT_EVERY,
+        retention: Retention | None = None,
+        archive: Path | None = None,
+    ) -> None:
+        if snapshot_every < 1:
+            raise ValueError(f"snapshot_every must be >= 1, got {snapshot_every}")
+        self.store = store
+        self.meta = meta
+        self.snapshot_every = snapshot_every
+        self.retention = retention or Retention()
+        self.archive = archive  # where retired records go when retention is "archive"
+        self._core: Coordinator | None = None
+        filed = store.snapshots()
+        self._snapshot_at = filed[-1] if filed else 0
+
+    def attach(self, core: Coordinator) -> None:
+        """Snapshot `core` from now on; it must have folded every record in the store."""
+        self._core = core
+
+    def snapshot(self) -> int | None:
+        """File a snapshot of the attached core now; its position, or None if detached."""
+        if self._core is None:
+            return None
+        position = len(self.store)
+        started = time.perf_counter()
+        body = capture(self._core, position)
+        self.store.save_snapshot(position, body, keep=SNAPSHOT_KEEP)
+        self._snapshot_at = position
+        retired = self.retire()
+        _log().info(
+            "record_log.snapshot",
+            position=position,
+            bytes=len(body),
+            first_live=self.store.first() if retired is not None else None,
+            ms=round((time.perf_counter() - started) * 1000, 1),
+        )
+        return position
+
+    def retire(self) -> int | None:
+        """Apply the retention once; the new first live record, or None if none moved."""
+        meta = self.meta
+        return retire(
+            self.store,
+            self.retention,
+            key=meta.key,
+            market=meta.params.market,
+            archive=self.archive,
+            newest=None if self._core is None else self._core.current_round,
+        )
+
+    # -- the record store's interface, passed through ------------------------------------
+
+    def append(self, record: bytes) -> int:
+        return self.append_many([record])
+
+    def append_many(self, records: Sequence[bytes], *, published: int | None = None) -> int:
+        last = self.store.append_many(records, published=published)
+        if self._core is not None and last + 1 - self._snapshot_at >= self.snapshot_every:
+            self.snapshot()
+        return last
+
+    def published(self) -> int:
+        return self.store.published()
+
+    def mark_published(self, seq: int) -> None:
+        self.store.mark_published(seq)
+
+    def replay(self, start: int = 0) -> Iterator[bytes]:
+        return self.store.replay(start)
+
+    def save_snapshot(self, position: int, body: bytes, *, keep: int = 2) -> None:
+        self.store.save_snapshot(position, body, keep=keep)
+
+    def snapshots(self) -> list[int]:
+        return self.store.snapshots()
+
+    def read_snapshot(self, position: int) -> bytes:
+        return self.store.read_snapshot(position)
+
+    def first(self) -> int:
+        return self.store.first()
+
+    def discard_before(self, position: int) -> None:
+        self.store.discard_before(position)
+
+    def pin_snapshot(self, position: int, round: int) -> None:
+        self.store.pin_snapshot(position, round)
+
+    def pinned(self) -> list[tuple[int, int]]:
+        return self.store.pinned()
+
+    def __len__(self) -> int:
+        return len(self.store)
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def open_record_log(
+    ledger: str | None,
+    *,
+    key: str,
+    params: MarketParams,
+    genesis: Genesis,
+    start_ms: int,
+    snapshot_every: int = SNAPSHOT_EVERY,
+    retention: Retention | None = None,
+) -> RecordLog:
+    """The record log of `ledger` (in memory when None), checked against this run.
+
+    A new ledger is pinned to a run starting at `start_ms`; an existing one keeps its
+    own start and must name the same key, market rules and genesis.
+    """
+    fresh = RunMeta(key, start_ms, params, genesis)
+    if ledger is None:
+        return RecordLog(MemoryStore(), fresh, snapshot_every=snapshot_every, retention=retention)
+    path = meta_path(ledger)
+    if path.exists():
+        meta = read_meta(ledger)
+        for what, mine, theirs in (
+            ("coordinator key", key, meta.key),
+            ("market", params, meta.params),
+            ("genesis", genesis, meta.genesis),
+        ):
+            if mine != theirs:
+                raise CoordinatorStartError(
+                    f"ledger {ledger} was started with another {what}; "
+                    "use a new ledger file for a new market run"
+                )
+    else:
+        meta = fresh
+        # Write-then-rename: a crash here leaves no meta file or a whole one, never half.
+        partial = path.with_name(path.name + ".partial")
+        partial.write_bytes(msgspec.json.encode(meta))
+        partial.replace(path)
+    return RecordLog(
+        SqliteStore(ledger),
+        meta,
+        snapshot_every=snapshot_every,
+        retention=retention,
+        archive=archive_dir(ledger),
+    )
+
+
+@dataclass(slots=True)
+class Folded:
+    """A coordinator rebuilt from its log, and what it owes the wire."""
+
+    core: Coordinator
+    resend: list[Publish] = field(default_factory=list)
+    tail: list[MessageReceived | Tick] = field(default_factory=list)  # replayed events
+    snapshot: int | None = None  # position of the snapshot started from; None: record 0
+    seconds: float = 0.0
+
+
+def fold(
+    log: RecordLog,
+    *,
+    rounds: int | None = None,
+    use_snapshot: bool = True,
+    observe: Callable[[Message], object] | None = None,
+    keep_tail: bool = True,
+    tie_signer: Callable[[bytes], bytes] | None = None,
+) -> Folded:
+    """Rebuild the core: the newest usable snapshot (unless told not to), then the tail.
+
+    Records up to the published watermark replay silently; the messages the records
+    after it produce are returned to be sent again. `observe` sees every message the
+    replayed records produce (a summary's tally); `keep_tail` keeps the replayed events.
+    A market with signed ties needs `tie_signer` (the coordinator's key) to replay.
+    """
+    started = time.perf_counter()
+    meta = log.meta
+    published = log.published()
+    core = Coordinator(
+        meta.params, meta.genesis, meta.key, meta.start_ms, rounds=rounds, tie_signer=tie_signer
+    )
+    first = log.first()
+    position = _load_snapshot(log, core, published) if use_snapshot else None
+    if position is None and first:
+        raise CoordinatorStartError(
+            f"records before {first} have left the live store and no snapshot covering them "
+            "loads; restore the snapshot or replay the archive (proofmarket ledger verify)"
+        )
+    folded = Folded(core, snapshot=position)
+    for seq, record in enumerate(log.replay(position or 0), position or 0):
+        event = decode_record(record)
+        if keep_tail:
+            folded.tail.append(event)
+        for effect in core.handle(event):
+            if not isinstance(effect, Publish):
+                continue
+            if observe is not None:
+                observe(effect.message)
+            if seq > published:
+                folded.resend.append(effect)
+    folded.seconds = time.perf_counter() - started
+    return folded
+
+
+def _load_snapshot(log: RecordLog, core: Coordinator, published: int) -> int | None:
+    """Load the newest snapshot a restart can use into `core`; its position, or None.
+
+    Usable means at or before the published watermark, so that every record whose
+    messages may not have gone out is replayed. A refused snapshot is logged and the
+    next older one tried; with none left the full log is used.
+    """
+    usable = [p for p in log.snapshots() if log.first() <= p <= published + 1]
+    for position in reversed(usable):
+        try:
+            load(core, log.read_snapshot(position), position=position)
+        except SnapshotError as exc:
+            older = any(p < position for p in usable)
+            _log().warning(
+                "record_log.snapshot_refused",
+                position=position,
+                reason=str(exc),
+                fallback="an older snapshot" if older else "replaying the full record log",
+            )
+            continue
+        return position
+    return None
