@@ -137,12 +137,15 @@ def market_report(
     }
 
 
-def honest_losses(report: dict[str, object], honest_provers: Iterable[str]) -> list[str]:
+def honest_losses(
+    report: dict[str, object], honest_provers: Iterable[str], *, users_bid: bool = True
+) -> list[str]:
     """Why a run in which every user and the `honest_provers` behaved failed them, if it did.
 
     A run fails when a round did not settle, an honest prover was slashed, a task bid that
     was accepted is still open at the end, or a round took no task bid at all although
-    live honest users bid in every round (every one of their bids refused).
+    live honest users bid in every round (every one of their bids refused); `users_bid`
+    says whether they did.
     """
     problems = []
     rounds = [r for r in report.get("rounds", []) if isinstance(r, dict)]  # type: ignore[attr-defined]
@@ -153,7 +156,7 @@ def honest_losses(report: dict[str, object], honest_provers: Iterable[str]) -> l
         problems.append(f"honest prover {prover[:12]} was slashed")
     if _int(report.get("open_tasks", 0)):
         problems.append(f"{report['open_tasks']} accepted task bids were left open")
-    for row in rounds:
+    for row in rounds if users_bid else []:
         if _int(row.get("tasks_bid", 0)) == 0:
             problems.append(f"round {row.get('round')} took no task bid from its honest users")
     return problems

@@ -52,3 +52,9 @@ def test_an_unfinished_market_fails_the_run() -> None:
     """A market that did not finish, or broke an invariant, fails."""
     problems = honest_losses(report(finished=False), [HONEST])
     assert ["the market did not finish its rounds with its invariants intact"] == problems
+
+
+def test_rounds_without_bids_are_fine_when_no_user_bid() -> None:
+    """A market with no users takes no bids, and that is nobody's loss."""
+    rounds = [{"round": 0, "tasks_bid": 0}]
+    assert [] == honest_losses(report(rounds=rounds), [HONEST], users_bid=False)

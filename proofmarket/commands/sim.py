@@ -71,7 +71,8 @@ def sim(
     """Simulate a market: every core, no sockets, no sleeping; the same seed, the same output."""
     import json
 
-    from deploy.simulation import run_simulation
+    from coordinator.report import honest_losses
+    from deploy.simulation import run_simulation, sim_key
 
     if faulty_provers > provers:
         raise click.BadParameter("cannot exceed --provers", param_hint="--faulty-provers")
@@ -84,12 +85,17 @@ def sim(
         "tasks_per_round": tasks_per_round,
         "carry_over": carry_over,
     }
-    report = run_simulation(_config(sizes, rules)).report
+    config = _config(sizes, rules)
+    report = run_simulation(config).report
     if as_json:
         click.echo(json.dumps(report, separators=(",", ":")))
     else:
         _print_table(report)
-    if not report["invariants_ok"]:
+    honest = [sim_key(seed, "prover", i) for i in range(faulty_provers, provers)]
+    problems = honest_losses(report, honest, users_bid=users > 0)
+    for problem in problems:
+        click.echo(f"FAILED: {problem}", err=True)
+    if problems:
         raise SystemExit(1)
 
 
