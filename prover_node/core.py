@@ -105,6 +105,7 @@ class _Batch:
     parts_in: set[int] = field(default_factory=set)
     tasks: list[AssignedTask] = field(default_factory=list)  # until every part is in
     submitted: bool = False
+    settled: bool = False  # paid or slashed: a second notice (a resend) counts nothing
 
 
 class ProverCore:
@@ -219,6 +220,10 @@ class ProverCore:
         return [start]
 
     def _on_settlement(self, msg: SettlementNotice) -> None:
+        batch = self._batches.get(msg.round)
+        if batch is None or batch.settled:
+            return  # a restarted coordinator's resend, or a batch long forgotten
+        batch.settled = True
         if msg.outcome == "paid":
             self.stats.payments += 1
             self.stats.paid_total += msg.amount

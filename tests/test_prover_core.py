@@ -261,11 +261,18 @@ def test_late_fault_already_past_deadline_submits_at_once() -> None:
 
 
 def test_settlements_and_rejects_are_counted() -> None:
-    """Payments, slashes and rejects from the coordinator are tallied in the stats."""
+    """Payments, slashes and rejects are tallied once each, whatever a resend repeats."""
     core = make()
-    core.handle(received(SettlementNotice(market=MARKET, round=1, outcome="paid", amount=12)))
-    core.handle(received(SettlementNotice(market=MARKET, round=2, outcome="paid", amount=8)))
-    core.handle(received(SettlementNotice(market=MARKET, round=3, outcome="slashed", amount=300)))
+    for number in (1, 2, 3):
+        core.handle(received(assign(round=number)))
+    for _ in range(2):  # the second copy is a restarted coordinator's resend
+        core.handle(received(SettlementNotice(market=MARKET, round=1, outcome="paid", amount=12)))
+        core.handle(received(SettlementNotice(market=MARKET, round=2, outcome="paid", amount=8)))
+        core.handle(
+            received(SettlementNotice(market=MARKET, round=3, outcome="slashed", amount=300))
+        )
+    # a notice for a batch this prover never had counts nothing either
+    core.handle(received(SettlementNotice(market=MARKET, round=9, outcome="paid", amount=5)))
     core.handle(received(Reject(market=MARKET, code="late_bid", reason="x", ref=REF)))
     core.handle(received(Reject(market=MARKET, code="late_bid", reason="y", ref=REF)))
     stats = core.stats.as_dict()

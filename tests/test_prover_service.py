@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import json
 import os
 import signal
@@ -245,7 +246,9 @@ async def run_fleet(broker: RunningBroker, connections: Connections) -> None:
         assert 6 == len(bids)
         assert {i.public_hex for i in identities} == {s for s, _ in bids}
         for sender, bid in bids:
-            await fake.send(sender, BidReceipt(market=MARKET, round=0, ref=b"\x00" * 16))
+            # one receipt per bid, each naming its own (stand-in) envelope reference
+            ref = hashlib.blake2b(bid.task_id.encode(), digest_size=16).digest()
+            await fake.send(sender, BidReceipt(market=MARKET, round=0, ref=ref))
             proof = workload.prove(bid.task_input, difficulty=PARAMS.difficulty)
             notice = SettlementNotice(
                 market=MARKET,

@@ -134,8 +134,10 @@ def test_receipts_are_tracked_per_task() -> None:
     """Bid receipts, allocated and unallocated user receipts are counted once each."""
     core = make(tasks=3)
     ids = [b.task_id for b in bids(core.handle(received(announce(0))))]
-    for _ in ids:
-        core.handle(received(BidReceipt(market=MARKET, round=0, ref=REF, escrowed=10)))
+    for i, _ in enumerate(ids):
+        receipt = BidReceipt(market=MARKET, round=0, ref=bytes([i]) * 16, escrowed=10)
+        core.handle(received(receipt))
+        core.handle(received(receipt))  # a restarted coordinator's resend counts nothing
     alloc = UserReceipt(market=MARKET, round=0, task_id=ids[0], allocated=True, price=9)
     core.handle(received(alloc))
     core.handle(received(alloc))
@@ -355,14 +357,10 @@ def test_a_lost_announcement_does_not_keep_a_bounded_user_bidding() -> None:
     assert (True, []) == (core.bidding_done, core.handle(received(announce(13))))
 
 
-def test_a_clearing_result_tells_a_user_the_market_moved_on() -> None:
-    """With its last announcement lost, the clearing of the round before ends bidding."""
-    core = _bounded(2)
-    core.handle(received(announce(0)))
-    assert not core.bidding_done
-    cleared = ClearingResult(
+def clearing(round: int) -> ClearingResult:
+    return ClearingResult(
         market=MARKET,
-        round=0,
+        round=round,
         mechanism="prooph",
         tasks_bid=1,
         provers_bid=0,
@@ -374,7 +372,24 @@ def test_a_clearing_result_tells_a_user_the_market_moved_on() -> None:
         surplus=0,
         prove_deadline=0,
     )
-    core.handle(received(cleared))
+
+
+def test_the_clearing_before_the_last_round_does_not_end_bidding() -> None:
+    """Round r cleared means r + 1 opened, not that the user bid there: not done yet."""
+    core = _bounded(2)
+    core.handle(received(announce(0)))
+    core.handle(received(clearing(0)))
+    assert not core.bidding_done
+    assert [] != bids(core.handle(received(announce(1))))
+    assert core.bidding_done
+
+
+def test_a_clearing_result_tells_a_user_the_market_moved_on() -> None:
+    """With its last announcement lost, the clearing of that last round ends bidding."""
+    core = _bounded(2)
+    core.handle(received(announce(0)))
+    core.handle(received(clearing(0)))
+    core.handle(received(clearing(1)))
     assert core.bidding_done
 
 

@@ -147,6 +147,7 @@ class UserCore:
         # Envelope refs of task bids sent and not yet acknowledged: a Reject names the
         # envelope it refuses, not the task.
         self._unacknowledged: dict[bytes, str] = {}
+        self._receipted: dict[int, set[bytes]] = {}  # round -> refs of bids receipted
         self._floor = 0
         self._first_round: int | None = None
         self._latest_round = -1
@@ -165,12 +166,10 @@ class UserCore:
             # announcement never reached us.
             self._latest_round = max(self._latest_round, msg.round + 1)
         elif isinstance(msg, BidReceipt):
-            self.summary.bids_accepted += 1
-            self._unacknowledged.pop(msg.ref, None)
+            self._on_bid_receipt(msg.round, msg.ref)
         elif isinstance(msg, BidReceipts):
-            self.summary.bids_accepted += len(msg.receipts)
             for entry in msg.receipts:
-                self._unacknowledged.pop(entry.ref, None)
+                self._on_bid_receipt(entry.round, entry.ref)
         elif isinstance(msg, UserReceipt):
             self._on_receipt(msg)
         elif isinstance(msg, SettlementNotice):
@@ -178,6 +177,16 @@ class UserCore:
         elif isinstance(msg, Reject):
             self._on_reject(msg)
         return []
+
+    def _on_bid_receipt(self, round: int, ref: bytes) -> None:
+        """Count each bid accepted once: a restarted coordinator may send a receipt again."""
+        self._unacknowledged.pop(ref, None)
+        if round < self._floor:
+            return
+        receipted = self._receipted.setdefault(round, set())
+        if ref not in receipted:
+            receipted.add(ref)
+            self.summary.bids_accepted += 1
 
     def sent(self, message: TaskBidMessage, ref: bytes) -> None:
         """Note the envelope reference `ref` under which a task bid went out.
@@ -218,10 +227,13 @@ class UserCore:
             return False
         if self.rounds == 0:
             return True
-        return (
-            self._first_round is not None
-            and self._latest_round >= self._first_round + self.rounds - 1
-        )
+        if self._first_round is None:
+            return False
+        # Done once the last round of the window was bid in, or the market has gone past
+        # it (its announcement lost). A clearing of round r only says r + 1 opened, not
+        # that we saw its announcement and bid there.
+        last = self._first_round + self.rounds - 1
+        return last in self._rounds or self._latest_round > last
 
     def _in_window(self, number: int) -> bool:
         if self.rounds is None:
@@ -341,6 +353,7 @@ class UserCore:
                     self._open -= 1
                 for ref in task.refs:
                     self._unacknowledged.pop(ref, None)
+        drop_below(self._receipted, self._floor, floor)
         self._floor = floor
 
     def size(self) -> dict[str, int]:
@@ -350,6 +363,7 @@ class UserCore:
             "tasks": len(self._tasks),
             "round_buckets": len(self._by_round),
             "unacknowledged": len(self._unacknowledged),
+            "receipted_rounds": len(self._receipted),
         }
 
 
