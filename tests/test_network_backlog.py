@@ -11,7 +11,6 @@ were late and the provers were slashed; judged by when they arrived, they are on
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from pathlib import Path
 
 import msgspec
@@ -19,8 +18,6 @@ import pytest
 from conftest import RunningBroker
 from test_network_processes import QUICK, LocalMarket, NetConfig, assert_sound, local_market
 
-from coordinator.core import Genesis
-from deploy.genesis import MarketGenesis, dump_genesis
 from protocol import topics
 from protocol.bus import Bus
 from protocol.envelope import open_envelope, seal
@@ -40,22 +37,8 @@ WAIT = 60.0
 
 def fund(market: LocalMarket) -> None:
     """The plan's genesis with the scripted user funded for every bid it sends."""
-    params = market.config.params
-    deposits = dict(market.plan.genesis.deposits)
-    balances = {USER.public_hex: params.p_max * (FLOOD + 100)}
-    market.plan.genesis_file.write_text(
-        dump_genesis(
-            MarketGenesis(
-                market=params.market,
-                coordinator=market.plan.coordinator,
-                provers=deposits,
-                users=balances,
-            )
-        )
-    )
-    market.plan = dataclasses.replace(
-        market.plan, genesis=Genesis(balances=balances, deposits=deposits)
-    )
+    balances = {USER.public_hex: market.config.params.p_max * (FLOOD + 100)}
+    market.rewrite_genesis(dict(market.plan.genesis.deposits), balances)
 
 
 def bid(round: int, task_id: str, coordinator: str) -> bytes:

@@ -9,7 +9,6 @@ both happen over a real broker, and every party stays up and every round settles
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +17,6 @@ import pytest
 from conftest import RunningBroker, seal_body
 from test_network_processes import QUICK, LocalMarket, NetConfig, assert_sound, local_market
 
-from coordinator.core import Genesis
-from deploy.genesis import MarketGenesis, dump_genesis
 from protocol import topics
 from protocol.bus import Bus
 from protocol.envelope import envelope_ref, open_envelope, seal
@@ -121,20 +118,7 @@ def fund_for_big_batches(market: LocalMarket, user: Identity, tasks: int) -> Non
     deposits = {
         p.public: 2 * params.p_max * CAPACITY * params.capacity_factor for p in market.plan.provers
     }
-    balances = {user.public_hex: params.p_max * tasks}
-    market.plan.genesis_file.write_text(
-        dump_genesis(
-            MarketGenesis(
-                market=params.market,
-                coordinator=market.plan.coordinator,
-                provers=deposits,
-                users=balances,
-            )
-        )
-    )
-    market.plan = dataclasses.replace(
-        market.plan, genesis=Genesis(balances=balances, deposits=deposits)
-    )
+    market.rewrite_genesis(deposits, {user.public_hex: params.p_max * tasks})
 
 
 async def start_big_provers(market: LocalMarket) -> None:

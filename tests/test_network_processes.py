@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -23,7 +24,9 @@ import msgspec
 import pytest
 from conftest import RunningBroker
 
+from coordinator.core import Genesis
 from coordinator.service import CoordinatorConfig, summary_from_ledger
+from deploy.genesis import MarketGenesis, dump_genesis
 from deploy.market import DEFAULT_MARKET
 from deploy.testnet import Plan, make_plan, run_testnet
 from deploy.testnet import TestnetConfig as NetConfig  # not a test class
@@ -129,6 +132,22 @@ class LocalMarket:
         self.procs: dict[str, Proc] = {}
         self.provers: list[Proc] = []
         self.users: list[Proc] = []
+
+    def rewrite_genesis(self, deposits: dict[str, int], balances: dict[str, int]) -> None:
+        """Give the market other money before its coordinator starts (file and plan)."""
+        self.plan.genesis_file.write_text(
+            dump_genesis(
+                MarketGenesis(
+                    market=self.config.params.market,
+                    coordinator=self.plan.coordinator,
+                    provers=deposits,
+                    users=balances,
+                )
+            )
+        )
+        self.plan = dataclasses.replace(
+            self.plan, genesis=Genesis(balances=balances, deposits=deposits)
+        )
 
     async def spawn(self, name: str, *args: str) -> Proc:
         process = await asyncio.create_subprocess_exec(
