@@ -44,6 +44,17 @@ class HostileInput:
     ref: bytes
 
 
+def deep_body(kind: str, depth: int = 1_000) -> bytes:
+    """A body whose first key holds `depth` nested arrays, placed before "kind".
+
+    About a kilobyte; it stopped the coordinator and provers with a RecursionError.
+    """
+    nested = b"\x91" * depth + b"\x00"
+    return (
+        b"\x83" + _ENCODE("x") + nested + _ENCODE("kind") + _ENCODE(kind) + _ENCODE("v") + b"\x01"
+    )
+
+
 def seal_body(
     sender: Identity, body: bytes, *, kind: str, market: str, to: Identity | str | None
 ) -> bytes:
@@ -220,10 +231,12 @@ class HostileTraffic:
         return self._mine("bad_signature", payload, "bad_signature")
 
     def _deep_nesting(self) -> HostileInput:
-        body = b"\x83" + _ENCODE("x") + b"\x91" * 1_000 + b"\x00"
-        body += _ENCODE("kind") + _ENCODE("task_bid") + _ENCODE("v") + b"\x01"
         payload = seal_body(
-            self.attacker, body, kind="task_bid", market=self.market, to=self.coordinator
+            self.attacker,
+            deep_body("task_bid"),
+            kind="task_bid",
+            market=self.market,
+            to=self.coordinator,
         )
         return self._mine("deep_nesting", payload, "bad_encoding")
 

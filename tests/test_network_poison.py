@@ -17,6 +17,7 @@ import pytest
 from conftest import RunningBroker, seal_body
 from test_network_processes import QUICK, LocalMarket, NetConfig, assert_sound, local_market
 
+from deploy.hostile import deep_body
 from protocol import topics
 from protocol.bus import Bus
 from protocol.envelope import envelope_ref, open_envelope, seal
@@ -28,19 +29,6 @@ pytestmark = [pytest.mark.broker, pytest.mark.slow]
 ATTACKER = Identity.from_seed(b"\x91" * 32)
 ENCODE = msgspec.msgpack.encode
 WAIT = 60.0
-
-
-def poison(kind: str, market: str) -> bytes:
-    """A body whose first key holds 1,000 nested arrays, placed before "kind"."""
-    return (
-        b"\x83"
-        + ENCODE("x")
-        + b"\x91" * 1_000
-        + b"\x00"
-        + ENCODE("kind")
-        + ENCODE(kind)
-        + (ENCODE("v") + b"\x01")
-    )
 
 
 def no_error_lines(market: LocalMarket) -> None:
@@ -64,20 +52,20 @@ async def test_poisoned_bodies_and_forged_wills_leave_every_process_up(
         victim = market.plan.provers[0].public
         coordinator_key = market.plan.coordinator
         inbox = topics.inbox(market_name, ATTACKER.public_hex)
-        deep = poison("task_bid", market_name)
+        deep = deep_body("task_bid")
         to_coordinator = seal_body(
             ATTACKER, deep, kind="task_bid", market=market_name, to=coordinator_key
         )
         to_prover = seal_body(
             ATTACKER,
-            poison("assignment", market_name),
+            deep_body("assignment"),
             kind="assignment",
             market=market_name,
             to=victim,
         )
         to_everyone = seal_body(
             ATTACKER,
-            poison("round_announcement", market_name),
+            deep_body("round_announcement"),
             kind="round_announcement",
             market=market_name,
             to=None,
