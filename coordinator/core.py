@@ -134,7 +134,7 @@ def wire_task_id(user: str, task_id: str) -> str:
     return digest.hexdigest()
 
 
-class Genesis(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+class OpeningBalances(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """The money a market starts with: users' balances and provers' free deposits.
 
     `faucet`, when set, is the one key whose signed `FaucetGrant`s bring new money in
@@ -222,7 +222,7 @@ class Coordinator:
     def __init__(
         self,
         params: MarketParams,
-        genesis: Genesis,
+        genesis: OpeningBalances,
         key: str,
         start_ms: int,
         *,
@@ -277,7 +277,7 @@ class Coordinator:
     def restore(
         cls,
         params: MarketParams,
-        genesis: Genesis,
+        genesis: OpeningBalances,
         key: str,
         start_ms: int,
         events: Iterable[CoordinatorEvent],

@@ -22,7 +22,7 @@ from typing import Final
 import msgspec
 import structlog
 
-from coordinator.core import Coordinator, Genesis, decode_record
+from coordinator.core import Coordinator, OpeningBalances, decode_record
 from coordinator.retention import Retention, archive_dir, retire
 from coordinator.snapshot import SnapshotError, capture, load
 from coordinator.store import MemoryStore, RecordStore, SqliteStore
@@ -52,7 +52,7 @@ class RunMeta(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     key: str
     start_ms: int
     params: MarketParams
-    genesis: Genesis
+    genesis: OpeningBalances
 
 
 def meta_path(ledger: str) -> Path:
@@ -180,7 +180,7 @@ def open_record_log(
     *,
     key: str,
     params: MarketParams,
-    genesis: Genesis,
+    genesis: OpeningBalances,
     start_ms: int,
     snapshot_every: int = SNAPSHOT_EVERY,
     retention: Retention | None = None,

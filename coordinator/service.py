@@ -22,12 +22,11 @@ import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import msgspec
 import structlog
 
-from coordinator.core import Coordinator, Genesis, decode_record, encode_record
+from coordinator.core import Coordinator, OpeningBalances, decode_record, encode_record
 from coordinator.record_log import (
     SNAPSHOT_EVERY,
     RecordLog,
@@ -41,9 +40,7 @@ from coordinator.report import RoundTally, market_report
 from coordinator.retention import KEEP_ALL, Retention
 from coordinator.store import RecordStore, SqliteStore
 from coordinator.verifier import InlineVerifier, SignatureVerifier, open_verifier
-from deploy.runtime import Clock, install_stop_signals, wall_ms
 from protocol import topics
-from protocol.bus import Bus, Delivery
 from protocol.envelope import (
     MAX_ENVELOPE_SIZE,
     Opened,
@@ -67,6 +64,8 @@ from protocol.messages import (
 )
 from protocol.replay import ReplayGuard, round_of
 from protocol.split import split_to_fit
+from runtime.bus import Bus, Delivery
+from runtime.process import Clock, install_stop_signals, wall_ms
 
 BATCH_MAX = 1024
 """Most deliveries handled per durable write: bounds latency under a flood of bids."""
@@ -86,7 +85,7 @@ class CoordinatorConfig:
 
     broker: str
     params: MarketParams
-    genesis: Genesis
+    genesis: OpeningBalances
     ledger: str | None = None  # None keeps the record log in memory (tests, throwaway runs)
     rounds: int | None = None
     start_delay_ms: int = 1000
@@ -750,30 +749,6 @@ async def run_coordinator(
             verifier.close()
         log.close()
     return core
-
-
-def load_genesis(path: str, *, market: str, key: str) -> Genesis:
-    """The core's starting money from a genesis file (deploy/genesis.py's format).
-
-    The file names its market and coordinator; a coordinator refuses one made for
-    another market or another key rather than start a market nobody funded.
-    """
-    from deploy.genesis import GenesisError
-    from deploy.genesis import load_genesis as read_genesis
-
-    try:
-        genesis = read_genesis(Path(path))
-    except GenesisError as exc:
-        raise CoordinatorStartError(str(exc)) from exc
-    if genesis.market != market:
-        raise CoordinatorStartError(
-            f"genesis {path} is for market {genesis.market!r}, not {market!r}"
-        )
-    if genesis.coordinator != key:
-        raise CoordinatorStartError(f"genesis {path} names another coordinator key")
-    return Genesis(
-        balances=dict(genesis.users), deposits=dict(genesis.provers), faucet=genesis.faucet
-    )
 
 
 def summary_from_ledger(

@@ -17,7 +17,7 @@ import msgspec
 
 from coordinator.core import (
     Coordinator,
-    Genesis,
+    OpeningBalances,
     Phase,
     TaskKey,
     TaskState,
@@ -52,7 +52,7 @@ class _Run(msgspec.Struct, frozen=True, array_like=True, forbid_unknown_fields=T
     rounds: int | None
     seen_rounds: int
     params: MarketParams
-    genesis: Genesis
+    genesis: OpeningBalances
 
 
 class _BatchState(msgspec.Struct, array_like=True, forbid_unknown_fields=True):

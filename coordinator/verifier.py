@@ -20,8 +20,8 @@ import signal
 from collections.abc import Sequence
 from typing import Protocol
 
-from deploy.runtime import exit_with_parent
 from protocol.envelope import signatures_valid
+from runtime.process import exit_with_parent
 
 MIN_OFFLOAD = 16
 """Smaller batches are checked in the loop: the trip to a worker costs about as much."""

@@ -12,8 +12,8 @@ ACL writer::
 
 Keys are Ed25519 public keys as 64 lowercase hex; amounts are non-negative
 integers. A key has one role: the coordinator is neither prover nor user, and
-no key is both. Map it to the coordinator core with
-``Genesis(balances=g.users, deposits=g.provers)``.
+no key is both. ``opening_balances`` gives a coordinator its opening balances
+from the file, refusing one made for another market or coordinator.
 """
 
 from __future__ import annotations
@@ -26,7 +26,17 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-__all__ = ["GenesisError", "MarketGenesis", "dump_genesis", "load_genesis", "parse_genesis"]
+from coordinator.core import OpeningBalances
+from coordinator.service import CoordinatorStartError
+
+__all__ = [
+    "GenesisError",
+    "MarketGenesis",
+    "dump_genesis",
+    "load_genesis",
+    "opening_balances",
+    "parse_genesis",
+]
 
 _KEY = re.compile(r"[0-9a-f]{64}")
 _MARKET = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # the same names protocol.topics accepts
@@ -136,3 +146,24 @@ def dump_genesis(genesis: MarketGenesis) -> str:
     if genesis.faucet is not None:
         data["faucet"] = genesis.faucet
     return json.dumps(data, indent=2) + "\n"
+
+
+def opening_balances(path: str, *, market: str, key: str) -> OpeningBalances:
+    """A coordinator's opening balances from the genesis file at `path`.
+
+    The file names its market and coordinator; a coordinator refuses one made for
+    another market or another key rather than start a market nobody funded.
+    """
+    try:
+        genesis = load_genesis(Path(path))
+    except GenesisError as exc:
+        raise CoordinatorStartError(str(exc)) from exc
+    if genesis.market != market:
+        raise CoordinatorStartError(
+            f"genesis {path} is for market {genesis.market!r}, not {market!r}"
+        )
+    if genesis.coordinator != key:
+        raise CoordinatorStartError(f"genesis {path} names another coordinator key")
+    return OpeningBalances(
+        balances=dict(genesis.users), deposits=dict(genesis.provers), faucet=genesis.faucet
+    )

@@ -24,10 +24,10 @@ import msgspec
 from deploy.hostile import HostileInput, HostileTraffic
 from deploy.testnet import Plan, Progress, TestnetConfig, run_testnet
 from protocol import topics
-from protocol.bus import Bus
 from protocol.envelope import MAX_ENVELOPE_SIZE, open_envelope
 from protocol.identity import Identity
 from protocol.messages import Reject, RoundAnnouncement
+from runtime.bus import Bus
 
 FLIGHT = 200
 """Publishes awaiting the broker's acknowledgement at once."""

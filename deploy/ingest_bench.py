@@ -25,16 +25,16 @@ from typing import Any
 
 import msgspec
 
-from coordinator.core import Coordinator, Genesis
+from coordinator.core import Coordinator, OpeningBalances
 from coordinator.service import CoordinatorService, IngestStats
 from coordinator.store import SqliteStore
 from coordinator.verifier import SignatureVerifier, default_workers, open_verifier
 from deploy.market import DEFAULT_MARKET
 from protocol import topics
-from protocol.bus import DEFAULT_QUEUE_SIZE, Bus, bare_receive
 from protocol.envelope import seal
 from protocol.identity import Identity
 from protocol.messages import TaskBidMessage
+from runtime.bus import DEFAULT_QUEUE_SIZE, Bus, bare_receive
 
 MARKET = "bench-ingest"
 USERS = 64
@@ -56,7 +56,7 @@ class BenchError(RuntimeError):
 
 def make_bids(
     coordinator: Identity, count: int, seed: int
-) -> tuple[list[tuple[str, bytes]], Genesis]:
+) -> tuple[list[tuple[str, bytes]], OpeningBalances]:
     """`count` sealed task bids for round 0 from USERS funded users."""
     rng = random.Random(seed)
     users = [Identity.from_seed(rng.randbytes(32)) for _ in range(min(USERS, count))]
@@ -73,7 +73,7 @@ def make_bids(
         )
         envelope = seal(user, bid, MARKET, coordinator.public_hex)
         bids.append((topics.inbox(MARKET, user.public_hex), envelope))
-    genesis = Genesis(balances={u.public_hex: params.p_max * count for u in users})
+    genesis = OpeningBalances(balances={u.public_hex: params.p_max * count for u in users})
     return bids, genesis
 
 
@@ -144,7 +144,7 @@ async def measure_coordinator(
     path: Path,
     count: int,
     coordinator: Identity,
-    genesis: Genesis,
+    genesis: OpeningBalances,
     workdir: Path,
     verify_workers: int,
     mode: str,

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeAlias
 
-from coordinator.core import Coordinator, CoordinatorEvent, Genesis
+from coordinator.core import Coordinator, CoordinatorEvent, OpeningBalances
 from coordinator.report import RoundTally, market_report
 from protocol.events import MessageReceived, Publish, Record, Tick, WakeAt
 from protocol.mechanism import Mechanism, Outcome, ProverBid, TaskBid, get_mechanism
@@ -184,7 +184,7 @@ class Simulation:
         start = config.bid_window_ms
         self.coordinator = Coordinator(
             params,
-            Genesis(balances=balances, deposits=deposits),
+            OpeningBalances(balances=balances, deposits=deposits),
             self.coordinator_key,
             start,
             rounds=config.rounds,

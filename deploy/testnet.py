@@ -25,7 +25,7 @@ from pathlib import Path
 
 import msgspec
 
-from coordinator.core import Genesis
+from coordinator.core import OpeningBalances
 from coordinator.report import honest_losses
 from coordinator.service import CoordinatorConfig, summary_from_ledger
 from deploy.broker import EmbeddedBroker
@@ -105,7 +105,7 @@ class Plan:
     market_file: Path
     genesis_file: Path
     ledger: Path
-    genesis: Genesis
+    genesis: OpeningBalances
     provers: list[ProverPlan]
     users: list[UserPlan]
 
@@ -148,7 +148,7 @@ def make_plan(config: TestnetConfig, workdir: Path) -> Plan:
         _, subsidy = new_key("subsidy")
         params = msgspec.structs.replace(params, subsidy_account=subsidy.public_hex)
         balances[subsidy.public_hex] = 2 * balance * len(balances)
-    genesis = Genesis(
+    genesis = OpeningBalances(
         balances=balances,
         deposits={
             p.public: 2 * params.p_max * p.capacity * params.capacity_factor for p in provers

@@ -21,14 +21,15 @@ from dataclasses import dataclass
 
 import structlog
 
-from deploy.runtime import Clock, exit_with_parent, install_stop_signals, wall_ms
-from protocol.bus import Bus, BusAuthError, BusError, PayloadTooLargeError
 from protocol.events import MessageReceived, Publish, Tick, WakeAt
 from protocol.identity import Identity
 from protocol.messages import Assignment, Message, Reject, SettlementNotice, TaskProof
+from protocol.wire import Wire
 from prover_node.core import ProverCore, ProverEffect, ProverEvent, ProvingDone, StartProving
 from prover_node.proving import prove_tasks, split_batch, warm_up
-from prover_node.wire import Wire
+from runtime.bus import Bus
+from runtime.process import Clock, exit_with_parent, install_stop_signals, wall_ms
+from runtime.publish import publish_retrying
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,37 +197,6 @@ class ProverService:
         batch.add_done_callback(done)
 
 
-async def publish_retrying(
-    bus: Bus,
-    topic: str,
-    payload: bytes,
-    *,
-    stopping: asyncio.Event,
-    log: structlog.typing.FilteringBoundLogger,
-) -> bool:
-    """Publish, retrying through broker outages until acknowledged or told to stop.
-
-    A lost proof submission costs a prover its deposit, so a broker that is away for
-    longer than one publish timeout is waited out rather than treated as fatal. Returns
-    whether the broker acknowledged the message.
-    """
-    attempt = 0
-    while True:
-        try:
-            await bus.publish(topic, payload)
-            return True
-        except PayloadTooLargeError as exc:
-            log.error("publish.too_large", topic=topic, error=str(exc))
-            return False
-        except BusAuthError:
-            raise
-        except BusError as exc:
-            attempt += 1
-            log.warning("publish.retrying", topic=topic, attempt=attempt, error=str(exc))
-            if stopping.is_set():
-                return False
-
-
 def _stop_pool(pool: ProcessPoolExecutor) -> None:
     """Stop the pool now: queued batches are dropped and running workers terminated."""
     pool.shutdown(wait=False, cancel_futures=True)
@@ -288,11 +258,4 @@ async def run_prover(
     return core
 
 
-__all__ = [
-    "ProverConfig",
-    "ProverService",
-    "install_stop_signals",
-    "publish_retrying",
-    "run_prover",
-    "wall_ms",
-]
+__all__ = ["ProverConfig", "ProverService", "run_prover"]

@@ -16,7 +16,7 @@ from deploy.broker import EmbeddedBroker, MosquittoBroker, mosquitto_binary
 from deploy.genesis import MarketGenesis
 from deploy.passwd import read_password_file, verify_password
 from protocol import topics
-from protocol.bus import Bus, BusError, Delivery
+from runtime.bus import Bus, BusError, Delivery
 
 pytestmark = pytest.mark.broker
 
@@ -131,7 +131,7 @@ async def test_coordinator_confined_to_its_market(market: Market) -> None:
 
 async def test_wrong_password_refused(market: Market) -> None:
     """A genesis key with a wrong password cannot log in."""
-    from protocol.bus import BusAuthError
+    from runtime.bus import BusAuthError
 
     with pytest.raises(BusAuthError):
         async with asyncio.timeout(BOUND):

@@ -14,7 +14,7 @@ import pytest
 
 from deploy.broker import EmbeddedBroker, MosquittoBroker, mosquitto_binary
 from deploy.passwd import hash_password, read_password_file, verify_password, write_password_file
-from protocol.bus import Bus, BusAuthError
+from runtime.bus import Bus, BusAuthError
 
 pytestmark = pytest.mark.broker
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import RunningBroker
 
-from protocol.bus import (
+from runtime.bus import (
     Bus,
     BusAuthError,
     BusConfigError,
@@ -130,7 +130,7 @@ async def test_mosquitto_restart_keeps_sessions_and_queues(mosquitto: RunningBro
 WILL_CHILD = textwrap.dedent(
     """
     import asyncio, sys
-    from protocol.bus import Bus
+    from runtime.bus import Bus
 
     async def main():
         url, name = sys.argv[1], sys.argv[2]

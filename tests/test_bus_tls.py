@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from deploy.broker import MosquittoBroker, mosquitto_binary
-from protocol.bus import Bus, BusTimeoutError, Delivery
+from runtime.bus import Bus, BusTimeoutError, Delivery
 
 pytestmark = pytest.mark.broker
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
-from coordinator.core import Coordinator, CoordinatorEffect, CoordinatorEvent, Genesis
+from coordinator.core import Coordinator, CoordinatorEffect, CoordinatorEvent, OpeningBalances
 from protocol.events import MessageReceived, Publish, Record, Tick
 from protocol.messages import (
     AssignedTask,
@@ -56,8 +56,8 @@ def params(**changes: object) -> MarketParams:
     return MarketParams(**base)  # type: ignore[arg-type]
 
 
-def genesis(balance: int = 100, deposit: int = 100, faucet: str | None = None) -> Genesis:
-    return Genesis(
+def genesis(balance: int = 100, deposit: int = 100, faucet: str | None = None) -> OpeningBalances:
+    return OpeningBalances(
         balances=dict.fromkeys(USERS, balance),
         deposits=dict.fromkeys(PROVERS, deposit),
         faucet=faucet,

@@ -18,7 +18,7 @@ import pytest
 import structlog
 from conftest import RunningBroker, with_bad_signature
 
-from coordinator.core import Coordinator, Genesis, decode_record
+from coordinator.core import Coordinator, OpeningBalances, decode_record
 from coordinator.service import CoordinatorService
 from coordinator.store import MemoryStore
 from coordinator.verifier import (
@@ -28,13 +28,13 @@ from coordinator.verifier import (
     default_workers,
 )
 from deploy.market import DEFAULT_MARKET
-from deploy.runtime import wall_ms
 from protocol import topics
-from protocol.bus import DEFAULT_QUEUE_SIZE, Bus
 from protocol.envelope import envelope_ref, open_envelope, seal, signatures_valid, unseal
 from protocol.events import MessageReceived, Tick
 from protocol.identity import Identity
 from protocol.messages import BidReceipt, BidReceipts, Message, Reject, TaskBidMessage
+from runtime.bus import DEFAULT_QUEUE_SIZE, Bus
+from runtime.process import wall_ms
 
 pytestmark = [pytest.mark.broker]
 
@@ -84,7 +84,7 @@ async def market(
 ) -> AsyncIterator[tuple[CoordinatorService, asyncio.Event, asyncio.Task[None], Bus, Outbox]]:
     """A coordinator service in round 0 and USER's bus, following what USER is sent."""
     now = wall_ms()
-    genesis = Genesis(balances={USER.public_hex: 10_000})
+    genesis = OpeningBalances(balances={USER.public_hex: 10_000})
     core = Coordinator(PARAMS, genesis, COORDINATOR.public_hex, now)
     core.handle(Tick(now))  # opens round 0, for an hour
     store = MemoryStore()

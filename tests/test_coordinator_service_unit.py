@@ -53,14 +53,14 @@ def test_coalescing_keeps_every_receipt() -> None:
 
 def test_restore_resends_only_what_follows_the_published_watermark() -> None:
     """Records past the watermark give back their messages; earlier ones replay silently."""
-    from coordinator.core import Coordinator, Genesis, encode_record
+    from coordinator.core import Coordinator, OpeningBalances, encode_record
     from coordinator.service import CoordinatorConfig, restore
     from coordinator.store import MemoryStore
     from deploy.market import DEFAULT_MARKET
     from protocol.events import Record, Tick
     from protocol.messages import RoundAnnouncement
 
-    genesis = Genesis()
+    genesis = OpeningBalances()
     config = CoordinatorConfig(broker="mqtt://127.0.0.1", params=DEFAULT_MARKET, genesis=genesis)
     live = Coordinator(DEFAULT_MARKET, genesis, A, 1000)
     store = MemoryStore()

@@ -10,7 +10,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from coordinator.core import Coordinator, Genesis
+from coordinator.core import Coordinator, OpeningBalances
 from deploy.market import DEFAULT_MARKET, MarketFileError, dump_market, load_market
 from deploy.simulation import SimConfig, run_simulation
 from protocol.mechanism import COMPARED, market_mechanism
@@ -73,7 +73,7 @@ def test_coordinator_refuses_vcg_without_a_subsidy_account() -> None:
     """A live VCG market with nobody to pay its deficit does not start."""
     rules = msgspec.structs.replace(DEFAULT_MARKET, mechanism="vcg")
     with pytest.raises(ValueError, match="subsidy_account"):
-        Coordinator(rules, Genesis(balances={}, deposits={}), "c" * 64, 0)
+        Coordinator(rules, OpeningBalances(balances={}, deposits={}), "c" * 64, 0)
 
 
 @pytest.mark.parametrize("name", COMPARED)

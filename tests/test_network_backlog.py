@@ -19,10 +19,10 @@ from conftest import RunningBroker
 from test_network_processes import QUICK, LocalMarket, NetConfig, assert_sound, local_market
 
 from protocol import topics
-from protocol.bus import Bus
 from protocol.envelope import open_envelope, seal
 from protocol.identity import Identity
 from protocol.messages import ClearingResult, TaskBidMessage
+from runtime.bus import Bus
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 

@@ -20,11 +20,10 @@ import structlog
 import structlog.testing
 from conftest import RunningBroker, with_bad_signature
 
-from coordinator.core import Coordinator, Genesis, check_invariants
+from coordinator.core import Coordinator, OpeningBalances, check_invariants
 from coordinator.service import CoordinatorConfig, run_coordinator
 from deploy.hostile import invalid_point_key
 from protocol import topics
-from protocol.bus import DEFAULT_MAX_PAYLOAD, Bus
 from protocol.envelope import envelope_ref, open_envelope, seal
 from protocol.identity import Identity
 from protocol.messages import (
@@ -36,8 +35,9 @@ from protocol.messages import (
     RoundAnnouncement,
     TaskBidMessage,
 )
+from protocol.wire import Wire
 from prover_node.service import ProverConfig, run_prover
-from prover_node.wire import Wire
+from runtime.bus import DEFAULT_MAX_PAYLOAD, Bus
 from user_client.identities import fleet_identities
 from user_client.service import UserConfig, run_user
 
@@ -65,7 +65,7 @@ USER_ROOT = Identity.from_seed(b"\x43" * 32)
 USERS = fleet_identities(USER_ROOT, 4)
 ATTACKER = Identity.from_seed(b"\x44" * 32)
 VICTIM = Identity.from_seed(b"\x45" * 32)
-GENESIS = Genesis(
+GENESIS = OpeningBalances(
     balances={**{u.public_hex: 10_000 for u in USERS}, ATTACKER.public_hex: 10_000},
     deposits={p.public_hex: 2 * PARAMS.p_max * cap * 2 for p, cap, _ in PROVERS},
 )

@@ -19,10 +19,10 @@ from test_network_processes import QUICK, LocalMarket, NetConfig, assert_sound, 
 
 from deploy.hostile import deep_body
 from protocol import topics
-from protocol.bus import Bus
 from protocol.envelope import envelope_ref, open_envelope, seal
 from protocol.identity import Identity
 from protocol.messages import BidReceipt, BidReceipts, ProverWill, Reject, TaskBidMessage
+from runtime.bus import Bus
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 

@@ -24,7 +24,7 @@ import msgspec
 import pytest
 from conftest import RunningBroker
 
-from coordinator.core import Genesis
+from coordinator.core import OpeningBalances
 from coordinator.service import CoordinatorConfig, summary_from_ledger
 from deploy.genesis import MarketGenesis, dump_genesis
 from deploy.market import DEFAULT_MARKET
@@ -146,7 +146,7 @@ class LocalMarket:
             )
         )
         self.plan = dataclasses.replace(
-            self.plan, genesis=Genesis(balances=balances, deposits=deposits)
+            self.plan, genesis=OpeningBalances(balances=balances, deposits=deposits)
         )
 
     async def spawn(self, name: str, *args: str) -> Proc:

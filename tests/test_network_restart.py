@@ -16,11 +16,9 @@ from pathlib import Path
 import pytest
 from conftest import RunningBroker
 
-from coordinator.core import Coordinator, Genesis, encode_record
+from coordinator.core import Coordinator, OpeningBalances, encode_record
 from coordinator.service import CoordinatorConfig, open_ledger, run_coordinator
-from deploy.runtime import wall_ms
 from protocol import topics
-from protocol.bus import Bus
 from protocol.envelope import open_envelope
 from protocol.events import MessageReceived, Record, Tick
 from protocol.identity import Identity
@@ -33,6 +31,8 @@ from protocol.messages import (
     SettlementNotice,
     TaskBidMessage,
 )
+from runtime.bus import Bus
+from runtime.process import wall_ms
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
@@ -53,7 +53,7 @@ COORDINATOR = Identity.from_seed(b"\x50" * 32)
 CHEAP = Identity.from_seed(b"\x51" * 32)  # capacity 2, cost 5: wins round 0
 DEAR = Identity.from_seed(b"\x52" * 32)  # capacity 3, cost 50: sets the price
 USERS = [Identity.from_seed(bytes([0x53 + i]) * 32) for i in range(4)]
-GENESIS = Genesis(
+GENESIS = OpeningBalances(
     balances={u.public_hex: 1_000 for u in USERS},
     deposits={CHEAP.public_hex: 1_000, DEAR.public_hex: 1_000},
 )

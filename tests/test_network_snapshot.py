@@ -18,7 +18,7 @@ from test_network_restart import COORDINATOR, GENESIS, PARAMS, crashed_after_cle
 
 from coordinator.record_log import fold, open_record_log
 from coordinator.service import CoordinatorConfig, run_coordinator
-from deploy.runtime import configure_logging
+from runtime.process import configure_logging
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 

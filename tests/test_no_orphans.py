@@ -21,7 +21,7 @@ import asyncio, sys
 from coordinator.verifier import open_verifier
 from concurrent.futures import ProcessPoolExecutor
 import multiprocessing, os
-from deploy.runtime import exit_with_parent
+from runtime.process import exit_with_parent
 from prover_node.proving import warm_up
 
 async def main():

@@ -19,7 +19,6 @@ from conftest import RunningBroker
 
 from deploy.broker import EmbeddedBroker
 from protocol import topics, workload
-from protocol.bus import Bus, BusError
 from protocol.envelope import open_envelope, seal
 from protocol.identity import Identity
 from protocol.messages import (
@@ -35,7 +34,9 @@ from protocol.messages import (
     SettlementNotice,
     TaskBidMessage,
 )
-from prover_node.service import ProverConfig, run_prover, wall_ms
+from prover_node.service import ProverConfig, run_prover
+from runtime.bus import Bus, BusError
+from runtime.process import wall_ms
 from user_client.identities import fleet_identities
 from user_client.service import Connections, UserConfig, run_user
 

@@ -12,7 +12,7 @@ from protocol.messages import (
     ProverWill,
     RoundAnnouncement,
 )
-from prover_node.wire import Wire
+from protocol.wire import Wire
 
 MARKET = "m1"
 COORD = Identity.from_seed(b"\x10" * 32)

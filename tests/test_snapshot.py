@@ -9,13 +9,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
-from coordinator.core import Coordinator, CoordinatorEvent, Genesis, encode_record
+from coordinator.core import Coordinator, CoordinatorEvent, OpeningBalances, encode_record
 from coordinator.record_log import RecordLog, RunMeta, fold, open_record_log
 from coordinator.snapshot import SnapshotCorrupt, SnapshotForeign, capture, load
 from coordinator.store import MemoryStore, SqliteStore
-from deploy.runtime import configure_logging
 from deploy.simulation import SimConfig, Simulation
 from protocol.events import Publish
+from runtime.process import configure_logging
 
 
 def recorded_market(config: SimConfig) -> tuple[Simulation, list[CoordinatorEvent]]:
@@ -118,7 +118,7 @@ def test_a_corrupt_or_foreign_snapshot_is_refused_and_the_full_log_used(damage: 
         body = body[: len(body) // 2]
     else:
         c = market.coordinator
-        other = Coordinator(c.params, Genesis(balances={"x": 1}), c.key, c.start_ms)
+        other = Coordinator(c.params, OpeningBalances(balances={"x": 1}), c.key, c.start_ms)
         body = capture(other, position)
     log.store.save_snapshot(position, body)
     configure_logging("console", "info")  # an earlier test may have raised the level

@@ -8,7 +8,7 @@ import msgspec
 import pytest
 from conftest import RunningBroker
 
-from coordinator.core import Genesis
+from coordinator.core import OpeningBalances
 from coordinator.service import CoordinatorConfig, run_coordinator
 from deploy.market import DEFAULT_MARKET
 from protocol.identity import Identity
@@ -43,7 +43,7 @@ async def test_a_user_whose_bids_are_all_refused_finishes_without_waiting(
     coordinator = CoordinatorConfig(
         broker=broker.url,
         params=PARAMS,
-        genesis=Genesis(balances={}),  # the user has no money: every bid is refused
+        genesis=OpeningBalances(balances={}),  # the user has no money: every bid is refused
         rounds=3,
         start_delay_ms=1000,  # time for the user to subscribe first
         password=broker.login(COORDINATOR.public_hex)["password"],

@@ -20,15 +20,15 @@ from typing import Literal
 
 import structlog
 
-from deploy.runtime import Clock, install_stop_signals, wall_ms
 from protocol import topics
-from protocol.bus import Bus
 from protocol.envelope import envelope_ref
 from protocol.events import MessageReceived, Publish
 from protocol.identity import Identity
 from protocol.messages import Reject, RoundAnnouncement, TaskBidMessage
-from prover_node.service import publish_retrying
-from prover_node.wire import Wire
+from protocol.wire import Wire
+from runtime.bus import Bus
+from runtime.process import Clock, install_stop_signals, wall_ms
+from runtime.publish import publish_retrying
 from user_client.core import UserFleet
 from user_client.identities import fleet_identities
 

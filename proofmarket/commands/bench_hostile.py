@@ -22,7 +22,7 @@ def bench_hostile(broker: str, inputs: int, seed: int, as_json: bool) -> None:
     import json
 
     from deploy.hostile_bench import run_hostile_bench
-    from deploy.runtime import configure_logging
+    from runtime.process import configure_logging
 
     configure_logging("console", "warning")  # stdout carries the result only
 

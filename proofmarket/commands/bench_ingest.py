@@ -41,7 +41,7 @@ def bench_ingest(
     import json
 
     from deploy.ingest_bench import BenchError, run_bench
-    from deploy.runtime import configure_logging
+    from runtime.process import configure_logging
 
     configure_logging("console", "warning")  # stdout carries the result line only
     bench = functools.partial(

@@ -57,8 +57,8 @@ def bench_soak(
 
     from coordinator.record_log import SNAPSHOT_EVERY
     from coordinator.retention import Retention
-    from deploy.runtime import configure_logging
     from deploy.soak import SoakConfig, run_soak
+    from runtime.process import configure_logging
 
     if ledger is not None and os.path.exists(ledger):
         raise click.BadParameter("must not exist yet", param_hint="--ledger")

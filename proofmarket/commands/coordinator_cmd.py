@@ -34,7 +34,7 @@ verify_workers_option = click.option(
     "genesis_file",
     required=True,
     type=click.Path(exists=True, dir_okay=False),
-    help="Genesis file (JSON): the users' balances and the provers' deposits.",
+    help="OpeningBalances file (JSON): the users' balances and the provers' deposits.",
 )
 @click.option(
     "--ledger",
@@ -88,11 +88,11 @@ def coordinator(
     from coordinator.service import (
         CoordinatorConfig,
         CoordinatorStartError,
-        load_genesis,
         run_coordinator,
         summary_from_ledger,
     )
     from coordinator.verifier import default_workers
+    from deploy.genesis import opening_balances
     from deploy.market import (
         DEFAULT_MARKET,
         LedgerSettings,
@@ -100,10 +100,10 @@ def coordinator(
         load_ledger_settings,
         load_market,
     )
-    from deploy.runtime import configure_logging, run_service
-    from protocol.bus import BusError
     from protocol.errors import ProtocolError
     from protocol.identity import Identity
+    from runtime.bus import BusError
+    from runtime.process import configure_logging, run_service
 
     configure_logging(log_format, log_level)
     try:
@@ -113,7 +113,7 @@ def coordinator(
         config = CoordinatorConfig(
             broker=broker,
             params=params,
-            genesis=load_genesis(genesis_file, market=params.market, key=identity.public_hex),
+            genesis=opening_balances(genesis_file, market=params.market, key=identity.public_hex),
             ledger=ledger,
             rounds=rounds,
             start_delay_ms=start_delay_ms,

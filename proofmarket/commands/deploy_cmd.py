@@ -18,7 +18,7 @@ def deploy() -> None:
     "genesis_path",
     required=True,
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Genesis JSON: market, coordinator, provers, users.",
+    help="OpeningBalances JSON: market, coordinator, provers, users.",
 )
 @click.option(
     "--out",

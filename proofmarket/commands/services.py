@@ -144,9 +144,9 @@ def prover(
     """Run a prover node: bid truthfully each round, prove assigned batches, submit proofs."""
     import json
 
-    from deploy.runtime import configure_logging, run_service
-    from protocol.bus import BusError
     from prover_node.service import ProverConfig, run_prover
+    from runtime.bus import BusError
+    from runtime.process import configure_logging, run_service
 
     configure_logging(log_format, log_level)
     identity = _load_identity(key_file)
@@ -217,8 +217,8 @@ def user(
     """Run a user (or a fleet): bid tasks each round, follow receipts, verify proofs."""
     import json
 
-    from deploy.runtime import configure_logging, run_service
-    from protocol.bus import BusError
+    from runtime.bus import BusError
+    from runtime.process import configure_logging, run_service
     from user_client.service import UserConfig, run_user
 
     configure_logging(log_format, log_level)
