@@ -10,8 +10,9 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 
-from coordinator.core import SEEN_ROUNDS, Coordinator, CoordinatorEvent, decode_record
+from coordinator.core import SEEN_ROUNDS, Coordinator
 from coordinator.record_log import read_meta
+from coordinator.records import CoordinatorEvent, decode_record
 from coordinator.retention import (
     archive_dir,
     read_head,

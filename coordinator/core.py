@@ -4,7 +4,8 @@
 `MessageReceived` (an opened, signature-checked message) and `Tick(now)`; effects are
 `Record` (write the event durably first), `Publish` and `WakeAt`. The core never reads a
 clock or does IO, so the same inputs always give the same outputs and the same state:
-that is what lets `Coordinator.restore` rebuild a crashed coordinator from its record log.
+that is what lets `coordinator.record_log.fold` rebuild a crashed coordinator from its
+record log.
 
 Round r of a market started at `start_ms`, with bid window B and prove window P:
 
@@ -17,26 +18,34 @@ A batch settles as soon as every task in it has a proof, or at the prove deadlin
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
-from enum import Enum
-from typing import Final, Literal, TypeAlias
+from collections.abc import Callable, Iterator
+from typing import Final, Literal
 
-import msgspec
-
+from coordinator.clearing import Admission, TaskFate, plan_admission, plan_task_fates, subsidy_draw
 from coordinator.ledger import (
-    SLASHED,
     TREASURY,
-    Account,
     Ledger,
     balance_of,
     deposit_of,
     escrow_of,
     locked_of,
 )
+from coordinator.records import CoordinatorEffect, CoordinatorEvent
+from coordinator.settlement import plan_settlement
+from coordinator.state import (
+    Batch,
+    CostBid,
+    OpeningBalances,
+    Phase,
+    ProverState,
+    Round,
+    TaskKey,
+    TaskState,
+    TaskStatus,
+    wire_task_id,
+)
 from protocol.events import MessageReceived, Publish, Record, Tick, WakeAt
-from protocol.mechanism import Outcome, ProverBid, TaskBid, market_mechanism
+from protocol.mechanism import Outcome, market_mechanism
 from protocol.messages import (
     AssignedTask,
     Assignment,
@@ -46,7 +55,6 @@ from protocol.messages import (
     FaucetGrant,
     FundingNotice,
     MarketParams,
-    Message,
     ProofSubmission,
     ProverCostBid,
     Reject,
@@ -57,155 +65,30 @@ from protocol.messages import (
     Withdrawal,
     WithdrawalReceipt,
 )
+from protocol.rejects import RejectCode
 from protocol.tie_proof import plain_seed, seed_from_proof, tie_message
 from protocol.workload import verify_batch
+
+__all__ = [
+    "SEEN_ROUNDS",
+    "Coordinator",
+    "CoordinatorEffect",
+    "CoordinatorEvent",
+    "OpeningBalances",
+    "wire_task_id",
+]
 
 # How many rounds back envelope references are remembered to drop redeliveries silently;
 # settled rounds older than this are forgotten altogether (their tasks included).
 SEEN_ROUNDS: Final = 64
 
-CoordinatorEvent: TypeAlias = MessageReceived | Tick
-CoordinatorEffect: TypeAlias = Publish | Record | WakeAt
-TaskStatus: TypeAlias = Literal["open", "assigned", "charged", "refunded", "released"]
-# A task belongs to the user who bid it: (user key, the user's own task id).
-TaskKey: TypeAlias = tuple[str, str]
-
-# Reject codes, stable on the wire: clients and dashboards key on them.
-WRONG_MARKET: Final = "wrong_market"
-UNEXPECTED_MESSAGE: Final = "unexpected_message"
-WRONG_ROUND: Final = "wrong_round"
-LATE_BID: Final = "late_bid"
-WRONG_EPOCH: Final = "wrong_epoch"
-CAPACITY_NOT_DECLARED: Final = "capacity_not_declared"
-CAPACITY_LOCKED: Final = "capacity_locked"
-CAPACITY_CHANGE_TOO_LARGE: Final = "capacity_change_too_large"
-INSUFFICIENT_DEPOSIT: Final = "insufficient_deposit"
-COST_ABOVE_P_MAX: Final = "cost_above_p_max"
-DUPLICATE_BID: Final = "duplicate_bid"
-FEE_ABOVE_P_MAX: Final = "fee_above_p_max"
-INSUFFICIENT_BALANCE: Final = "insufficient_balance"
-DUPLICATE_TASK: Final = "duplicate_task"
-NOT_ASSIGNED: Final = "not_assigned"
-LATE_PROOF: Final = "late_proof"
-PROVER_BUSY: Final = "prover_busy"
-INVALID_AMOUNT: Final = "invalid_amount"
-INSUFFICIENT_FUNDS: Final = "insufficient_funds"
-DEPOSIT_LOCKED: Final = "deposit_locked"
-NOT_FAUCET: Final = "not_faucet"
-DUPLICATE_GRANT: Final = "duplicate_grant"
-
-REJECT_CODES: Final = (
-    WRONG_MARKET,
-    UNEXPECTED_MESSAGE,
-    WRONG_ROUND,
-    LATE_BID,
-    WRONG_EPOCH,
-    CAPACITY_NOT_DECLARED,
-    CAPACITY_LOCKED,
-    CAPACITY_CHANGE_TOO_LARGE,
-    INSUFFICIENT_DEPOSIT,
-    COST_ABOVE_P_MAX,
-    DUPLICATE_BID,
-    FEE_ABOVE_P_MAX,
-    INSUFFICIENT_BALANCE,
-    DUPLICATE_TASK,
-    NOT_ASSIGNED,
-    LATE_PROOF,
-    PROVER_BUSY,
-    INVALID_AMOUNT,
-    INSUFFICIENT_FUNDS,
-    DEPOSIT_LOCKED,
-    NOT_FAUCET,
-    DUPLICATE_GRANT,
-)
-
 _NO_REFS: Final[frozenset[bytes]] = frozenset()
 
 
-def wire_task_id(user: str, task_id: str) -> str:
-    """The id provers see for a user's task: 32 hex digits, stable, distinct across users.
-
-    Users choose their own task ids, so two users may pick the same one; provers see a
-    batch from many users, so the wire carries a hash of owner and id instead.
-    """
-    digest = hashlib.blake2b(
-        f"{user}/{task_id}".encode(), digest_size=16, person=b"proofmarket-task"
-    )
-    return digest.hexdigest()
-
-
-class OpeningBalances(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """The money a market starts with: users' balances and provers' free deposits.
-
-    `faucet`, when set, is the one key whose signed `FaucetGrant`s bring new money in
-    later; without it the genesis is all the money there will ever be.
-    """
-
-    balances: dict[str, int] = {}
-    deposits: dict[str, int] = {}
-    faucet: str | None = None
-
-
-class Phase(Enum):
-    BID = "bid"
-    PROVE = "prove"
-    SETTLED = "settled"
-
-
-@dataclass(slots=True)
-class TaskState:
-    """One task bid, from acceptance to settlement."""
-
-    task_id: str
-    user: str
-    wire_id: str
-    fee: int
-    task_input: bytes
-    carry_over: bool
-    round: int
-    status: TaskStatus = "open"
-    prover: str | None = None
-    price: int | None = None
-    settlements: int = 0
-    carried_from: int | None = None
-
-
-@dataclass(slots=True)
-class _CostBid:
-    cost: int
-    ref: bytes
-
-
-@dataclass(slots=True)
-class _Batch:
-    prover: str
-    round: int
-    tasks: tuple[TaskKey, ...]
-    payment: int
-    proofs: dict[TaskKey, bytes | None] = field(default_factory=dict)  # None: invalid proof
-    settled: bool = False
-
-
-@dataclass(slots=True)
-class _Round:
-    number: int
-    epoch: int
-    bid_deadline: int
-    prove_deadline: int
-    phase: Phase = Phase.BID
-    tasks: list[TaskKey] = field(default_factory=list)
-    cost_bids: dict[str, _CostBid] = field(default_factory=dict)
-    batches: dict[str, _Batch] = field(default_factory=dict)
-
-
-@dataclass(slots=True)
-class _Prover:
-    capacities: dict[int, int] = field(default_factory=dict)  # epoch -> declared capacity
-    open_rounds: set[int] = field(default_factory=set)  # rounds with an unsettled batch
-
-
 class _Refused(Exception):
-    def __init__(self, code: str, reason: str) -> None:
+    """A message the market rules refuse; the core answers it with a signed reject."""
+
+    def __init__(self, code: RejectCode, reason: str) -> None:
         super().__init__(reason)
         self.code = code
         self.reason = reason
@@ -255,10 +138,10 @@ class Coordinator:
                 self.ledger.fund(deposit_of(owner), amount)
         self._started = False
         self._bidding: int = 0  # the round open for bids (or the next to open)
-        self._rounds: dict[int, _Round] = {}
+        self._rounds: dict[int, Round] = {}
         self._tasks: dict[TaskKey, TaskState] = {}
         self._wire: dict[str, TaskKey] = {}  # wire task id -> task
-        self._provers: dict[str, _Prover] = {}
+        self._provers: dict[str, ProverState] = {}
         self._declaration_refs: dict[int, set[bytes]] = {}  # epoch -> accepted refs
         self._proving: set[int] = set()  # rounds cleared and not yet settled
         self._refs: dict[int, set[bytes]] = {}  # round -> envelope refs accepted in it
@@ -270,39 +153,6 @@ class Coordinator:
         self._grant_refs: set[bytes] = set()
         # Batches each prover was slashed for: a counter per prover, kept for reports.
         self.slashes: dict[str, int] = {}
-
-    # -- construction from a record log ----------------------------------------------
-
-    @classmethod
-    def restore(
-        cls,
-        params: MarketParams,
-        genesis: OpeningBalances,
-        key: str,
-        start_ms: int,
-        events: Iterable[CoordinatorEvent],
-        *,
-        rounds: int | None = None,
-        seen_rounds: int = SEEN_ROUNDS,
-        tie_signer: Callable[[bytes], bytes] | None = None,
-    ) -> Coordinator:
-        """A coordinator rebuilt by replaying its recorded events; it carries on from there."""
-        coordinator = cls(
-            params,
-            genesis,
-            key,
-            start_ms,
-            rounds=rounds,
-            seen_rounds=seen_rounds,
-            tie_signer=tie_signer,
-        )
-        coordinator.replay(events)
-        return coordinator
-
-    def replay(self, events: Iterable[CoordinatorEvent]) -> None:
-        """Feed recorded events back in, dropping their effects (they were carried out)."""
-        for event in events:
-            self.handle(event)
 
     # -- the interface ----------------------------------------------------------------
 
@@ -447,7 +297,9 @@ class Coordinator:
         msg = event.message
         try:
             if getattr(msg, "market", None) != self.params.market:
-                raise _Refused(WRONG_MARKET, f"this coordinator runs {self.params.market!r}")
+                raise _Refused(
+                    RejectCode.WRONG_MARKET, f"this coordinator runs {self.params.market!r}"
+                )
             if isinstance(msg, TaskBidMessage):
                 return self._on_task_bid(event, msg)
             if isinstance(msg, ProverCostBid):
@@ -460,26 +312,29 @@ class Coordinator:
                 return self._on_withdrawal(event, msg)
             if isinstance(msg, FaucetGrant):
                 return self._on_faucet_grant(event, msg)
-            raise _Refused(UNEXPECTED_MESSAGE, f"a coordinator does not take {type(msg).__name__}")
+            raise _Refused(
+                RejectCode.UNEXPECTED_MESSAGE, f"a coordinator does not take {type(msg).__name__}"
+            )
         except _Refused as refused:
-            reject = Reject(
-                market=self.params.market,
-                code=refused.code,
-                reason=refused.reason,
-                ref=event.ref,
-                round=getattr(msg, "round", None),
+            reject = self._reject(
+                refused.code, refused.reason, event.ref, getattr(msg, "round", None)
             )
             return [Publish(reject, to=event.sender)]
 
-    def _open_round_for_bid(self, number: int, now: int) -> _Round:
+    def _reject(self, code: RejectCode, reason: str, ref: bytes, number: int | None) -> Reject:
+        return Reject(market=self.params.market, code=code, reason=reason, ref=ref, round=number)
+
+    def _open_round_for_bid(self, number: int, now: int) -> Round:
         """The round a bid names, if it is open for bids at `now`; else a specific refusal."""
         r = self._rounds.get(number)
         if r is None:
             if number < self._bidding:
-                raise _Refused(LATE_BID, f"round {number} has closed")
-            raise _Refused(WRONG_ROUND, f"round {number} is not open for bids")
+                raise _Refused(RejectCode.LATE_BID, f"round {number} has closed")
+            raise _Refused(RejectCode.WRONG_ROUND, f"round {number} is not open for bids")
         if r.phase is not Phase.BID or now > r.bid_deadline:
-            raise _Refused(LATE_BID, f"round {number} closed for bids at {r.bid_deadline}")
+            raise _Refused(
+                RejectCode.LATE_BID, f"round {number} closed for bids at {r.bid_deadline}"
+            )
         return r
 
     def _on_task_bid(self, event: MessageReceived, msg: TaskBidMessage) -> list[CoordinatorEffect]:
@@ -487,14 +342,18 @@ class Coordinator:
             return []
         r = self._open_round_for_bid(msg.round, event.now)
         if msg.fee > self.params.p_max:
-            raise _Refused(FEE_ABOVE_P_MAX, f"fee {msg.fee} exceeds P_max {self.params.p_max}")
+            raise _Refused(
+                RejectCode.FEE_ABOVE_P_MAX, f"fee {msg.fee} exceeds P_max {self.params.p_max}"
+            )
         key = (event.sender, msg.task_id)
         wire_id = wire_task_id(event.sender, msg.task_id)
         if key in self._tasks or wire_id in self._wire:
-            raise _Refused(DUPLICATE_TASK, f"you already bid task {msg.task_id!r}")
+            raise _Refused(RejectCode.DUPLICATE_TASK, f"you already bid task {msg.task_id!r}")
         available = self.ledger.balance(balance_of(event.sender))
         if available < msg.fee:
-            raise _Refused(INSUFFICIENT_BALANCE, f"fee {msg.fee} exceeds balance {available}")
+            raise _Refused(
+                RejectCode.INSUFFICIENT_BALANCE, f"fee {msg.fee} exceeds balance {available}"
+            )
         if msg.fee:
             self.ledger.move(balance_of(event.sender), escrow_of(event.sender), msg.fee)
         self._tasks[key] = TaskState(
@@ -519,15 +378,19 @@ class Coordinator:
             return []
         r = self._open_round_for_bid(msg.round, event.now)
         if msg.cost > self.params.p_max:
-            raise _Refused(COST_ABOVE_P_MAX, f"cost {msg.cost} exceeds P_max {self.params.p_max}")
+            raise _Refused(
+                RejectCode.COST_ABOVE_P_MAX, f"cost {msg.cost} exceeds P_max {self.params.p_max}"
+            )
         prover = self._provers.get(event.sender)
         capacity = None if prover is None else prover.capacities.get(r.epoch)
         if prover is None or capacity is None:
-            raise _Refused(CAPACITY_NOT_DECLARED, f"no capacity declared for epoch {r.epoch}")
+            raise _Refused(
+                RejectCode.CAPACITY_NOT_DECLARED, f"no capacity declared for epoch {r.epoch}"
+            )
         if event.sender in r.cost_bids:
-            raise _Refused(DUPLICATE_BID, f"already bid in round {r.number}")
+            raise _Refused(RejectCode.DUPLICATE_BID, f"already bid in round {r.number}")
         self._top_up_lock(event.sender, self.params.p_max * capacity)
-        r.cost_bids[event.sender] = _CostBid(cost=msg.cost, ref=event.ref)
+        r.cost_bids[event.sender] = CostBid(cost=msg.cost, ref=event.ref)
         self._remember(r.number, event.ref)
         receipt = BidReceipt(market=self.params.market, round=r.number, ref=event.ref)
         return [Record(event), Publish(receipt, to=event.sender)]
@@ -540,32 +403,36 @@ class Coordinator:
         e = self.params.epoch_rounds
         current_epoch = self._bidding // e
         if msg.epoch > current_epoch + 1:
-            raise _Refused(WRONG_EPOCH, f"epoch {msg.epoch} is too far ahead")
+            raise _Refused(RejectCode.WRONG_EPOCH, f"epoch {msg.epoch} is too far ahead")
         prover = self._provers.get(event.sender)
         declared = None if prover is None else prover.capacities.get(msg.epoch)
         first_round = msg.epoch * e
         if declared is not None and declared != msg.capacity:
-            raise _Refused(CAPACITY_LOCKED, f"capacity {declared} is locked for epoch {msg.epoch}")
+            raise _Refused(
+                RejectCode.CAPACITY_LOCKED, f"capacity {declared} is locked for epoch {msg.epoch}"
+            )
         # The epoch's capacity must be fixed before its first round clears, that is before
         # any of the epoch's outcomes can be seen.
         first = self._rounds.get(first_round)
         if declared is None and (
             first_round < self._bidding or (first is not None and first.phase is not Phase.BID)
         ):
-            raise _Refused(CAPACITY_LOCKED, f"declarations for epoch {msg.epoch} have closed")
+            raise _Refused(
+                RejectCode.CAPACITY_LOCKED, f"declarations for epoch {msg.epoch} have closed"
+            )
         if declared is not None:
             return []  # the same declaration again, re-signed: nothing to change
         previous = self._previous_capacity(prover, msg.epoch)
         m = self.params.capacity_factor
         if previous is not None and (msg.capacity > previous * m or msg.capacity * m < previous):
             raise _Refused(
-                CAPACITY_CHANGE_TOO_LARGE,
+                RejectCode.CAPACITY_CHANGE_TOO_LARGE,
                 f"capacity {msg.capacity} is more than a factor {m} from {previous}",
             )
         need = self.params.p_max * msg.capacity
         self._top_up_lock(event.sender, need)
         if prover is None:
-            prover = self._provers[event.sender] = _Prover()
+            prover = self._provers[event.sender] = ProverState()
         prover.capacities[msg.epoch] = msg.capacity
         self._declaration_refs.setdefault(msg.epoch, set()).add(event.ref)
         receipt = BidReceipt(
@@ -574,7 +441,7 @@ class Coordinator:
         return [Record(event), Publish(receipt, to=event.sender)]
 
     @staticmethod
-    def _previous_capacity(prover: _Prover | None, epoch: int) -> int | None:
+    def _previous_capacity(prover: ProverState | None, epoch: int) -> int | None:
         if prover is None:
             return None
         earlier = [e for e in prover.capacities if e < epoch]
@@ -587,24 +454,30 @@ class Coordinator:
             return
         free = self.ledger.balance(deposit_of(prover))
         if free < extra:
-            raise _Refused(INSUFFICIENT_DEPOSIT, f"needs {need} locked deposit; {free} free to add")
+            raise _Refused(
+                RejectCode.INSUFFICIENT_DEPOSIT, f"needs {need} locked deposit; {free} free to add"
+            )
         self.ledger.move(deposit_of(prover), locked_of(prover), extra)
 
     def _on_proofs(self, event: MessageReceived, msg: ProofSubmission) -> list[CoordinatorEffect]:
         r = self._rounds.get(msg.round)
         batch = None if r is None else r.batches.get(event.sender)
         if r is None and msg.round < self._floor:
-            raise _Refused(LATE_PROOF, f"round {msg.round} settled long ago")
+            raise _Refused(RejectCode.LATE_PROOF, f"round {msg.round} settled long ago")
         if r is None or batch is None:
-            raise _Refused(NOT_ASSIGNED, f"no batch assigned to you in round {msg.round}")
+            raise _Refused(
+                RejectCode.NOT_ASSIGNED, f"no batch assigned to you in round {msg.round}"
+            )
         if event.ref in self._seen(r.number):
             return []  # a redelivery of proofs already taken, even if the batch has settled
         if batch.settled or event.now > r.prove_deadline:
-            raise _Refused(LATE_PROOF, f"round {msg.round} proofs were due by {r.prove_deadline}")
+            raise _Refused(
+                RejectCode.LATE_PROOF, f"round {msg.round} proofs were due by {r.prove_deadline}"
+            )
         assigned = {self._tasks[k].wire_id: k for k in batch.tasks}
         stray = [p.task_id for p in msg.proofs if p.task_id not in assigned]
         if stray:
-            raise _Refused(NOT_ASSIGNED, f"task {stray[0]!r} is not in your batch")
+            raise _Refused(RejectCode.NOT_ASSIGNED, f"task {stray[0]!r} is not in your batch")
         # The first proof given for a task is final, so a prover cannot grind for a valid one.
         fresh: dict[TaskKey, bytes] = {}
         for p in msg.proofs:
@@ -639,17 +512,23 @@ class Coordinator:
         # Only the current round (or one still remembered) so that a replayed copy of a
         # paid withdrawal is always recognised.
         if msg.round > self._bidding or msg.round <= self._bidding - self.seen_rounds:
-            raise _Refused(WRONG_ROUND, f"withdrawals name the current round, {self._bidding}")
+            raise _Refused(
+                RejectCode.WRONG_ROUND, f"withdrawals name the current round, {self._bidding}"
+            )
         if msg.amount < 1:
-            raise _Refused(INVALID_AMOUNT, f"amount {msg.amount} is not positive")
+            raise _Refused(RejectCode.INVALID_AMOUNT, f"amount {msg.amount} is not positive")
         owner = event.sender
         account = balance_of(owner) if msg.account == "balance" else deposit_of(owner)
         available = self.ledger.balance(account)
         if available < msg.amount:
             locked = self.ledger.balance(locked_of(owner))
             if msg.account == "deposit" and available + locked >= msg.amount:
-                raise _Refused(DEPOSIT_LOCKED, f"{available} free, {locked} locked by capacity")
-            raise _Refused(INSUFFICIENT_FUNDS, f"{msg.account} {available} < {msg.amount}")
+                raise _Refused(
+                    RejectCode.DEPOSIT_LOCKED, f"{available} free, {locked} locked by capacity"
+                )
+            raise _Refused(
+                RejectCode.INSUFFICIENT_FUNDS, f"{msg.account} {available} < {msg.amount}"
+            )
         self.ledger.pay_out(account, msg.amount)
         self._remember(msg.round, event.ref)
         receipt = WithdrawalReceipt(
@@ -665,7 +544,7 @@ class Coordinator:
     def _on_faucet_grant(self, event: MessageReceived, msg: FaucetGrant) -> list[CoordinatorEffect]:
         faucet = self.genesis.faucet
         if faucet is None or event.sender != faucet:
-            raise _Refused(NOT_FAUCET, "only the market's faucet key grants money")
+            raise _Refused(RejectCode.NOT_FAUCET, "only the market's faucet key grants money")
         grant = (msg.to, msg.account, msg.amount)
         notice = FundingNotice(
             market=self.params.market,
@@ -680,9 +559,9 @@ class Coordinator:
             # retrying faucet that it was taken.
             return [] if event.ref in self._grant_refs else [Publish(notice, to=faucet)]
         if taken is not None:
-            raise _Refused(DUPLICATE_GRANT, f"nonce {msg.nonce} names another grant")
+            raise _Refused(RejectCode.DUPLICATE_GRANT, f"nonce {msg.nonce} names another grant")
         if msg.amount < 1:
-            raise _Refused(INVALID_AMOUNT, f"amount {msg.amount} is not positive")
+            raise _Refused(RejectCode.INVALID_AMOUNT, f"amount {msg.amount} is not positive")
         account = balance_of(msg.to) if msg.account == "balance" else deposit_of(msg.to)
         self.ledger.fund(account, msg.amount)
         self._grants[msg.nonce] = grant
@@ -736,7 +615,7 @@ class Coordinator:
             return []
         bid_deadline, prove_deadline = self.round_deadlines(number)
         epoch = number // self.params.epoch_rounds
-        self._rounds[number] = _Round(
+        self._rounds[number] = Round(
             number=number, epoch=epoch, bid_deadline=bid_deadline, prove_deadline=prove_deadline
         )
         announcement = RoundAnnouncement(
@@ -801,7 +680,7 @@ class Coordinator:
 
     # -- clearing -------------------------------------------------------------------------
 
-    def _clear_round(self, r: _Round, now: int) -> list[CoordinatorEffect]:
+    def _clear_round(self, r: Round, now: int) -> list[CoordinatorEffect]:
         # A round cleared late (a busy or restarted coordinator) still gives its provers
         # the whole prove window from the moment their batches are decided.
         r.prove_deadline = max(r.prove_deadline, now + self.params.prove_window_ms)
@@ -809,42 +688,48 @@ class Coordinator:
         self._proving.add(r.number)
         announce_next = self._open_round(r.number + 1)
         next_round = self._rounds.get(r.number + 1)
-        effects: list[CoordinatorEffect] = []
-        p_max = self.params.p_max
-        bids: list[ProverBid] = []
-        for key in sorted(r.cost_bids):
-            cost_bid = r.cost_bids[key]
-            prover = self._provers[key]
-            capacity = prover.capacities[r.epoch]
-            code, reason = None, ""
-            if prover.open_rounds:
-                code, reason = PROVER_BUSY, "an earlier batch is still open"
-            elif self.ledger.balance(locked_of(key)) < p_max * capacity:
-                code, reason = INSUFFICIENT_DEPOSIT, "locked deposit was slashed"
-            if code is not None:
-                reject = Reject(
-                    market=self.params.market,
-                    code=code,
-                    reason=reason,
-                    ref=cost_bid.ref,
-                    round=r.number,
-                )
-                effects.append(Publish(reject, to=key))
-                continue
-            bids.append(ProverBid(id=key, capacity=capacity, cost=cost_bid.cost))
-        task_bids = [TaskBid(id=self._tasks[k].wire_id, fee=self._tasks[k].fee) for k in r.tasks]
+        admission = plan_admission(r, self._tasks, self._provers, self.locked, self.params.p_max)
+        effects: list[CoordinatorEffect] = [
+            Publish(self._reject(x.code, x.reason, x.ref, r.number), to=x.prover)
+            for x in admission.refused
+        ]
         seed, proof = plain_seed(self.params.market, r.number), None
         if self.tie_signer is not None:
             proof = self.tie_signer(tie_message(self.params.market, r.number))
             seed = seed_from_proof(proof)
-        outcome = self.mechanism.clear(task_bids, bids, seed=seed)
+        outcome = self.mechanism.clear(admission.task_bids, admission.prover_bids, seed=seed)
         outcome, subsidy = self._subsidise(outcome)
-        result = ClearingResult(
+        effects.append(Publish(self._clearing_result(r, admission, outcome, subsidy, proof)))
+        effects.extend(self._assign_batches(r, outcome))
+        fates = plan_task_fates(
+            r, self._tasks, self._wire, outcome, can_carry=next_round is not None
+        )
+        for fate in fates:
+            effects.extend(self._apply_fate(fate, r.number, next_round))
+        if not r.batches:
+            self._settled(r)
+        if (r.number + 1) % self.params.epoch_rounds == 0:
+            # The epoch's last round has cleared: idle provers get back what no later
+            # declaration needs.
+            for key in sorted(self._provers):
+                self._release_lock(key)
+        effects.extend(announce_next)
+        return effects
+
+    def _clearing_result(
+        self,
+        r: Round,
+        admission: Admission,
+        outcome: Outcome,
+        subsidy: int,
+        tie_proof: bytes | None,
+    ) -> ClearingResult:
+        return ClearingResult(
             market=self.params.market,
             round=r.number,
             mechanism=outcome.mechanism,
-            tasks_bid=len(task_bids),
-            provers_bid=len(bids),
+            tasks_bid=len(admission.task_bids),
+            provers_bid=len(admission.prover_bids),
             allocated_provers=outcome.allocated_provers,
             allocated_tasks=outcome.allocated_tasks,
             user_price=outcome.user_price,
@@ -852,20 +737,19 @@ class Coordinator:
             winners=sorted(outcome.assignments),
             surplus=outcome.surplus + subsidy,
             prove_deadline=r.prove_deadline,
-            tie_proof=proof,
+            tie_proof=tie_proof,
         )
-        effects.append(Publish(result))
+
+    def _assign_batches(self, r: Round, outcome: Outcome) -> list[CoordinatorEffect]:
+        """Open each winner's batch and hand it its assignment."""
+        effects: list[CoordinatorEffect] = []
         for key in sorted(outcome.assignments):
-            wire_ids = outcome.assignments[key]
-            task_keys = tuple(self._wire[w] for w in wire_ids)
-            batch = _Batch(
+            task_keys = tuple(self._wire[w] for w in outcome.assignments[key])
+            batch = Batch(
                 prover=key, round=r.number, tasks=task_keys, payment=outcome.payments[key]
             )
             r.batches[key] = batch
             self._provers[key].open_rounds.add(r.number)
-            for w, t in zip(wire_ids, task_keys, strict=True):
-                task = self._tasks[t]
-                task.status, task.prover, task.price = "assigned", key, outcome.charges[w]
             assignment = Assignment(
                 market=self.params.market,
                 round=r.number,
@@ -879,49 +763,39 @@ class Coordinator:
                 ],
             )
             effects.append(Publish(assignment, to=key))
-        for t in r.tasks:
-            task = self._tasks[t]
-            if task.status == "assigned":
-                receipt = UserReceipt(
-                    market=self.params.market,
-                    round=r.number,
-                    task_id=task.task_id,
-                    allocated=True,
-                    price=task.price,
-                    prover=task.prover,
-                )
-                effects.append(Publish(receipt, to=task.user))
-            elif task.carry_over and task.carried_from is None and next_round is not None:
-                # One carry only, so an unallocatable fee is not escrowed forever.
-                task.carried_from = task.round
-                task.round = next_round.number
-                next_round.tasks.append(t)
-                receipt = UserReceipt(
-                    market=self.params.market,
-                    round=r.number,
-                    task_id=task.task_id,
-                    allocated=False,
-                    carried_to=next_round.number,
-                )
-                effects.append(Publish(receipt, to=task.user))
-            else:
-                receipt = UserReceipt(
-                    market=self.params.market,
-                    round=r.number,
-                    task_id=task.task_id,
-                    allocated=False,
-                )
-                effects.append(Publish(receipt, to=task.user))
-                effects.append(self._release(task))
-        if not r.batches:
-            self._settled(r)
-        if (r.number + 1) % self.params.epoch_rounds == 0:
-            # The epoch's last round has cleared: idle provers get back what no later
-            # declaration needs.
-            for key in sorted(self._provers):
-                self._release_lock(key)
-        effects.extend(announce_next)
         return effects
+
+    def _apply_fate(
+        self, fate: TaskFate, number: int, next_round: Round | None
+    ) -> list[CoordinatorEffect]:
+        """Carry out one task's fate and tell its user."""
+        task = self._tasks[fate.key]
+        market = self.params.market
+        if fate.fate == "assigned":
+            task.status, task.prover, task.price = "assigned", fate.prover, fate.price
+            receipt = UserReceipt(
+                market=market,
+                round=number,
+                task_id=task.task_id,
+                allocated=True,
+                price=task.price,
+                prover=task.prover,
+            )
+            return [Publish(receipt, to=task.user)]
+        if fate.fate == "carried" and next_round is not None:
+            task.carried_from = task.round
+            task.round = next_round.number
+            next_round.tasks.append(fate.key)
+            receipt = UserReceipt(
+                market=market,
+                round=number,
+                task_id=task.task_id,
+                allocated=False,
+                carried_to=next_round.number,
+            )
+            return [Publish(receipt, to=task.user)]
+        receipt = UserReceipt(market=market, round=number, task_id=task.task_id, allocated=False)
+        return [Publish(receipt, to=task.user), self._release(task)]
 
     # -- settlement -----------------------------------------------------------------------
 
@@ -945,22 +819,18 @@ class Coordinator:
     def _subsidise(self, outcome: Outcome) -> tuple[Outcome, int]:
         """A deficit outcome (VCG) and the subsidy moved to the treasury to pay it.
 
-        The subsidy is what the batches paying out more than their tasks bring in can draw
-        (settlement goes batch by batch); a subsidy account too poor for it clears nothing.
+        A subsidy account too poor for the draw clears nothing.
         """
-        if outcome.surplus >= 0:
+        draw = subsidy_draw(outcome)
+        if draw == 0:
             return outcome, 0
-        draw = sum(
-            max(0, pay - sum(outcome.charges[t] for t in outcome.assignments[p]))
-            for p, pay in outcome.payments.items()
-        )
         account = balance_of(self.params.subsidy_account or "")
         if self.ledger.balance(account) < draw:
             return Outcome(mechanism=outcome.mechanism), 0
         self.ledger.move(account, TREASURY, draw)
         return outcome, draw
 
-    def _settle_round(self, r: _Round) -> list[CoordinatorEffect]:
+    def _settle_round(self, r: Round) -> list[CoordinatorEffect]:
         effects: list[CoordinatorEffect] = []
         for key in sorted(r.batches):
             batch = r.batches[key]
@@ -969,62 +839,32 @@ class Coordinator:
         self._settled(r)
         return effects
 
-    def _settle_batch(self, r: _Round, batch: _Batch) -> list[CoordinatorEffect]:
+    def _settle_batch(self, r: Round, batch: Batch) -> list[CoordinatorEffect]:
         batch.settled = True
-        proven = all(batch.proofs.get(t) is not None for t in batch.tasks)
-        postings: list[tuple[Account, int]] = []
-        effects: list[CoordinatorEffect] = []
+        plan = plan_settlement(
+            batch, self._tasks, p_max=self.params.p_max, locked=self.locked(batch.prover)
+        )
+        self.ledger.transfer(plan.postings)
         market = self.params.market
-        for t in batch.tasks:
-            task = self._tasks[t]
-            proof = batch.proofs.get(t)
-            if proof is not None:
-                price = task.price or 0
-                postings += [
-                    (escrow_of(task.user), -task.fee),
-                    (balance_of(task.user), task.fee - price),
-                    (TREASURY, price),
-                ]
-                self._mark(task, "charged")
-                notice = SettlementNotice(
-                    market=market,
-                    round=r.number,
-                    outcome="charged",
-                    amount=price,
-                    task_id=task.task_id,
-                    proof=proof,
-                )
-            else:
-                # Not charged: the whole fee comes back, and P_max more from the deposit.
-                postings += [
-                    (escrow_of(task.user), -task.fee),
-                    (balance_of(task.user), task.fee + self.params.p_max),
-                    (SLASHED, -self.params.p_max),
-                ]
-                self._mark(task, "refunded")
-                notice = SettlementNotice(
-                    market=market,
-                    round=r.number,
-                    outcome="refunded",
-                    amount=self.params.p_max,
-                    task_id=task.task_id,
-                )
+        effects: list[CoordinatorEffect] = []
+        for settled in plan.tasks:
+            task = self._tasks[settled.key]
+            self._mark(task, settled.outcome)
+            notice = SettlementNotice(
+                market=market,
+                round=r.number,
+                outcome=settled.outcome,
+                amount=settled.amount,
+                task_id=task.task_id,
+                proof=settled.proof,
+            )
             effects.append(Publish(notice, to=task.user))
-        if proven:
-            if batch.payment:
-                postings += [(TREASURY, -batch.payment), (balance_of(batch.prover), batch.payment)]
-            notice = SettlementNotice(
-                market=market, round=r.number, outcome="paid", amount=batch.payment
-            )
-        else:
-            forfeited = self.ledger.balance(locked_of(batch.prover))
-            if forfeited:
-                postings += [(locked_of(batch.prover), -forfeited), (SLASHED, forfeited)]
-            notice = SettlementNotice(
-                market=market, round=r.number, outcome="slashed", amount=forfeited
-            )
+        outcome: Literal["paid", "slashed"] = "paid" if plan.proven else "slashed"
+        if not plan.proven:
             self.slashes[batch.prover] = self.slashes.get(batch.prover, 0) + 1
-        self.ledger.transfer(postings)
+        notice = SettlementNotice(
+            market=market, round=r.number, outcome=outcome, amount=plan.prover_amount
+        )
         effects.append(Publish(notice, to=batch.prover))
         self._provers[batch.prover].open_rounds.discard(r.number)
         self._release_lock(batch.prover)
@@ -1032,7 +872,7 @@ class Coordinator:
             self._settled(r)
         return effects
 
-    def _settled(self, r: _Round) -> None:
+    def _settled(self, r: Round) -> None:
         r.phase = Phase.SETTLED
         self._proving.discard(r.number)
 
@@ -1047,68 +887,3 @@ class Coordinator:
         excess = self.ledger.balance(locked_of(key)) - target
         if excess > 0:
             self.ledger.move(locked_of(key), deposit_of(key), excess)
-
-
-def check_invariants(coordinator: Coordinator) -> list[str]:
-    """Every market invariant that fails, as readable lines (empty when all hold)."""
-    problems: list[str] = []
-    ledger = coordinator.ledger
-    if not ledger.conserved():
-        problems.append(
-            f"money not conserved: total {ledger.total()} != funded {ledger.funded()}"
-            f" - withdrawn {ledger.withdrawn()}"
-        )
-    for account, amount in ledger.accounts():
-        if amount < 0 and account.kind.value != "external":
-            problems.append(f"negative balance {account}: {amount}")
-    escrowed: dict[str, int] = {}
-    for task in coordinator.tasks():
-        if task.status in ("open", "assigned"):
-            escrowed[task.user] = escrowed.get(task.user, 0) + task.fee
-        if task.settlements > 1:
-            problems.append(f"task {task.task_id} settled {task.settlements} times")
-        if task.status in ("charged", "refunded", "released") and task.settlements != 1:
-            problems.append(f"task {task.task_id} is {task.status} without one settlement")
-    for account, amount in ledger.accounts():
-        if account.kind.value == "escrow" and escrowed.get(account.owner, 0) != amount:
-            problems.append(f"escrow of {account.owner} is {amount}, open bids hold otherwise")
-    for user, amount in escrowed.items():
-        if coordinator.escrow(user) != amount:
-            problems.append(f"escrow of {user} is {coordinator.escrow(user)}, bids hold {amount}")
-    p_max = coordinator.params.p_max
-    for prover, capacity in coordinator.open_assignments().items():
-        if coordinator.locked(prover) < p_max * capacity:
-            problems.append(f"prover {prover} has an open batch with too little locked deposit")
-    return problems
-
-
-class _RecordedMessage(msgspec.Struct, frozen=True, tag="message", array_like=True):
-    sender: str
-    message: Message
-    ref: bytes
-    now: int
-
-
-class _RecordedTick(msgspec.Struct, frozen=True, tag="tick", array_like=True):
-    now: int
-
-
-_record_encoder = msgspec.msgpack.Encoder()
-_record_decoder = msgspec.msgpack.Decoder(_RecordedMessage | _RecordedTick)
-
-
-def encode_record(event: CoordinatorEvent) -> bytes:
-    """A recorded event as MessagePack bytes, for the record log."""
-    if isinstance(event, Tick):
-        return _record_encoder.encode(_RecordedTick(event.now))
-    return _record_encoder.encode(
-        _RecordedMessage(event.sender, event.message, event.ref, event.now)
-    )
-
-
-def decode_record(data: bytes) -> CoordinatorEvent:
-    """The event `encode_record` wrote."""
-    record = _record_decoder.decode(data)
-    if isinstance(record, _RecordedTick):
-        return Tick(record.now)
-    return MessageReceived(record.sender, record.message, record.ref, record.now)

@@ -22,9 +22,11 @@ from typing import Final
 import msgspec
 import structlog
 
-from coordinator.core import Coordinator, OpeningBalances, decode_record
+from coordinator.core import Coordinator
+from coordinator.records import decode_record
 from coordinator.retention import Retention, archive_dir, retire
 from coordinator.snapshot import SnapshotError, capture, load
+from coordinator.state import OpeningBalances
 from coordinator.store import MemoryStore, RecordStore, SqliteStore
 from protocol.events import MessageReceived, Publish, Tick
 from protocol.messages import MarketParams, Message

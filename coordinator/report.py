@@ -119,7 +119,7 @@ def market_report(
 
     `outputs` is what the coordinator published, or a tally already folded from it.
     """
-    from coordinator.core import check_invariants
+    from coordinator.invariants import check_invariants
 
     ledger = coordinator.ledger
     rounds = outputs.summaries() if isinstance(outputs, RoundTally) else round_summaries(outputs)

@@ -26,7 +26,8 @@ from typing import Final, Literal
 
 import msgspec
 
-from coordinator.core import Coordinator, decode_record
+from coordinator.core import Coordinator
+from coordinator.records import decode_record
 from coordinator.snapshot import SnapshotError, capture, load, round_of
 from coordinator.store import RecordStore
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import msgspec
 import structlog
 
-from coordinator.core import Coordinator, OpeningBalances, decode_record, encode_record
+from coordinator.core import Coordinator
 from coordinator.record_log import (
     SNAPSHOT_EVERY,
     RecordLog,
@@ -36,8 +36,10 @@ from coordinator.record_log import (
     read_meta,
 )
 from coordinator.record_log import CoordinatorStartError as CoordinatorStartError
+from coordinator.records import decode_record, encode_record
 from coordinator.report import RoundTally, market_report
 from coordinator.retention import KEEP_ALL, Retention
+from coordinator.state import OpeningBalances
 from coordinator.store import RecordStore, SqliteStore
 from coordinator.verifier import InlineVerifier, SignatureVerifier, open_verifier
 from protocol import topics

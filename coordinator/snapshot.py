@@ -15,18 +15,18 @@ from typing import Final
 
 import msgspec
 
-from coordinator.core import (
-    Coordinator,
+from coordinator.core import Coordinator
+from coordinator.ledger import Ledger, LedgerError, dump_ledger, load_ledger
+from coordinator.state import (
+    Batch,
+    CostBid,
     OpeningBalances,
     Phase,
+    ProverState,
+    Round,
     TaskKey,
     TaskState,
-    _Batch,
-    _CostBid,
-    _Prover,
-    _Round,
 )
-from coordinator.ledger import Ledger, LedgerError, dump_ledger, load_ledger
 from protocol.messages import MarketParams
 
 FORMAT: Final = 1
@@ -130,7 +130,7 @@ def capture(core: Coordinator, position: int) -> bytes:
     return MAGIC + hashlib.blake2b(payload, digest_size=_DIGEST).digest() + payload
 
 
-def _round_state(r: _Round) -> _RoundState:
+def _round_state(r: Round) -> _RoundState:
     return _RoundState(
         number=r.number,
         epoch=r.epoch,
@@ -195,9 +195,9 @@ def load(blank: Coordinator, data: bytes, *, position: int | None = None) -> Coo
     return blank
 
 
-def _round_of(r: _RoundState) -> _Round:
+def _round_of(r: _RoundState) -> Round:
     batches = {
-        b.prover: _Batch(
+        b.prover: Batch(
             prover=b.prover,
             round=r.number,
             tasks=tuple(tuple(t) for t in b.tasks),  # type: ignore[misc]
@@ -207,19 +207,19 @@ def _round_of(r: _RoundState) -> _Round:
         )
         for b in r.batches
     }
-    return _Round(
+    return Round(
         number=r.number,
         epoch=r.epoch,
         bid_deadline=r.bid_deadline,
         prove_deadline=r.prove_deadline,
         phase=Phase(r.phase),
         tasks=[tuple(t) for t in r.tasks],  # type: ignore[misc]
-        cost_bids={k: _CostBid(cost=c, ref=ref) for k, c, ref in r.cost_bids},
+        cost_bids={k: CostBid(cost=c, ref=ref) for k, c, ref in r.cost_bids},
         batches=batches,
     )
 
 
-def _apply(core: Coordinator, state: _State, ledger: Ledger, rounds: dict[int, _Round]) -> None:
+def _apply(core: Coordinator, state: _State, ledger: Ledger, rounds: dict[int, Round]) -> None:
     core.ledger = ledger
     core._started = state.started
     core._bidding = state.bidding
@@ -229,7 +229,7 @@ def _apply(core: Coordinator, state: _State, ledger: Ledger, rounds: dict[int, _
     core._tasks = {(t.user, t.task_id): t for t in state.tasks}
     core._wire = {t.wire_id: (t.user, t.task_id) for t in state.tasks}
     core._provers = {
-        k: _Prover(capacities=dict(caps), open_rounds=set(open_rounds))
+        k: ProverState(capacities=dict(caps), open_rounds=set(open_rounds))
         for k, caps, open_rounds in state.provers
     }
     core._proving = {n for n, r in rounds.items() if r.phase is Phase.PROVE}

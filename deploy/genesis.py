@@ -26,8 +26,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from coordinator.core import OpeningBalances
 from coordinator.service import CoordinatorStartError
+from coordinator.state import OpeningBalances
 
 __all__ = [
     "GenesisError",

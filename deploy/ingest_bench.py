@@ -25,8 +25,9 @@ from typing import Any
 
 import msgspec
 
-from coordinator.core import Coordinator, OpeningBalances
+from coordinator.core import Coordinator
 from coordinator.service import CoordinatorService, IngestStats
+from coordinator.state import OpeningBalances
 from coordinator.store import SqliteStore
 from coordinator.verifier import SignatureVerifier, default_workers, open_verifier
 from deploy.market import DEFAULT_MARKET

@@ -17,8 +17,10 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeAlias
 
-from coordinator.core import Coordinator, CoordinatorEvent, OpeningBalances
+from coordinator.core import Coordinator
+from coordinator.records import CoordinatorEvent
 from coordinator.report import RoundTally, market_report
+from coordinator.state import OpeningBalances
 from protocol.events import MessageReceived, Publish, Record, Tick, WakeAt
 from protocol.mechanism import Mechanism, Outcome, ProverBid, TaskBid, get_mechanism
 from protocol.messages import MarketParams, Message, TaskProof

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from coordinator.core import CoordinatorEvent, encode_record
 from coordinator.record_log import SNAPSHOT_EVERY, RecordLog, fold, open_record_log
+from coordinator.records import CoordinatorEvent, encode_record
 from coordinator.report import RoundTally
 from coordinator.retention import KEEP_ALL, Retention, archive_dir
 from deploy.simulation import SimConfig, Simulation

@@ -25,9 +25,9 @@ from pathlib import Path
 
 import msgspec
 
-from coordinator.core import OpeningBalances
 from coordinator.report import honest_losses
 from coordinator.service import CoordinatorConfig, summary_from_ledger
+from coordinator.state import OpeningBalances
 from deploy.broker import EmbeddedBroker
 from deploy.genesis import MarketGenesis, dump_genesis
 from deploy.market import DEFAULT_MARKET, dump_market, load_market

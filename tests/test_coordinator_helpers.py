@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
-from coordinator.core import Coordinator, CoordinatorEffect, CoordinatorEvent, OpeningBalances
+from coordinator.core import Coordinator
+from coordinator.records import CoordinatorEffect, CoordinatorEvent
+from coordinator.state import OpeningBalances
 from protocol.events import MessageReceived, Publish, Record, Tick
 from protocol.messages import (
     AssignedTask,
@@ -22,6 +24,14 @@ from protocol.messages import (
     Withdrawal,
 )
 from protocol.workload import prove_batch
+
+
+def replayed(core: Coordinator, events: Iterable[CoordinatorEvent]) -> Coordinator:
+    """`core` after handling recorded `events`, their effects dropped (carried out before)."""
+    for event in events:
+        core.handle(event)
+    return core
+
 
 MARKET = "test"
 P_MAX = 10

@@ -12,9 +12,11 @@ from test_coordinator_helpers import (
     params,
     published,
     reject_codes,
+    replayed,
 )
 
-from coordinator.core import Coordinator, check_invariants
+from coordinator.core import Coordinator
+from coordinator.invariants import check_invariants
 from protocol.messages import Assignment
 
 SEEN = 4
@@ -84,7 +86,8 @@ def test_redelivery_of_a_forgotten_round_is_refused_and_changes_nothing() -> Non
         codes += reject_codes(market.feed(event))
     assert before == coordinator.state()
     assert {"late_bid", "late_proof", "capacity_locked"} == set(codes)
-    restored = Coordinator.restore(
-        params(), genesis(balance=10_000), COORD, START, market.recorded, seen_rounds=SEEN
+    restored = replayed(
+        Coordinator(params(), genesis(balance=10_000), COORD, START, seen_rounds=SEEN),
+        market.recorded,
     )
     assert coordinator.state() == restored.state()

@@ -18,8 +18,10 @@ import pytest
 import structlog
 from conftest import RunningBroker, with_bad_signature
 
-from coordinator.core import Coordinator, OpeningBalances, decode_record
+from coordinator.core import Coordinator
+from coordinator.records import decode_record
 from coordinator.service import CoordinatorService
+from coordinator.state import OpeningBalances
 from coordinator.store import MemoryStore
 from coordinator.verifier import (
     InlineVerifier,

@@ -5,14 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from test_coordinator_helpers import FAUCET, PROVERS, START, USERS, Market, genesis, params
-
-from coordinator.core import (
-    Coordinator,
-    CoordinatorEvent,
-    decode_record,
-    encode_record,
+from test_coordinator_helpers import (
+    FAUCET,
+    PROVERS,
+    START,
+    USERS,
+    Market,
+    genesis,
+    params,
+    replayed,
 )
+
+from coordinator.core import Coordinator
+from coordinator.records import CoordinatorEvent, decode_record, encode_record
 from coordinator.store import SqliteStore
 from deploy.simulation import SimConfig, run_simulation
 from protocol.events import Record
@@ -48,13 +53,15 @@ def test_replay_of_records_reaches_same_state(
     records: list[CoordinatorEvent] = []
     for event in inputs:
         records += [e.event for e in live.handle(event) if isinstance(e, Record)]
-    restored = Coordinator.restore(
-        finished.params,
-        finished.genesis,
-        finished.key,
-        finished.start_ms,
+    restored = replayed(
+        Coordinator(
+            finished.params,
+            finished.genesis,
+            finished.key,
+            finished.start_ms,
+            rounds=finished.rounds_limit,
+        ),
         records,
-        rounds=finished.rounds_limit,
     )
     assert finished.state() == live.state()
     assert finished.state() == restored.state()
@@ -83,13 +90,15 @@ def test_crash_after_any_record_then_reopen_finishes_identically(
 
         reopened = SqliteStore(path)
         events = [decode_record(r) for r in reopened.replay()]
-        restored = Coordinator.restore(
-            finished.params,
-            finished.genesis,
-            finished.key,
-            finished.start_ms,
+        restored = replayed(
+            Coordinator(
+                finished.params,
+                finished.genesis,
+                finished.key,
+                finished.start_ms,
+                rounds=finished.rounds_limit,
+            ),
             events,
-            rounds=finished.rounds_limit,
         )
         for event in inputs[position + 1 :]:
             for effect in restored.handle(event):
@@ -123,7 +132,7 @@ def test_withdrawals_and_grants_replay_through_sqlite(tmp_path: Path) -> None:
     reopened = SqliteStore(tmp_path / "ledger.sqlite")
     events = [decode_record(r) for r in reopened.replay()]
     reopened.close()
-    restored = Coordinator.restore(params(), gen, "c" * 64, START, events)
+    restored = replayed(Coordinator(params(), gen, "c" * 64, START), events)
     assert market.recorded == events
     assert market.coordinator.state() == restored.state()
     assert (20, 0, 765, 245) == (

@@ -19,16 +19,14 @@ from test_coordinator_helpers import (
     proofs_for,
     published,
     reject_codes,
+    replayed,
 )
 
-from coordinator.core import (
-    SEEN_ROUNDS,
-    Coordinator,
-    CoordinatorEffect,
-    check_invariants,
-    wire_task_id,
-)
+from coordinator.core import SEEN_ROUNDS, Coordinator
+from coordinator.invariants import check_invariants
 from coordinator.ledger import TREASURY
+from coordinator.records import CoordinatorEffect
+from coordinator.state import wire_task_id
 from protocol.events import Publish, Record, WakeAt
 from protocol.messages import (
     Assignment,
@@ -667,7 +665,9 @@ def test_faucet_grants_survive_replay() -> None:
     """A restored coordinator remembers the grants taken, so a replayed grant credits nothing."""
     market = faucet_market()
     market.grant(U0, 50, nonce=1)
-    restored = Coordinator.restore(params(), genesis(faucet=FAUCET), COORD, START, market.recorded)
+    restored = replayed(
+        Coordinator(params(), genesis(faucet=FAUCET), COORD, START), market.recorded
+    )
     assert market.coordinator.state() == restored.state()
     assert [] == reject_codes(Market(restored).grant(U0, 50, nonce=1))
     assert 150 == restored.balance(U0)

@@ -53,8 +53,10 @@ def test_coalescing_keeps_every_receipt() -> None:
 
 def test_restore_resends_only_what_follows_the_published_watermark() -> None:
     """Records past the watermark give back their messages; earlier ones replay silently."""
-    from coordinator.core import Coordinator, OpeningBalances, encode_record
+    from coordinator.core import Coordinator
+    from coordinator.records import encode_record
     from coordinator.service import CoordinatorConfig, restore
+    from coordinator.state import OpeningBalances
     from coordinator.store import MemoryStore
     from deploy.market import DEFAULT_MARKET
     from protocol.events import Record, Tick

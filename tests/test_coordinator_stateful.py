@@ -19,9 +19,12 @@ from test_coordinator_helpers import (
     genesis,
     params,
     proofs_for,
+    replayed,
 )
 
-from coordinator.core import Coordinator, CoordinatorEffect, CoordinatorEvent, check_invariants
+from coordinator.core import Coordinator
+from coordinator.invariants import check_invariants
+from coordinator.records import CoordinatorEffect, CoordinatorEvent
 from coordinator.snapshot import capture, load
 from protocol.events import Publish, Record
 from protocol.messages import (
@@ -217,22 +220,23 @@ class CoordinatorMachine(RuleBasedStateMachine):
     def teardown(self) -> None:
         for status in sorted({t.status for t in self.coordinator.tasks()}):
             event(f"some task {status}")
-        restored = Coordinator.restore(
-            self.params, self.genesis, COORD, START, self.market.recorded, seen_rounds=SEEN
+        restored = replayed(
+            Coordinator(self.params, self.genesis, COORD, START, seen_rounds=SEEN),
+            self.market.recorded,
         )
         assert self.coordinator.state() == restored.state()
         # Snapshot halfway through the log, then replay the rest: the very same state.
         recorded = list(self.market.recorded)
         at = len(recorded) // 2
-        head = Coordinator.restore(
-            self.params, self.genesis, COORD, START, recorded[:at], seen_rounds=SEEN
+        head = replayed(
+            Coordinator(self.params, self.genesis, COORD, START, seen_rounds=SEEN), recorded[:at]
         )
         resumed = load(
             Coordinator(self.params, self.genesis, COORD, START, seen_rounds=SEEN),
             capture(head, at),
             position=at,
         )
-        resumed.replay(recorded[at:])
+        replayed(resumed, recorded[at:])
         assert capture(self.coordinator, len(recorded)) == capture(resumed, len(recorded))
 
 

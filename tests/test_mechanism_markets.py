@@ -10,7 +10,8 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from coordinator.core import Coordinator, OpeningBalances
+from coordinator.core import Coordinator
+from coordinator.state import OpeningBalances
 from deploy.market import DEFAULT_MARKET, MarketFileError, dump_market, load_market
 from deploy.simulation import SimConfig, run_simulation
 from protocol.mechanism import COMPARED, market_mechanism

@@ -20,8 +20,10 @@ import structlog
 import structlog.testing
 from conftest import RunningBroker, with_bad_signature
 
-from coordinator.core import Coordinator, OpeningBalances, check_invariants
+from coordinator.core import Coordinator
+from coordinator.invariants import check_invariants
 from coordinator.service import CoordinatorConfig, run_coordinator
+from coordinator.state import OpeningBalances
 from deploy.hostile import invalid_point_key
 from protocol import topics
 from protocol.envelope import envelope_ref, open_envelope, seal

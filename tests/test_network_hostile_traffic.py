@@ -29,7 +29,8 @@ from test_network_hostile import (
     listening,
 )
 
-from coordinator.core import Coordinator, check_invariants
+from coordinator.core import Coordinator
+from coordinator.invariants import check_invariants
 from coordinator.service import run_coordinator
 from deploy.hostile import HostileTraffic
 from protocol import topics

@@ -24,8 +24,8 @@ import msgspec
 import pytest
 from conftest import RunningBroker
 
-from coordinator.core import OpeningBalances
 from coordinator.service import CoordinatorConfig, summary_from_ledger
+from coordinator.state import OpeningBalances
 from deploy.genesis import MarketGenesis, dump_genesis
 from deploy.market import DEFAULT_MARKET
 from deploy.testnet import Plan, make_plan, run_testnet

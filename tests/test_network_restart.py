@@ -16,8 +16,10 @@ from pathlib import Path
 import pytest
 from conftest import RunningBroker
 
-from coordinator.core import Coordinator, OpeningBalances, encode_record
+from coordinator.core import Coordinator
+from coordinator.records import encode_record
 from coordinator.service import CoordinatorConfig, open_ledger, run_coordinator
+from coordinator.state import OpeningBalances
 from protocol import topics
 from protocol.envelope import open_envelope
 from protocol.events import MessageReceived, Record, Tick

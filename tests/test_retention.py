@@ -12,8 +12,8 @@ import pytest
 from click.testing import CliRunner
 
 from coordinator.audit import export_records, inspect_ledger, verify_ledger
-from coordinator.core import CoordinatorEvent, encode_record
 from coordinator.record_log import fold, open_record_log
+from coordinator.records import CoordinatorEvent, encode_record
 from coordinator.retention import (
     Retention,
     archive_dir,

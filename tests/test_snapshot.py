@@ -9,9 +9,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
-from coordinator.core import Coordinator, CoordinatorEvent, OpeningBalances, encode_record
+from coordinator.core import Coordinator
 from coordinator.record_log import RecordLog, RunMeta, fold, open_record_log
+from coordinator.records import CoordinatorEvent, encode_record
 from coordinator.snapshot import SnapshotCorrupt, SnapshotForeign, capture, load
+from coordinator.state import OpeningBalances
 from coordinator.store import MemoryStore, SqliteStore
 from deploy.simulation import SimConfig, Simulation
 from protocol.events import Publish

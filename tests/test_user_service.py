@@ -8,8 +8,8 @@ import msgspec
 import pytest
 from conftest import RunningBroker
 
-from coordinator.core import OpeningBalances
 from coordinator.service import CoordinatorConfig, run_coordinator
+from coordinator.state import OpeningBalances
 from deploy.market import DEFAULT_MARKET
 from protocol.identity import Identity
 from user_client.service import UserConfig, run_user

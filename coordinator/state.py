@@ -1,0 +1,110 @@
+"""The coordinator's state, as plain values: tasks, rounds, batches, provers.
+
+Only `coordinator.core` changes these; the plan functions (`clearing`, `settlement`)
+read them and return what should change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Literal, TypeAlias
+
+import msgspec
+
+TaskStatus: TypeAlias = Literal["open", "assigned", "charged", "refunded", "released"]
+TaskKey: TypeAlias = tuple[str, str]
+"""A task belongs to the user who bid it: (user key, the user's own task id)."""
+
+
+def wire_task_id(user: str, task_id: str) -> str:
+    """The id provers see for a user's task: 32 hex digits, stable, distinct across users.
+
+    Users choose their own task ids, so two users may pick the same one; provers see a
+    batch from many users, so the wire carries a hash of owner and id instead.
+    """
+    digest = hashlib.blake2b(
+        f"{user}/{task_id}".encode(), digest_size=16, person=b"proofmarket-task"
+    )
+    return digest.hexdigest()
+
+
+class OpeningBalances(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """The money a market starts with: users' balances and provers' free deposits.
+
+    `faucet`, when set, is the one key whose signed `FaucetGrant`s bring new money in
+    later; without it the genesis is all the money there will ever be.
+    """
+
+    balances: dict[str, int] = {}
+    deposits: dict[str, int] = {}
+    faucet: str | None = None
+
+
+class Phase(Enum):
+    """Where a round is: taking bids, waiting for proofs, or settled."""
+
+    BID = "bid"
+    PROVE = "prove"
+    SETTLED = "settled"
+
+
+@dataclass(slots=True)
+class TaskState:
+    """One task bid, from acceptance to settlement."""
+
+    task_id: str
+    user: str
+    wire_id: str
+    fee: int
+    task_input: bytes
+    carry_over: bool
+    round: int
+    status: TaskStatus = "open"
+    prover: str | None = None
+    price: int | None = None
+    settlements: int = 0
+    carried_from: int | None = None
+
+
+@dataclass(slots=True)
+class CostBid:
+    """A prover's cost bid in a round, with the envelope that carried it."""
+
+    cost: int
+    ref: bytes
+
+
+@dataclass(slots=True)
+class Batch:
+    """The tasks one winning prover must prove in a round, and what it will be paid."""
+
+    prover: str
+    round: int
+    tasks: tuple[TaskKey, ...]
+    payment: int
+    proofs: dict[TaskKey, bytes | None] = field(default_factory=dict)  # None: invalid proof
+    settled: bool = False
+
+
+@dataclass(slots=True)
+class Round:
+    """One round: its deadlines, phase, task bids, cost bids and batches."""
+
+    number: int
+    epoch: int
+    bid_deadline: int
+    prove_deadline: int
+    phase: Phase = Phase.BID
+    tasks: list[TaskKey] = field(default_factory=list)
+    cost_bids: dict[str, CostBid] = field(default_factory=dict)
+    batches: dict[str, Batch] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class ProverState:
+    """What the market remembers of a prover between rounds."""
+
+    capacities: dict[int, int] = field(default_factory=dict)  # epoch -> declared capacity
+    open_rounds: set[int] = field(default_factory=set)  # rounds with an unsettled batch
