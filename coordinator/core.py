@@ -21,15 +21,15 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Final, Literal
 
-from coordinator.clearing import Admission, TaskFate, plan_admission, plan_task_fates, subsidy_draw
-from coordinator.ledger import (
+from coordinator.accounts import (
     TREASURY,
-    Ledger,
+    Accounts,
     balance_of,
     deposit_of,
     escrow_of,
     locked_of,
 )
+from coordinator.clearing import Admission, TaskFate, plan_admission, plan_task_fates, subsidy_draw
 from coordinator.records import CoordinatorEffect, CoordinatorEvent
 from coordinator.settlement import plan_settlement
 from coordinator.state import (
@@ -38,12 +38,14 @@ from coordinator.state import (
     OpeningBalances,
     Phase,
     ProverState,
+    Refusal,
     Round,
     TaskKey,
     TaskState,
     TaskStatus,
     wire_task_id,
 )
+from coordinator.views import comparable_state
 from protocol.events import MessageReceived, Publish, Record, Tick, WakeAt
 from protocol.mechanism import Outcome, market_mechanism
 from protocol.messages import (
@@ -85,15 +87,6 @@ SEEN_ROUNDS: Final = 64
 _NO_REFS: Final[frozenset[bytes]] = frozenset()
 
 
-class _Refused(Exception):
-    """A message the market rules refuse; the core answers it with a signed reject."""
-
-    def __init__(self, code: RejectCode, reason: str) -> None:
-        super().__init__(reason)
-        self.code = code
-        self.reason = reason
-
-
 class Coordinator:
     """One market's coordinator as a pure state machine.
 
@@ -129,13 +122,13 @@ class Coordinator:
         # Signing is deterministic: replaying a record log with the same key re-derives
         # every seed, so the core stays a pure function of its inputs and its key.
         self.tie_signer = tie_signer if params.signed_ties else None
-        self.ledger = Ledger()
+        self.accounts = Accounts()
         for owner, amount in sorted(genesis.balances.items()):
             if amount:
-                self.ledger.fund(balance_of(owner), amount)
+                self.accounts.fund(balance_of(owner), amount)
         for owner, amount in sorted(genesis.deposits.items()):
             if amount:
-                self.ledger.fund(deposit_of(owner), amount)
+                self.accounts.fund(deposit_of(owner), amount)
         self._started = False
         self._bidding: int = 0  # the round open for bids (or the next to open)
         self._rounds: dict[int, Round] = {}
@@ -236,60 +229,20 @@ class Coordinator:
         return held
 
     def balance(self, owner: str) -> int:
-        return self.ledger.balance(balance_of(owner))
+        return self.accounts.balance(balance_of(owner))
 
     def escrow(self, owner: str) -> int:
-        return self.ledger.balance(escrow_of(owner))
+        return self.accounts.balance(escrow_of(owner))
 
     def deposit(self, owner: str) -> int:
-        return self.ledger.balance(deposit_of(owner))
+        return self.accounts.balance(deposit_of(owner))
 
     def locked(self, owner: str) -> int:
-        return self.ledger.balance(locked_of(owner))
+        return self.accounts.balance(locked_of(owner))
 
     def state(self) -> dict[str, object]:
         """Everything that defines the market's state, in a comparable, ordered form."""
-        return {
-            "bidding": self._bidding,
-            "started": self._started,
-            "ledger": sorted((a.kind.value, a.owner, b) for a, b in self.ledger.snapshot().items()),
-            "tasks": sorted(
-                (
-                    t.user,
-                    t.task_id,
-                    t.wire_id,
-                    t.fee,
-                    t.round,
-                    t.status,
-                    t.prover,
-                    t.price,
-                    t.settlements,
-                    t.carried_from,
-                )
-                for t in self._tasks.values()
-            ),
-            "rounds": sorted(
-                (
-                    r.number,
-                    r.phase.value,
-                    tuple(r.tasks),
-                    tuple(sorted((k, b.cost) for k, b in r.cost_bids.items())),
-                    tuple(
-                        sorted(
-                            (k, b.tasks, b.payment, b.settled, tuple(sorted(b.proofs.items())))
-                            for k, b in r.batches.items()
-                        )
-                    ),
-                )
-                for r in self._rounds.values()
-            ),
-            "grants": sorted(self._grants.items()),
-            "slashes": sorted(self.slashes.items()),
-            "provers": sorted(
-                (k, tuple(sorted(p.capacities.items())), tuple(sorted(p.open_rounds)))
-                for k, p in self._provers.items()
-            ),
-        }
+        return comparable_state(self)
 
     # -- messages -----------------------------------------------------------------------
 
@@ -297,7 +250,7 @@ class Coordinator:
         msg = event.message
         try:
             if getattr(msg, "market", None) != self.params.market:
-                raise _Refused(
+                raise Refusal(
                     RejectCode.WRONG_MARKET, f"this coordinator runs {self.params.market!r}"
                 )
             if isinstance(msg, TaskBidMessage):
@@ -312,10 +265,10 @@ class Coordinator:
                 return self._on_withdrawal(event, msg)
             if isinstance(msg, FaucetGrant):
                 return self._on_faucet_grant(event, msg)
-            raise _Refused(
+            raise Refusal(
                 RejectCode.UNEXPECTED_MESSAGE, f"a coordinator does not take {type(msg).__name__}"
             )
-        except _Refused as refused:
+        except Refusal as refused:
             reject = self._reject(
                 refused.code, refused.reason, event.ref, getattr(msg, "round", None)
             )
@@ -329,10 +282,10 @@ class Coordinator:
         r = self._rounds.get(number)
         if r is None:
             if number < self._bidding:
-                raise _Refused(RejectCode.LATE_BID, f"round {number} has closed")
-            raise _Refused(RejectCode.WRONG_ROUND, f"round {number} is not open for bids")
+                raise Refusal(RejectCode.LATE_BID, f"round {number} has closed")
+            raise Refusal(RejectCode.WRONG_ROUND, f"round {number} is not open for bids")
         if r.phase is not Phase.BID or now > r.bid_deadline:
-            raise _Refused(
+            raise Refusal(
                 RejectCode.LATE_BID, f"round {number} closed for bids at {r.bid_deadline}"
             )
         return r
@@ -342,20 +295,20 @@ class Coordinator:
             return []
         r = self._open_round_for_bid(msg.round, event.now)
         if msg.fee > self.params.p_max:
-            raise _Refused(
+            raise Refusal(
                 RejectCode.FEE_ABOVE_P_MAX, f"fee {msg.fee} exceeds P_max {self.params.p_max}"
             )
         key = (event.sender, msg.task_id)
         wire_id = wire_task_id(event.sender, msg.task_id)
         if key in self._tasks or wire_id in self._wire:
-            raise _Refused(RejectCode.DUPLICATE_TASK, f"you already bid task {msg.task_id!r}")
-        available = self.ledger.balance(balance_of(event.sender))
+            raise Refusal(RejectCode.DUPLICATE_TASK, f"you already bid task {msg.task_id!r}")
+        available = self.accounts.balance(balance_of(event.sender))
         if available < msg.fee:
-            raise _Refused(
+            raise Refusal(
                 RejectCode.INSUFFICIENT_BALANCE, f"fee {msg.fee} exceeds balance {available}"
             )
         if msg.fee:
-            self.ledger.move(balance_of(event.sender), escrow_of(event.sender), msg.fee)
+            self.accounts.move(balance_of(event.sender), escrow_of(event.sender), msg.fee)
         self._tasks[key] = TaskState(
             task_id=msg.task_id,
             user=event.sender,
@@ -378,17 +331,17 @@ class Coordinator:
             return []
         r = self._open_round_for_bid(msg.round, event.now)
         if msg.cost > self.params.p_max:
-            raise _Refused(
+            raise Refusal(
                 RejectCode.COST_ABOVE_P_MAX, f"cost {msg.cost} exceeds P_max {self.params.p_max}"
             )
         prover = self._provers.get(event.sender)
         capacity = None if prover is None else prover.capacities.get(r.epoch)
         if prover is None or capacity is None:
-            raise _Refused(
+            raise Refusal(
                 RejectCode.CAPACITY_NOT_DECLARED, f"no capacity declared for epoch {r.epoch}"
             )
         if event.sender in r.cost_bids:
-            raise _Refused(RejectCode.DUPLICATE_BID, f"already bid in round {r.number}")
+            raise Refusal(RejectCode.DUPLICATE_BID, f"already bid in round {r.number}")
         self._top_up_lock(event.sender, self.params.p_max * capacity)
         r.cost_bids[event.sender] = CostBid(cost=msg.cost, ref=event.ref)
         self._remember(r.number, event.ref)
@@ -403,12 +356,12 @@ class Coordinator:
         e = self.params.epoch_rounds
         current_epoch = self._bidding // e
         if msg.epoch > current_epoch + 1:
-            raise _Refused(RejectCode.WRONG_EPOCH, f"epoch {msg.epoch} is too far ahead")
+            raise Refusal(RejectCode.WRONG_EPOCH, f"epoch {msg.epoch} is too far ahead")
         prover = self._provers.get(event.sender)
         declared = None if prover is None else prover.capacities.get(msg.epoch)
         first_round = msg.epoch * e
         if declared is not None and declared != msg.capacity:
-            raise _Refused(
+            raise Refusal(
                 RejectCode.CAPACITY_LOCKED, f"capacity {declared} is locked for epoch {msg.epoch}"
             )
         # The epoch's capacity must be fixed before its first round clears, that is before
@@ -417,7 +370,7 @@ class Coordinator:
         if declared is None and (
             first_round < self._bidding or (first is not None and first.phase is not Phase.BID)
         ):
-            raise _Refused(
+            raise Refusal(
                 RejectCode.CAPACITY_LOCKED, f"declarations for epoch {msg.epoch} have closed"
             )
         if declared is not None:
@@ -425,7 +378,7 @@ class Coordinator:
         previous = self._previous_capacity(prover, msg.epoch)
         m = self.params.capacity_factor
         if previous is not None and (msg.capacity > previous * m or msg.capacity * m < previous):
-            raise _Refused(
+            raise Refusal(
                 RejectCode.CAPACITY_CHANGE_TOO_LARGE,
                 f"capacity {msg.capacity} is more than a factor {m} from {previous}",
             )
@@ -449,35 +402,33 @@ class Coordinator:
 
     def _top_up_lock(self, prover: str, need: int) -> None:
         """Lock free deposit until `need` is locked, or refuse without changing anything."""
-        extra = need - self.ledger.balance(locked_of(prover))
+        extra = need - self.accounts.balance(locked_of(prover))
         if extra <= 0:
             return
-        free = self.ledger.balance(deposit_of(prover))
+        free = self.accounts.balance(deposit_of(prover))
         if free < extra:
-            raise _Refused(
+            raise Refusal(
                 RejectCode.INSUFFICIENT_DEPOSIT, f"needs {need} locked deposit; {free} free to add"
             )
-        self.ledger.move(deposit_of(prover), locked_of(prover), extra)
+        self.accounts.move(deposit_of(prover), locked_of(prover), extra)
 
     def _on_proofs(self, event: MessageReceived, msg: ProofSubmission) -> list[CoordinatorEffect]:
         r = self._rounds.get(msg.round)
         batch = None if r is None else r.batches.get(event.sender)
         if r is None and msg.round < self._floor:
-            raise _Refused(RejectCode.LATE_PROOF, f"round {msg.round} settled long ago")
+            raise Refusal(RejectCode.LATE_PROOF, f"round {msg.round} settled long ago")
         if r is None or batch is None:
-            raise _Refused(
-                RejectCode.NOT_ASSIGNED, f"no batch assigned to you in round {msg.round}"
-            )
+            raise Refusal(RejectCode.NOT_ASSIGNED, f"no batch assigned to you in round {msg.round}")
         if event.ref in self._seen(r.number):
             return []  # a redelivery of proofs already taken, even if the batch has settled
         if batch.settled or event.now > r.prove_deadline:
-            raise _Refused(
+            raise Refusal(
                 RejectCode.LATE_PROOF, f"round {msg.round} proofs were due by {r.prove_deadline}"
             )
         assigned = {self._tasks[k].wire_id: k for k in batch.tasks}
         stray = [p.task_id for p in msg.proofs if p.task_id not in assigned]
         if stray:
-            raise _Refused(RejectCode.NOT_ASSIGNED, f"task {stray[0]!r} is not in your batch")
+            raise Refusal(RejectCode.NOT_ASSIGNED, f"task {stray[0]!r} is not in your batch")
         # The first proof given for a task is final, so a prover cannot grind for a valid one.
         fresh: dict[TaskKey, bytes] = {}
         for p in msg.proofs:
@@ -512,24 +463,24 @@ class Coordinator:
         # Only the current round (or one still remembered) so that a replayed copy of a
         # paid withdrawal is always recognised.
         if msg.round > self._bidding or msg.round <= self._bidding - self.seen_rounds:
-            raise _Refused(
+            raise Refusal(
                 RejectCode.WRONG_ROUND, f"withdrawals name the current round, {self._bidding}"
             )
         if msg.amount < 1:
-            raise _Refused(RejectCode.INVALID_AMOUNT, f"amount {msg.amount} is not positive")
+            raise Refusal(RejectCode.INVALID_AMOUNT, f"amount {msg.amount} is not positive")
         owner = event.sender
         account = balance_of(owner) if msg.account == "balance" else deposit_of(owner)
-        available = self.ledger.balance(account)
+        available = self.accounts.balance(account)
         if available < msg.amount:
-            locked = self.ledger.balance(locked_of(owner))
+            locked = self.accounts.balance(locked_of(owner))
             if msg.account == "deposit" and available + locked >= msg.amount:
-                raise _Refused(
+                raise Refusal(
                     RejectCode.DEPOSIT_LOCKED, f"{available} free, {locked} locked by capacity"
                 )
-            raise _Refused(
+            raise Refusal(
                 RejectCode.INSUFFICIENT_FUNDS, f"{msg.account} {available} < {msg.amount}"
             )
-        self.ledger.pay_out(account, msg.amount)
+        self.accounts.pay_out(account, msg.amount)
         self._remember(msg.round, event.ref)
         receipt = WithdrawalReceipt(
             market=self.params.market,
@@ -544,7 +495,7 @@ class Coordinator:
     def _on_faucet_grant(self, event: MessageReceived, msg: FaucetGrant) -> list[CoordinatorEffect]:
         faucet = self.genesis.faucet
         if faucet is None or event.sender != faucet:
-            raise _Refused(RejectCode.NOT_FAUCET, "only the market's faucet key grants money")
+            raise Refusal(RejectCode.NOT_FAUCET, "only the market's faucet key grants money")
         grant = (msg.to, msg.account, msg.amount)
         notice = FundingNotice(
             market=self.params.market,
@@ -559,11 +510,11 @@ class Coordinator:
             # retrying faucet that it was taken.
             return [] if event.ref in self._grant_refs else [Publish(notice, to=faucet)]
         if taken is not None:
-            raise _Refused(RejectCode.DUPLICATE_GRANT, f"nonce {msg.nonce} names another grant")
+            raise Refusal(RejectCode.DUPLICATE_GRANT, f"nonce {msg.nonce} names another grant")
         if msg.amount < 1:
-            raise _Refused(RejectCode.INVALID_AMOUNT, f"amount {msg.amount} is not positive")
+            raise Refusal(RejectCode.INVALID_AMOUNT, f"amount {msg.amount} is not positive")
         account = balance_of(msg.to) if msg.account == "balance" else deposit_of(msg.to)
-        self.ledger.fund(account, msg.amount)
+        self.accounts.fund(account, msg.amount)
         self._grants[msg.nonce] = grant
         self._grant_refs.add(event.ref)
         effects: list[CoordinatorEffect] = [Record(event), Publish(notice, to=msg.to)]
@@ -674,7 +625,7 @@ class Coordinator:
             "declaration_refs": sum(len(refs) for refs in self._declaration_refs.values()),
             "capacities": sum(len(p.capacities) for p in self._provers.values()),
             "provers": len(self._provers),
-            "accounts": len(self.ledger.snapshot()),
+            "accounts": len(self.accounts.snapshot()),
             "grants": len(self._grants),
         }
 
@@ -801,7 +752,7 @@ class Coordinator:
 
     def _release(self, task: TaskState) -> Publish:
         if task.fee:
-            self.ledger.move(escrow_of(task.user), balance_of(task.user), task.fee)
+            self.accounts.move(escrow_of(task.user), balance_of(task.user), task.fee)
         self._mark(task, "released")
         notice = SettlementNotice(
             market=self.params.market,
@@ -825,9 +776,9 @@ class Coordinator:
         if draw == 0:
             return outcome, 0
         account = balance_of(self.params.subsidy_account or "")
-        if self.ledger.balance(account) < draw:
+        if self.accounts.balance(account) < draw:
             return Outcome(mechanism=outcome.mechanism), 0
-        self.ledger.move(account, TREASURY, draw)
+        self.accounts.move(account, TREASURY, draw)
         return outcome, draw
 
     def _settle_round(self, r: Round) -> list[CoordinatorEffect]:
@@ -844,7 +795,7 @@ class Coordinator:
         plan = plan_settlement(
             batch, self._tasks, p_max=self.params.p_max, locked=self.locked(batch.prover)
         )
-        self.ledger.transfer(plan.postings)
+        self.accounts.transfer(plan.postings)
         market = self.params.market
         effects: list[CoordinatorEffect] = []
         for settled in plan.tasks:
@@ -884,6 +835,6 @@ class Coordinator:
         current = self._bidding // self.params.epoch_rounds
         caps = [c for e, c in prover.capacities.items() if e >= current]
         target = self.params.p_max * max(caps, default=0)
-        excess = self.ledger.balance(locked_of(key)) - target
+        excess = self.accounts.balance(locked_of(key)) - target
         if excess > 0:
-            self.ledger.move(locked_of(key), deposit_of(key), excess)
+            self.accounts.move(locked_of(key), deposit_of(key), excess)

@@ -11,7 +11,7 @@ if TYPE_CHECKING:
 def check_invariants(coordinator: Coordinator) -> list[str]:
     """Every market invariant that fails, as readable lines (empty when all hold)."""
     problems: list[str] = []
-    ledger = coordinator.ledger
+    ledger = coordinator.accounts
     if not ledger.conserved():
         problems.append(
             f"money not conserved: total {ledger.total()} != funded {ledger.funded()}"

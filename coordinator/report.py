@@ -121,7 +121,7 @@ def market_report(
     """
     from coordinator.invariants import check_invariants
 
-    ledger = coordinator.ledger
+    ledger = coordinator.accounts
     rounds = outputs.summaries() if isinstance(outputs, RoundTally) else round_summaries(outputs)
     return {
         "rounds": rounds,

@@ -30,13 +30,12 @@ from coordinator.core import Coordinator
 from coordinator.record_log import (
     SNAPSHOT_EVERY,
     RecordLog,
-    RunMeta,
     fold,
     open_record_log,
     read_meta,
 )
 from coordinator.record_log import CoordinatorStartError as CoordinatorStartError
-from coordinator.records import decode_record, encode_record
+from coordinator.records import encode_record
 from coordinator.report import RoundTally, market_report
 from coordinator.retention import KEEP_ALL, Retention
 from coordinator.state import OpeningBalances
@@ -96,20 +95,6 @@ class CoordinatorConfig:
     verify_workers: int = 0  # processes that check signatures; 0 checks them in the loop
     snapshot_every: int = SNAPSHOT_EVERY  # records between snapshots of the core
     retention: Retention = KEEP_ALL  # what happens to records behind the snapshots
-
-
-def open_ledger(
-    config: CoordinatorConfig, key: str, now: int
-) -> tuple[RecordLog, RunMeta, list[MessageReceived | Tick]]:
-    """The record log, the run it belongs to, and the events already recorded in it."""
-    log = open_record_log(
-        config.ledger,
-        key=key,
-        params=config.params,
-        genesis=config.genesis,
-        start_ms=now + config.start_delay_ms,
-    )
-    return log, log.meta, [decode_record(r) for r in log.replay()]
 
 
 @dataclass(slots=True)
@@ -664,32 +649,6 @@ def _acks(message: Message) -> int:
     if isinstance(message, BidReceipts):
         return len(message.receipts)
     return 0
-
-
-def restore(
-    config: CoordinatorConfig,
-    key: str,
-    start_ms: int,
-    recorded: Sequence[MessageReceived | Tick],
-    store: RecordStore,
-    tie_signer: Callable[[bytes], bytes] | None = None,
-) -> tuple[Coordinator, list[Publish]]:
-    """The core rebuilt from `recorded` (all of `store`), and what it may not have sent.
-
-    Records up to the store's published watermark are replayed silently; the messages
-    produced by the records after it are returned, to be sent again. A restart uses
-    `record_log.fold`, which starts from a snapshot; this is the full replay.
-    """
-    core = Coordinator(
-        config.params, config.genesis, key, start_ms, rounds=config.rounds, tie_signer=tie_signer
-    )
-    published = store.published()
-    resend: list[Publish] = []
-    for seq, event in enumerate(recorded):
-        effects = core.handle(event)
-        if seq > published:
-            resend.extend(e for e in effects if isinstance(e, Publish))
-    return core, resend
 
 
 async def run_coordinator(

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from coordinator.ledger import SLASHED, TREASURY, Account, balance_of, escrow_of, locked_of
+from coordinator.accounts import SLASHED, TREASURY, Account, balance_of, escrow_of, locked_of
 from coordinator.state import Batch, TaskKey, TaskState
 
 

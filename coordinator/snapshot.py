@@ -15,8 +15,8 @@ from typing import Final
 
 import msgspec
 
+from coordinator.accounts import Accounts, AccountsError, dump_accounts, load_accounts
 from coordinator.core import Coordinator
-from coordinator.ledger import Ledger, LedgerError, dump_ledger, load_ledger
 from coordinator.state import (
     Batch,
     CostBid,
@@ -106,7 +106,7 @@ def _run_of(core: Coordinator) -> _Run:
 
 def capture(core: Coordinator, position: int) -> bytes:
     """The snapshot of `core`, which has folded exactly the first `position` records."""
-    balances, funded, withdrawn = dump_ledger(core.ledger)
+    balances, funded, withdrawn = dump_accounts(core.accounts)
     state = _State(
         format=FORMAT,
         run=_run_of(core),
@@ -187,9 +187,9 @@ def load(blank: Coordinator, data: bytes, *, position: int | None = None) -> Coo
     if blank._started or blank._rounds:
         raise ValueError("a snapshot is loaded into a new coordinator only")
     try:
-        ledger = load_ledger(state.balances, state.funded, state.withdrawn)
+        ledger = load_accounts(state.balances, state.funded, state.withdrawn)
         rounds = {r.number: _round_of(r) for r in state.rounds}
-    except (LedgerError, ValueError, KeyError) as exc:
+    except (AccountsError, ValueError, KeyError) as exc:
         raise SnapshotCorrupt(f"the snapshot's state is inconsistent: {exc}") from exc
     _apply(blank, state, ledger, rounds)
     return blank
@@ -219,8 +219,8 @@ def _round_of(r: _RoundState) -> Round:
     )
 
 
-def _apply(core: Coordinator, state: _State, ledger: Ledger, rounds: dict[int, Round]) -> None:
-    core.ledger = ledger
+def _apply(core: Coordinator, state: _State, ledger: Accounts, rounds: dict[int, Round]) -> None:
+    core.accounts = ledger
     core._started = state.started
     core._bidding = state.bidding
     core._floor = state.floor

@@ -13,6 +13,8 @@ from typing import Literal, TypeAlias
 
 import msgspec
 
+from protocol.rejects import RejectCode
+
 TaskStatus: TypeAlias = Literal["open", "assigned", "charged", "refunded", "released"]
 TaskKey: TypeAlias = tuple[str, str]
 """A task belongs to the user who bid it: (user key, the user's own task id)."""
@@ -108,3 +110,12 @@ class ProverState:
 
     capacities: dict[int, int] = field(default_factory=dict)  # epoch -> declared capacity
     open_rounds: set[int] = field(default_factory=set)  # rounds with an unsettled batch
+
+
+class Refusal(Exception):
+    """A message the market rules refuse; the core answers it with a signed reject."""
+
+    def __init__(self, code: RejectCode, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason

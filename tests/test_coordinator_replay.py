@@ -138,6 +138,6 @@ def test_withdrawals_and_grants_replay_through_sqlite(tmp_path: Path) -> None:
     assert (20, 0, 765, 245) == (
         restored.balance(USERS[0]),
         restored.deposit(PROVERS[0]),
-        restored.ledger.funded(),
-        restored.ledger.withdrawn(),
+        restored.accounts.funded(),
+        restored.accounts.withdrawn(),
     )

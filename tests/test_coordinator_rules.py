@@ -22,9 +22,9 @@ from test_coordinator_helpers import (
     replayed,
 )
 
+from coordinator.accounts import TREASURY
 from coordinator.core import SEEN_ROUNDS, Coordinator
 from coordinator.invariants import check_invariants
-from coordinator.ledger import TREASURY
 from coordinator.records import CoordinatorEffect
 from coordinator.state import wire_task_id
 from protocol.events import Publish, Record, WakeAt
@@ -415,7 +415,7 @@ def test_valid_proofs_charge_users_pay_prover_surplus_to_treasury() -> None:
         c.balance(U0),
         c.balance(U1),
         c.balance(P0),
-        c.ledger.balance(TREASURY),
+        c.accounts.balance(TREASURY),
     )
     assert {} == c.open_bids()
     assert [] == check_invariants(c)
@@ -517,7 +517,7 @@ def test_deposit_unlocked_after_epoch_and_withdrawable() -> None:
     c = market.coordinator
     assert (0, 100) == (c.locked(P0), c.deposit(P0))
     assert [] == reject_codes(market.withdraw(P0, 100, round=2, now=START + 2 * BID_MS))
-    assert (0, 100) == (c.deposit(P0), c.ledger.withdrawn())
+    assert (0, 100) == (c.deposit(P0), c.accounts.withdrawn())
 
 
 # -- withdrawals ------------------------------------------------------------------------
@@ -532,7 +532,7 @@ def test_withdrawal_pays_free_deposit_out() -> None:
     msg = receipt.message
     assert (P0, "deposit", 30, 70) == (receipt.to, msg.account, msg.amount, msg.remaining)  # type: ignore[attr-defined]
     c = market.coordinator
-    assert (70, 30, True) == (c.deposit(P0), c.ledger.withdrawn(), c.ledger.conserved())
+    assert (70, 30, True) == (c.deposit(P0), c.accounts.withdrawn(), c.accounts.conserved())
     assert [] == check_invariants(c)
 
 
@@ -543,7 +543,7 @@ def test_withdrawal_from_balance() -> None:
     market.withdraw(U0, 90, account="balance")
     assert ["insufficient_funds"] == reject_codes(market.withdraw(U0, 1, account="balance"))
     c = market.coordinator
-    assert (0, 10, 90) == (c.balance(U0), c.escrow(U0), c.ledger.withdrawn())
+    assert (0, 10, 90) == (c.balance(U0), c.escrow(U0), c.accounts.withdrawn())
 
 
 def test_withdrawal_of_locked_deposit_rejected() -> None:
@@ -554,7 +554,7 @@ def test_withdrawal_of_locked_deposit_rejected() -> None:
     assert (50, 50, 0) == (
         market.coordinator.deposit(P0),
         market.coordinator.locked(P0),
-        market.coordinator.ledger.withdrawn(),
+        market.coordinator.accounts.withdrawn(),
     )
 
 
@@ -586,7 +586,7 @@ def test_redelivered_withdrawal_paid_once() -> None:
     market.withdraw(P0, 10)
     assert [] == market.feed(market.recorded[-1])
     market.withdraw(P0, 10)
-    assert (80, 20) == (market.coordinator.deposit(P0), market.coordinator.ledger.withdrawn())
+    assert (80, 20) == (market.coordinator.deposit(P0), market.coordinator.accounts.withdrawn())
 
 
 def test_withdrawal_after_market_finished() -> None:
@@ -615,7 +615,7 @@ def test_faucet_grant_funds_balance_or_deposit() -> None:
     assert {U0, FAUCET} == {e.to for e in published(effects, FundingNotice)}
     market.grant(P0, 30, nonce=2, account="deposit")
     c = market.coordinator
-    assert (150, 130, 4 * 100 + 3 * 100 + 80) == (c.balance(U0), c.deposit(P0), c.ledger.funded())
+    assert (150, 130, 4 * 100 + 3 * 100 + 80) == (c.balance(U0), c.deposit(P0), c.accounts.funded())
     assert [] == check_invariants(c)
 
 
@@ -630,7 +630,7 @@ def test_faucet_grant_without_faucet_rejected() -> None:
     """A market whose genesis names no faucet takes no grants at all."""
     market = opened()
     assert ["not_faucet"] == reject_codes(market.grant(U0, 50, nonce=1))
-    assert 700 == market.coordinator.ledger.funded()
+    assert 700 == market.coordinator.accounts.funded()
 
 
 def test_same_faucet_grant_twice_credits_once() -> None:

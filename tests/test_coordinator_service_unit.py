@@ -51,11 +51,11 @@ def test_coalescing_keeps_every_receipt() -> None:
     assert 2 == len(out)
 
 
-def test_restore_resends_only_what_follows_the_published_watermark() -> None:
+def test_fold_resends_only_what_follows_the_published_watermark() -> None:
     """Records past the watermark give back their messages; earlier ones replay silently."""
     from coordinator.core import Coordinator
+    from coordinator.record_log import RecordLog, RunMeta, fold
     from coordinator.records import encode_record
-    from coordinator.service import CoordinatorConfig, restore
     from coordinator.state import OpeningBalances
     from coordinator.store import MemoryStore
     from deploy.market import DEFAULT_MARKET
@@ -63,19 +63,16 @@ def test_restore_resends_only_what_follows_the_published_watermark() -> None:
     from protocol.messages import RoundAnnouncement
 
     genesis = OpeningBalances()
-    config = CoordinatorConfig(broker="mqtt://127.0.0.1", params=DEFAULT_MARKET, genesis=genesis)
     live = Coordinator(DEFAULT_MARKET, genesis, A, 1000)
-    store = MemoryStore()
-    recorded = [Tick(1000), Tick(1000 + DEFAULT_MARKET.bid_window_ms)]
-    for tick in recorded:
-        store.append_many(
+    log = RecordLog(MemoryStore(), RunMeta(A, 1000, DEFAULT_MARKET, genesis))
+    for tick in (Tick(1000), Tick(1000 + DEFAULT_MARKET.bid_window_ms)):
+        log.append_many(
             [encode_record(e.event) for e in live.handle(tick) if isinstance(e, Record)]
         )
 
-    store.mark_published(0)
-    _, resend = restore(config, A, 1000, recorded, store)
+    log.mark_published(0)
+    resend = fold(log, use_snapshot=False).resend
     assert [1] == [p.message.round for p in resend if isinstance(p.message, RoundAnnouncement)]
 
-    store.mark_published(1)
-    _, resend = restore(config, A, 1000, recorded, store)
-    assert [] == resend
+    log.mark_published(1)
+    assert [] == fold(log, use_snapshot=False).resend

@@ -255,7 +255,7 @@ async def test_hostile_messages_get_signed_rejects_and_the_market_settles(
 
     assert isinstance(core, Coordinator)
     assert core.finished
-    assert core.ledger.conserved()
+    assert core.accounts.conserved()
     assert [] == check_invariants(core)
     clearings = [m for m in attacker.messages if isinstance(m, ClearingResult)]
     assert list(range(ROUNDS)) == sorted(c.round for c in clearings)
@@ -335,4 +335,4 @@ async def test_copies_wills_and_bad_topic_keys_get_their_one_answer(
     assert ["warning"] == [e["log_level"] for e in bad_key]
     assert [] == [e for e in logs if e["log_level"] in ("error", "critical")]
     assert isinstance(core, Coordinator)
-    assert core.ledger.conserved()
+    assert core.accounts.conserved()

@@ -135,7 +135,7 @@ async def test_every_hostile_input_gets_its_reject_and_the_market_settles(
     assert 19 == len({i.kind for i in inputs})
     assert isinstance(core, Coordinator)
     assert core.finished
-    assert core.ledger.conserved()
+    assert core.accounts.conserved()
     assert [] == check_invariants(core)
     clearings = [m for m in attacker.messages if isinstance(m, ClearingResult)]
     assert list(range(ROUNDS)) == sorted(c.round for c in clearings)

@@ -17,8 +17,9 @@ import pytest
 from conftest import RunningBroker
 
 from coordinator.core import Coordinator
+from coordinator.record_log import open_record_log
 from coordinator.records import encode_record
-from coordinator.service import CoordinatorConfig, open_ledger, run_coordinator
+from coordinator.service import CoordinatorConfig, run_coordinator
 from coordinator.state import OpeningBalances
 from protocol import topics
 from protocol.envelope import open_envelope
@@ -63,8 +64,15 @@ GENESIS = OpeningBalances(
 
 def crashed_after_clearing(config: CoordinatorConfig) -> None:
     """Write the ledger of a coordinator that recorded round 0's clearing, then died."""
-    store, meta, recorded = open_ledger(config, COORDINATOR.public_hex, wall_ms())
-    assert [] == recorded
+    store = open_record_log(
+        config.ledger,
+        key=COORDINATOR.public_hex,
+        params=config.params,
+        genesis=config.genesis,
+        start_ms=wall_ms() + config.start_delay_ms,
+    )
+    meta = store.meta
+    assert 0 == len(store)
     core = Coordinator(PARAMS, GENESIS, COORDINATOR.public_hex, meta.start_ms, rounds=2)
     start = meta.start_ms
     bid_deadline = start + PARAMS.bid_window_ms

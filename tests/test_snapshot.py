@@ -64,7 +64,7 @@ def test_snapshot_and_tail_fold_to_the_full_replay(config: SimConfig, cut: float
     restored = load(blank_of(market.coordinator), capture(head, at), position=at)
     assert full_tail == fold_events(restored, events[at:])
     assert full.state() == restored.state()
-    assert full.ledger.snapshot() == restored.ledger.snapshot()
+    assert full.accounts.snapshot() == restored.accounts.snapshot()
     assert capture(full, len(events)) == capture(restored, len(events))
     assert market.coordinator.state() == restored.state()
 

@@ -42,7 +42,8 @@ RETAIN_ROUNDS: Final = 1024
 # seen; an older one is long closed for bids, so only this window is remembered.
 ANNOUNCE_ROUNDS: Final = 64
 
-TaskState: TypeAlias = Literal["bid", "allocated", "unallocated", "settled", "rejected"]
+TaskProgress: TypeAlias = Literal["bid", "allocated", "unallocated", "settled", "rejected"]
+"""How far a user's task bid has got, as the user sees it (the coordinator keeps `TaskState`)."""
 _CLOSED: Final = frozenset({"settled", "rejected"})
 
 
@@ -89,7 +90,7 @@ class _Task:
     fee: int
     task_input: bytes
     difficulty: int
-    state: TaskState = "bid"
+    state: TaskProgress = "bid"
     refs: tuple[bytes, ...] = ()  # envelopes it went out in, until acknowledged
 
 
@@ -250,7 +251,7 @@ class UserCore:
         """The ids of this user's tasks bid in `round` and still held, in bid order."""
         return list(self._by_round.get(round, ()))
 
-    def task_state(self, task_id: str) -> TaskState | None:
+    def task_state(self, task_id: str) -> TaskProgress | None:
         """A held task's state; None once it has settled (or was never bid)."""
         task = self._tasks.get(task_id)
         return None if task is None else task.state

@@ -8,12 +8,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from coordinator.ledger import (
+from coordinator.accounts import (
     EXTERNAL,
     TREASURY,
+    Accounts,
     InsufficientFunds,
     InvalidAmount,
-    Ledger,
     UnbalancedTransfer,
     balance_of,
     deposit_of,
@@ -24,7 +24,7 @@ from coordinator.ledger import (
 
 def test_funding_is_the_only_way_money_enters() -> None:
     """Funding raises total and funded together; the external account mirrors it."""
-    ledger = Ledger()
+    ledger = Accounts()
     ledger.fund(balance_of("u"), 100)
     ledger.fund(deposit_of("p"), 50)
     assert 150 == ledger.total()
@@ -35,7 +35,7 @@ def test_funding_is_the_only_way_money_enters() -> None:
 
 def test_move_keeps_total() -> None:
     """A move between market accounts changes balances but not the total."""
-    ledger = Ledger()
+    ledger = Accounts()
     ledger.fund(balance_of("u"), 100)
     ledger.move(balance_of("u"), escrow_of("u"), 30)
     assert (70, 30, 100) == (
@@ -47,7 +47,7 @@ def test_move_keeps_total() -> None:
 
 def test_overdraw_raises_and_changes_nothing() -> None:
     """A transfer that would go negative raises InsufficientFunds and leaves balances alone."""
-    ledger = Ledger()
+    ledger = Accounts()
     ledger.fund(balance_of("u"), 10)
     before = dict(ledger.snapshot())
     with pytest.raises(InsufficientFunds) as info:
@@ -58,7 +58,7 @@ def test_overdraw_raises_and_changes_nothing() -> None:
 
 def test_unbalanced_postings_refused() -> None:
     """Postings that do not sum to zero are refused."""
-    ledger = Ledger()
+    ledger = Accounts()
     ledger.fund(balance_of("u"), 10)
     with pytest.raises(UnbalancedTransfer):
         ledger.transfer(((balance_of("u"), -5), (TREASURY, 4)))
@@ -67,7 +67,7 @@ def test_unbalanced_postings_refused() -> None:
 
 def test_external_only_through_fund_and_withdraw() -> None:
     """A plain transfer may not create money by drawing on the external account."""
-    ledger = Ledger()
+    ledger = Accounts()
     with pytest.raises(UnbalancedTransfer):
         ledger.transfer(((EXTERNAL, -5), (TREASURY, 5)))
     assert 0 == ledger.total()
@@ -76,7 +76,7 @@ def test_external_only_through_fund_and_withdraw() -> None:
 @pytest.mark.parametrize("amount", [0, -1, True, 1.5])
 def test_amounts_must_be_positive_ints(amount: object) -> None:
     """Zero, negative, bool and float amounts are refused."""
-    ledger = Ledger()
+    ledger = Accounts()
     with pytest.raises(InvalidAmount):
         ledger.fund(balance_of("u"), amount)  # type: ignore[arg-type]
     assert 0 == ledger.funded()
@@ -84,7 +84,7 @@ def test_amounts_must_be_positive_ints(amount: object) -> None:
 
 def test_free_deposit_withdrawable_locked_not() -> None:
     """A prover withdraws its free deposit; locked deposit cannot be withdrawn."""
-    ledger = Ledger()
+    ledger = Accounts()
     ledger.fund(deposit_of("p"), 100)
     ledger.move(deposit_of("p"), locked_of("p"), 60)
     with pytest.raises(InsufficientFunds):
@@ -102,7 +102,7 @@ def test_free_deposit_withdrawable_locked_not() -> None:
 
 def test_balance_paid_out_escrow_and_locked_not() -> None:
     """A balance can be paid out; escrow and locked deposit never leave the market directly."""
-    ledger = Ledger()
+    ledger = Accounts()
     ledger.fund(balance_of("u"), 50)
     ledger.move(balance_of("u"), escrow_of("u"), 20)
     ledger.pay_out(balance_of("u"), 30)
@@ -124,7 +124,7 @@ def test_balance_paid_out_escrow_and_locked_not() -> None:
 @given(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 3), st.integers(-5, 60))))
 def test_random_moves_conserve_and_never_go_negative(moves: list[tuple[int, int, int]]) -> None:
     """Any sequence of moves, accepted or refused, keeps total == funded and balances >= 0."""
-    ledger = Ledger()
+    ledger = Accounts()
     accounts = [balance_of("a"), balance_of("b"), escrow_of("a"), TREASURY]
     ledger.fund(accounts[0], 100)
     for src, dst, amount in moves:
@@ -149,7 +149,7 @@ def test_random_funding_and_pay_outs_conserve(
     steps: list[tuple[str, int, int, int]],
 ) -> None:
     """Funding, moves and pay-outs in any order keep total == funded - withdrawn, none negative."""
-    ledger = Ledger()
+    ledger = Accounts()
     accounts = [balance_of("a"), deposit_of("b"), escrow_of("a"), TREASURY]
     for op, src, dst, amount in steps:
         with contextlib.suppress(InsufficientFunds, InvalidAmount, UnbalancedTransfer):

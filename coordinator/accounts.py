@@ -1,4 +1,4 @@
-"""The market's double-entry ledger: integer accounts, transfers that sum to zero.
+"""The market's accounts: double-entry, integer, transfers that sum to zero.
 
 Every unit of money sits in exactly one account. Money enters the market only by an
 explicit funding entry (genesis, or a faucet) that moves it out of the `external`
@@ -8,7 +8,8 @@ account allowed below zero: its negated balance is funded minus withdrawn, so
 `external` is always zero.
 
 A transfer that would leave any other account negative raises `InsufficientFunds` and
-changes nothing. The ledger is pure: no IO, no clock.
+changes nothing. `Accounts` is pure: no IO, no clock. (The durable "ledger" is the record
+log, coordinator/record_log.py; these are the balances it folds into.)
 """
 
 from __future__ import annotations
@@ -56,19 +57,19 @@ def locked_of(owner: str) -> Account:
     return Account(AccountKind.LOCKED, owner)
 
 
-class LedgerError(ValueError):
+class AccountsError(ValueError):
     """A posting the ledger refuses; the ledger is unchanged."""
 
 
-class InvalidAmount(LedgerError):
+class InvalidAmount(AccountsError):
     """An amount that is not a positive integer (or a non-integer posting)."""
 
 
-class UnbalancedTransfer(LedgerError):
+class UnbalancedTransfer(AccountsError):
     """Postings that do not sum to zero, or that touch `external` outside funding."""
 
 
-class InsufficientFunds(LedgerError):
+class InsufficientFunds(AccountsError):
     """The transfer would take `account` below zero."""
 
     def __init__(self, account: Account, needed: int, available: int) -> None:
@@ -83,7 +84,7 @@ def _check_amount(amount: int) -> None:
         raise InvalidAmount(f"amount must be a positive int, got {amount!r}")
 
 
-class Ledger:
+class Accounts:
     """Integer balances per account; every change is a zero-sum set of postings."""
 
     __slots__ = ("_balances", "_funded", "_withdrawn")
@@ -178,25 +179,27 @@ class Ledger:
         return {a: b for a, b in self._balances.items() if b != 0}
 
 
-def dump_ledger(ledger: Ledger) -> tuple[list[tuple[str, str, int]], int, int]:
+def dump_accounts(ledger: Accounts) -> tuple[list[tuple[str, str, int]], int, int]:
     """Every non-zero balance as (kind, owner, amount), then funded and withdrawn."""
     balances = [(a.kind.value, a.owner, b) for a, b in ledger.accounts()]
     return balances, ledger.funded(), ledger.withdrawn()
 
 
-def load_ledger(balances: Sequence[tuple[str, str, int]], funded: int, withdrawn: int) -> Ledger:
-    """The ledger `dump_ledger` wrote; refuses one that is negative or not conserved."""
-    ledger = Ledger()
+def load_accounts(
+    balances: Sequence[tuple[str, str, int]], funded: int, withdrawn: int
+) -> Accounts:
+    """The ledger `dump_accounts` wrote; refuses one that is negative or not conserved."""
+    ledger = Accounts()
     for kind, owner, amount in balances:
         account = Account(AccountKind(kind), owner)
         if isinstance(amount, bool) or not isinstance(amount, int) or amount == 0:
-            raise LedgerError(f"balance of {account} is {amount!r}")
+            raise AccountsError(f"balance of {account} is {amount!r}")
         if amount < 0 and account.kind is not AccountKind.EXTERNAL:
-            raise LedgerError(f"negative balance {account}: {amount}")
+            raise AccountsError(f"negative balance {account}: {amount}")
         if account in ledger._balances:
-            raise LedgerError(f"account {account} appears twice")
+            raise AccountsError(f"account {account} appears twice")
         ledger._balances[account] = amount
     ledger._funded, ledger._withdrawn = funded, withdrawn
     if not ledger.conserved():
-        raise LedgerError("the balances do not add up to funded minus withdrawn")
+        raise AccountsError("the balances do not add up to funded minus withdrawn")
     return ledger
