@@ -274,6 +274,11 @@ class Coordinator:
             )
             return [Publish(reject, to=event.sender)]
 
+    @staticmethod
+    def _replay() -> Refusal:
+        """A copy of an envelope already accepted: refused as `replay`, changing nothing."""
+        return Refusal(RejectCode.REPLAY, "this envelope was already accepted")
+
     def _reject(self, code: RejectCode, reason: str, ref: bytes, number: int | None) -> Reject:
         return Reject(market=self.params.market, code=code, reason=reason, ref=ref, round=number)
 
@@ -292,7 +297,7 @@ class Coordinator:
 
     def _on_task_bid(self, event: MessageReceived, msg: TaskBidMessage) -> list[CoordinatorEffect]:
         if event.ref in self._seen(msg.round):
-            return []
+            raise self._replay()
         r = self._open_round_for_bid(msg.round, event.now)
         if msg.fee > self.params.p_max:
             raise Refusal(
@@ -328,7 +333,7 @@ class Coordinator:
 
     def _on_cost_bid(self, event: MessageReceived, msg: ProverCostBid) -> list[CoordinatorEffect]:
         if event.ref in self._seen(msg.round):
-            return []
+            raise self._replay()
         r = self._open_round_for_bid(msg.round, event.now)
         if msg.cost > self.params.p_max:
             raise Refusal(
@@ -352,7 +357,7 @@ class Coordinator:
         self, event: MessageReceived, msg: CapacityDeclaration
     ) -> list[CoordinatorEffect]:
         if event.ref in self._declaration_refs.get(msg.epoch, ()):
-            return []
+            raise self._replay()
         e = self.params.epoch_rounds
         current_epoch = self._bidding // e
         if msg.epoch > current_epoch + 1:
@@ -420,7 +425,7 @@ class Coordinator:
         if r is None or batch is None:
             raise Refusal(RejectCode.NOT_ASSIGNED, f"no batch assigned to you in round {msg.round}")
         if event.ref in self._seen(r.number):
-            return []  # a redelivery of proofs already taken, even if the batch has settled
+            raise self._replay()  # proofs already taken, even if the batch has settled
         if batch.settled or event.now > r.prove_deadline:
             raise Refusal(
                 RejectCode.LATE_PROOF, f"round {msg.round} proofs were due by {r.prove_deadline}"
@@ -459,7 +464,7 @@ class Coordinator:
 
     def _on_withdrawal(self, event: MessageReceived, msg: Withdrawal) -> list[CoordinatorEffect]:
         if event.ref in self._seen(msg.round):
-            return []
+            raise self._replay()
         # Only the current round (or one still remembered) so that a replayed copy of a
         # paid withdrawal is always recognised.
         if msg.round > self._bidding or msg.round <= self._bidding - self.seen_rounds:
@@ -508,7 +513,9 @@ class Coordinator:
         if taken == grant:
             # The same grant again (redelivered or re-signed): credit nothing, but tell a
             # retrying faucet that it was taken.
-            return [] if event.ref in self._grant_refs else [Publish(notice, to=faucet)]
+            if event.ref in self._grant_refs:
+                raise self._replay()
+            return [Publish(notice, to=faucet)]
         if taken is not None:
             raise Refusal(RejectCode.DUPLICATE_GRANT, f"nonce {msg.nonce} names another grant")
         if msg.amount < 1:

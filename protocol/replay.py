@@ -17,6 +17,27 @@ The guard remembers tokens for each open round and forgets a round's tokens when
 round closes, because from then on the round itself is refused. Memory is bounded: at
 most `horizon` open rounds, `max_per_sender` tokens per sender and round, and
 `max_entries` tokens in all.
+
+Duplicates, once for the whole tree. MQTT at QoS 1 delivers at least once and a restarted
+coordinator resends what it may not have sent, so copies are normal. The rule: a copy of
+an envelope the coordinator accepted gets a signed `replay` reject quoting its ref, and
+changes nothing; a copy of one it refused gets the first refusal's code again; a copy of
+a coordinator's message changes nothing at the party. The layers, each with its horizon:
+
+=====================  =====================================  ==============================
+layer                  what it suppresses, and the answer     horizon
+=====================  =====================================  ==============================
+bus (runtime/bus.py)   nothing: at-least-once by design       -
+ReplayGuard (here),    byte-equal copies at the coordinator:  rounds floor..floor+L-1 (the
+coordinator service    `replay`, or the first refusal code    service's L); older: closed
+coordinator core       copies that pass the guard (in the     SEEN_ROUNDS (64) rounds of
+(`_seen` refs)         simulation, which has no guard, all):  accepted refs; older rounds
+                       `replay`, the same answer              are refused as late
+protocol.wire.Wire     copies of coordinator messages at a    SEEN_REFS (65,536) newest
+                       prover or user: dropped, counted       refs
+user / prover cores    resent receipts and settlements after  their rounds' buckets
+                       a coordinator restart: counted once
+=====================  =====================================  ==============================
 """
 
 from __future__ import annotations

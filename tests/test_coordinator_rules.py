@@ -224,11 +224,14 @@ def test_same_task_id_from_two_users_settles_separately() -> None:
 
 
 def test_duplicate_delivery_changes_nothing() -> None:
-    """The same envelope (same ref) delivered twice yields no effects the second time."""
+    """The same envelope delivered twice gets `replay`, quoting its ref, and nothing more."""
     market = opened()
     market.task_bid(U0, "t", 5)
     before = market.coordinator.state()
-    assert [] == market.feed(market.recorded[-1])
+    copy = market.recorded[-1]
+    effects = market.feed(copy)
+    assert ["replay"] == reject_codes(effects)
+    assert [copy.ref] == [e.message.ref for e in published(effects, Reject)]  # type: ignore[attr-defined]
     assert before == market.coordinator.state()
 
 
@@ -307,11 +310,11 @@ def test_duplicate_cost_bid_rejected() -> None:
 
 
 def test_redelivered_proofs_after_settlement_change_nothing() -> None:
-    """The same proof envelope again, after its batch settled, yields nothing at all."""
+    """The same proof envelope again, after its batch settled, is a `replay`, nothing more."""
     market, assignment = cleared_market()
     market.prove(P0, assignment, BID_DEADLINE + 10)
     before = market.coordinator.state()
-    assert [] == market.feed(market.recorded[-1])
+    assert ["replay"] == reject_codes(market.feed(market.recorded[-1]))
     assert before == market.coordinator.state()
 
 
@@ -584,7 +587,7 @@ def test_redelivered_withdrawal_paid_once() -> None:
     """The same withdrawal envelope twice pays out once; a fresh one pays again."""
     market = opened()
     market.withdraw(P0, 10)
-    assert [] == market.feed(market.recorded[-1])
+    assert ["replay"] == reject_codes(market.feed(market.recorded[-1]))
     market.withdraw(P0, 10)
     assert (80, 20) == (market.coordinator.deposit(P0), market.coordinator.accounts.withdrawn())
 
@@ -638,7 +641,7 @@ def test_same_faucet_grant_twice_credits_once() -> None:
     market = faucet_market()
     market.grant(U0, 50, nonce=7)
     before = market.coordinator.state()
-    assert [] == market.feed(market.recorded[-1])
+    assert ["replay"] == reject_codes(market.feed(market.recorded[-1]))
     again = market.grant(U0, 50, nonce=7)
     assert not any(isinstance(e, Record) for e in again)
     assert [FAUCET] == [e.to for e in published(again, FundingNotice)]
@@ -669,7 +672,7 @@ def test_faucet_grants_survive_replay() -> None:
         Coordinator(params(), genesis(faucet=FAUCET), COORD, START), market.recorded
     )
     assert market.coordinator.state() == restored.state()
-    assert [] == reject_codes(Market(restored).grant(U0, 50, nonce=1))
+    assert ["replay"] == reject_codes(Market(restored).grant(U0, 50, nonce=1))
     assert 150 == restored.balance(U0)
 
 

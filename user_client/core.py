@@ -28,6 +28,7 @@ from protocol.messages import (
     TaskBidMessage,
     UserReceipt,
 )
+from protocol.rejects import RejectCode
 
 UserEvent: TypeAlias = MessageReceived | Tick
 UserEffect: TypeAlias = Publish
@@ -202,7 +203,7 @@ class UserCore:
 
     def _on_reject(self, msg: Reject) -> None:
         self.summary.rejects += 1
-        if msg.code == "replay":
+        if msg.code == RejectCode.REPLAY:
             return  # a second copy of a bid already taken: the first one stands
         task_id = self._unacknowledged.pop(msg.ref, None)
         task = None if task_id is None else self._tasks.get(task_id)
