@@ -28,6 +28,7 @@ from protocol.envelope import (
 )
 from protocol.identity import Identity, valid_public_key
 from protocol.messages import Message, ProverWill, TaskBidMessage
+from protocol.rejects import RejectCode
 
 _ENCODE = msgspec.msgpack.encode
 
@@ -186,24 +187,30 @@ class HostileTraffic:
 
     def _truncated(self) -> HostileInput:
         return self._mine(
-            "truncated", self._bid(fee=1)[: self.rng.randrange(2, 40)], "bad_encoding"
+            "truncated", self._bid(fee=1)[: self.rng.randrange(2, 40)], RejectCode.BAD_ENCODING
         )
 
     def _bad_version(self) -> HostileInput:
-        return self._mine("bad_version", b"\x02" + self.rng.randbytes(200), "unknown_version")
+        return self._mine(
+            "bad_version", b"\x02" + self.rng.randbytes(200), RejectCode.UNKNOWN_VERSION
+        )
 
     def _bad_mode(self) -> HostileInput:
-        return self._mine("bad_mode", b"\x01\x07" + self.rng.randbytes(200), "bad_encoding")
+        return self._mine(
+            "bad_mode", b"\x01\x07" + self.rng.randbytes(200), RejectCode.BAD_ENCODING
+        )
 
     def _wrong_market(self) -> HostileInput:
-        return self._mine("wrong_market", self._bid(fee=1, market="elsewhere"), "wrong_market")
+        return self._mine(
+            "wrong_market", self._bid(fee=1, market="elsewhere"), RejectCode.WRONG_MARKET
+        )
 
     def _unknown_kind(self) -> HostileInput:
         body = _ENCODE({"kind": "nonsense", "v": 1})
         payload = seal_body(
             self.attacker, body, kind="nonsense", market=self.market, to=self.coordinator
         )
-        return self._mine("unknown_kind", payload, "unknown_kind")
+        return self._mine("unknown_kind", payload, RejectCode.UNKNOWN_KIND)
 
     def _wrong_mode(self) -> HostileInput:
         body = self._body(
@@ -212,23 +219,23 @@ class HostileTraffic:
         payload = seal_body(
             self.attacker, _ENCODE(body), kind="task_bid", market=self.market, to=None
         )
-        return self._mine("wrong_mode", payload, "wrong_mode")
+        return self._mine("wrong_mode", payload, RejectCode.WRONG_MODE)
 
     def _wrong_recipient(self) -> HostileInput:
         message = TaskBidMessage(
             market=self.market, round=self.round, task_id="r", fee=1, task_input=b""
         )
         payload = seal(self.attacker, message, self.market, self.victim)
-        return self._mine("wrong_recipient", payload, "wrong_recipient")
+        return self._mine("wrong_recipient", payload, RejectCode.WRONG_RECIPIENT)
 
     def _bad_ciphertext(self) -> HostileInput:
         payload = bytearray(self._bid(fee=1))
         payload[-1 - self.rng.randrange(16)] ^= 0x01
-        return self._mine("bad_ciphertext", bytes(payload), "bad_ciphertext")
+        return self._mine("bad_ciphertext", bytes(payload), RejectCode.BAD_CIPHERTEXT)
 
     def _bad_signature(self) -> HostileInput:
         payload = with_bad_signature(self._bid(fee=1), self.attacker, self.coordinator)
-        return self._mine("bad_signature", payload, "bad_signature")
+        return self._mine("bad_signature", payload, RejectCode.BAD_SIGNATURE)
 
     def _deep_nesting(self) -> HostileInput:
         payload = seal_body(
@@ -238,7 +245,7 @@ class HostileTraffic:
             market=self.market,
             to=self.coordinator,
         )
-        return self._mine("deep_nesting", payload, "bad_encoding")
+        return self._mine("deep_nesting", payload, RejectCode.BAD_ENCODING)
 
     def _missing_version(self) -> HostileInput:
         body = self._body(
@@ -248,7 +255,7 @@ class HostileTraffic:
         payload = seal_body(
             self.attacker, _ENCODE(body), kind="task_bid", market=self.market, to=self.coordinator
         )
-        return self._mine("missing_version", payload, "bad_encoding")
+        return self._mine("missing_version", payload, RejectCode.BAD_ENCODING)
 
     def _wrong_kind(self) -> HostileInput:
         body = self._body(
@@ -257,25 +264,32 @@ class HostileTraffic:
         payload = seal_body(
             self.attacker, _ENCODE(body), kind="prover_bid", market=self.market, to=self.coordinator
         )
-        return self._mine("wrong_kind", payload, "wrong_kind")
+        return self._mine("wrong_kind", payload, RejectCode.WRONG_KIND)
 
     def _wrong_sender(self) -> HostileInput:
         payload = self._bid(fee=1)
         topic = topics.inbox(self.market, self.victim)
         return HostileInput(
-            "wrong_sender", topic, payload, "wrong_sender", self.victim, envelope_ref(payload)
+            "wrong_sender",
+            topic,
+            payload,
+            RejectCode.WRONG_SENDER,
+            self.victim,
+            envelope_ref(payload),
         )
 
     def _replay(self) -> HostileInput:
-        code = "replay" if self.funded else "insufficient_balance"
+        code = RejectCode.REPLAY if self.funded else RejectCode.INSUFFICIENT_BALANCE
         return self._mine("replay", self.genuine, code)
 
     def _fee_above_p_max(self) -> HostileInput:
-        return self._mine("fee_above_p_max", self._bid(fee=self.p_max + 1), "fee_above_p_max")
+        return self._mine(
+            "fee_above_p_max", self._bid(fee=self.p_max + 1), RejectCode.FEE_ABOVE_P_MAX
+        )
 
     def _future_round(self) -> HostileInput:
         return self._mine(
-            "future_round", self._bid(fee=1, round=self.round + 1_000), "future_round"
+            "future_round", self._bid(fee=1, round=self.round + 1_000), RejectCode.FUTURE_ROUND
         )
 
     def _forged_will(self) -> HostileInput:
@@ -283,7 +297,12 @@ class HostileTraffic:
         payload = seal(self.attacker, will, self.market, self.coordinator)
         topic = topics.will(self.market, self.victim)
         return HostileInput(
-            "forged_will", topic, payload, "wrong_sender", self.victim, envelope_ref(payload)
+            "forged_will",
+            topic,
+            payload,
+            RejectCode.WRONG_SENDER,
+            self.victim,
+            envelope_ref(payload),
         )
 
     def _unanswerable_topic(self) -> HostileInput:
@@ -292,4 +311,4 @@ class HostileTraffic:
         return HostileInput("bad_topic_key", topic, payload, None, None, envelope_ref(payload))
 
     def _oversized(self) -> HostileInput:
-        return self._mine("oversized", b"\x01" * (MAX_ENVELOPE_SIZE + 1024), "too_large")
+        return self._mine("oversized", b"\x01" * (MAX_ENVELOPE_SIZE + 1024), RejectCode.TOO_LARGE)
