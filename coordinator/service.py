@@ -66,6 +66,7 @@ from protocol.messages import (
 from protocol.replay import ReplayGuard, round_of
 from protocol.split import split_to_fit
 from runtime.bus import Bus, Delivery
+from runtime.memory_bus import open_bus
 from runtime.process import Clock, install_stop_signals, wall_ms
 
 BATCH_MAX = 1024
@@ -686,7 +687,7 @@ async def run_coordinator(
         core = folded.core
         log.attach(core)
         verifier = await open_verifier(config.verify_workers)
-        async with Bus(
+        async with open_bus(
             config.broker,
             client_id=identity.public_hex,
             username=identity.public_hex,

@@ -28,6 +28,7 @@ from protocol.wire import Wire
 from prover_node.core import ProverCore, ProverEffect, ProverEvent, ProvingDone, StartProving
 from prover_node.proving import prove_tasks, split_batch, warm_up
 from runtime.bus import Bus
+from runtime.memory_bus import open_bus
 from runtime.process import Clock, exit_with_parent, install_stop_signals, wall_ms
 from runtime.publish import publish_retrying
 
@@ -243,7 +244,7 @@ async def run_prover(
         initargs=(os.getpid(),),
     )
     try:
-        async with Bus(
+        async with open_bus(
             config.broker,
             client_id=identity.public_hex,
             username=identity.public_hex,

@@ -27,6 +27,7 @@ from protocol.identity import Identity
 from protocol.messages import Reject, RoundAnnouncement, TaskBidMessage
 from protocol.wire import Wire
 from runtime.bus import Bus
+from runtime.memory_bus import open_bus
 from runtime.process import Clock, install_stop_signals, wall_ms
 from runtime.publish import publish_retrying
 from user_client.core import UserFleet
@@ -202,7 +203,7 @@ async def run_user(
         for n, group in enumerate(groups):
             login = group[0].public_hex
             bus = await stack.enter_async_context(
-                Bus(
+                open_bus(
                     config.broker,
                     client_id=login,
                     username=login,

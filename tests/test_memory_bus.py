@@ -1,0 +1,133 @@
+"""The in-memory bus keeps what the market needs from MQTT, and runs real services."""
+
+from __future__ import annotations
+
+import asyncio
+
+import msgspec
+import pytest
+
+from coordinator.invariants import check_invariants
+from coordinator.service import CoordinatorConfig, run_coordinator
+from coordinator.state import OpeningBalances
+from deploy.market import DEFAULT_MARKET
+from protocol.identity import Identity
+from prover_node.service import ProverConfig, run_prover
+from runtime.bus import PayloadTooLargeError
+from runtime.memory_bus import MemoryBroker, MemoryBus, memory_broker, topic_matches
+from user_client.service import UserConfig, run_user
+
+WAIT = 60.0
+
+
+@pytest.mark.parametrize(
+    ("pattern", "topic", "expected"),
+    [
+        ("market/m/coord/#", "market/m/coord/bid/k", True),
+        ("market/m/coord/#", "market/m/coord", True),
+        ("market/+/public", "market/m/public", True),
+        ("market/+/public", "market/m/x/public", False),
+        ("market/m/out/k", "market/m/out/k2", False),
+        ("a/b", "a/b/c", False),
+    ],
+)
+def test_topic_filters_match_as_mqtt_does(pattern: str, topic: str, expected: bool) -> None:
+    """`+` matches one level and a trailing `#` any number, including none."""
+    assert expected == topic_matches(pattern, topic)
+
+
+async def test_a_session_keeps_what_arrived_while_its_client_was_away() -> None:
+    """Messages for an absent client's subscriptions wait for it, in order."""
+    broker = MemoryBroker()
+    async with MemoryBus(broker, "alice") as alice:
+        await alice.subscribe("t/#")
+    async with MemoryBus(broker, "bob") as bob:
+        await bob.publish("t/1", b"one")
+        await bob.publish("t/2", b"two")
+    async with MemoryBus(broker, "alice") as alice:
+        got = await alice.receive_batch(10)
+    assert [("t/1", b"one"), ("t/2", b"two")] == [(d.topic, d.payload) for d in got]
+
+
+async def test_a_vanished_client_leaves_its_will_and_a_clean_one_does_not() -> None:
+    """vanish() sends the will, as a broker does for a killed process; a goodbye does not."""
+    broker = MemoryBroker()
+    async with MemoryBus(broker, "watcher") as watcher:
+        await watcher.subscribe("wills/#")
+        async with MemoryBus(broker, "polite", will=("wills/polite", b"bye")):
+            pass
+        rude = MemoryBus(broker, "rude", will=lambda: ("wills/rude", b"gone"))
+        await rude.__aenter__()
+        rude.vanish()
+        got = await watcher.receive_batch(10)
+    assert [("wills/rude", b"gone")] == [(d.topic, d.payload) for d in got]
+
+
+async def test_the_size_limit_holds_both_ways() -> None:
+    """A publish over the limit is refused; an oversized delivery keeps only its digest."""
+    broker = MemoryBroker()
+    async with MemoryBus(broker, "small", max_payload=10) as small:
+        await small.subscribe("big")
+        with pytest.raises(PayloadTooLargeError):
+            await small.publish("big", b"x" * 11)
+        async with MemoryBus(broker, "large") as large:
+            await large.publish("big", b"x" * 11)
+        (delivery,) = await small.receive_batch(1)
+    assert (b"", 11, 1) == (delivery.payload, delivery.size, small.stats.dropped_oversized)
+
+
+async def test_a_whole_market_settles_over_the_memory_bus() -> None:
+    """Coordinator, three provers and a user, with real crypto, trade over memory:// alone."""
+    url = "memory://whole-market"
+    coordinator = Identity.from_seed(b"\x90" * 32)
+    provers = [Identity.from_seed(bytes([0x91 + i]) * 32) for i in range(3)]
+    user = Identity.from_seed(b"\x95" * 32)
+    params = msgspec.structs.replace(
+        DEFAULT_MARKET, market="mem", bid_window_ms=400, prove_window_ms=1500, epoch_rounds=1
+    )
+    config = CoordinatorConfig(
+        broker=url,
+        params=params,
+        genesis=OpeningBalances(
+            balances={user.public_hex: 10_000},
+            deposits={p.public_hex: 10_000 for p in provers},
+        ),
+        rounds=8,
+        start_delay_ms=300,
+    )
+    stop = asyncio.Event()
+    watcher = MemoryBus(memory_broker("whole-market"), "watcher")
+    await watcher.__aenter__()
+    await watcher.subscribe(*(f"proofmarket/v1/mem/in/{p.public_hex}" for p in provers))
+    market = asyncio.create_task(run_coordinator(coordinator, config, stop=asyncio.Event()))
+    nodes = [
+        asyncio.create_task(
+            run_prover(
+                p,
+                ProverConfig(url, coordinator.public_hex, "mem", capacity=1, cost=1 + 5 * i),
+                stop=stop,
+            )
+        )
+        for i, p in enumerate(provers)
+    ]
+    bidder = UserConfig(
+        url, coordinator.public_hex, "mem", tasks=3, fee_range=(30, 40), rounds=2, seed=1
+    )
+    try:
+        async with asyncio.timeout(WAIT):
+            # The user comes once both provers bid (a declaration and a cost bid each).
+            heard: list[str] = []
+            while {t.rsplit("/", 1)[1] for t in heard} != {p.public_hex for p in provers}:
+                heard += [d.topic for d in await watcher.receive_batch(100)]
+            await watcher.__aexit__(None, None, None)
+            fleet = await run_user(user, bidder, stop=asyncio.Event())
+            core = await market
+    finally:
+        stop.set()
+        market.cancel()
+        await asyncio.gather(market, *nodes, return_exceptions=True)
+    summary = fleet.summary()
+    assert (6, 6, 0) == (summary.tasks_bid, summary.bids_accepted, summary.bids_rejected)
+    assert ([], {}) == (check_invariants(core), core.slashes)
+    assert 0 < sum(1 for t in core.tasks() if t.status == "charged")
+    assert not memory_broker("whole-market").connected(coordinator.public_hex)
