@@ -22,6 +22,7 @@ import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import msgspec
 import structlog
@@ -150,7 +151,7 @@ class _Unverified:
 
 
 @dataclass(frozen=True, slots=True)
-class _Batch:
+class _Intake:
     """What the loop applies at once: ticks, refusals, and envelopes with their verdicts."""
 
     items: Sequence[Tick | _Unverified | list[Publish]]
@@ -201,7 +202,7 @@ class CoordinatorService:
         self._verifying = False
         # deliveries taken from this bus before us were someone else's to apply
         self._applied = bus.stats.enqueued - bus.pending()
-        self._held: _Batch | None = None
+        self._held: _Intake | None = None
         self._dropped_seen = bus.stats.dropped_full
         self._sending: collections.deque[tuple[asyncio.Task[None] | None, int | None]] = (
             collections.deque()
@@ -230,8 +231,8 @@ class CoordinatorService:
 
     # -- the loop -------------------------------------------------------------------
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """Serve until `stop` is set, the market finishes its rounds, or the bus fails."""
+    async def _begin(self) -> None:
+        """Subscribe, send again what a crash may have kept from the wire, arm the timer."""
         await self.bus.subscribe(*topics.coordinator_subscriptions(self.market))
         self.log.info(
             "coordinator.started",
@@ -252,13 +253,17 @@ class CoordinatorService:
             self._published_through = len(self.store) - 1
             self.store.mark_published(self._published_through)
         self._arm(self.core.next_wake())
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Serve until `stop` is set, the market finishes its rounds, or the bus fails."""
+        await self._begin()
         stopper = asyncio.create_task(stop.wait(), name="coordinator:stop")
         # Deliveries are checked up to their signatures and the signatures verified in
         # an intake task, so that batch k+1 is verified (in a worker process, when the
         # verifier has one) while this loop applies batch k to the core.
-        verified: asyncio.Queue[_Batch] = asyncio.Queue(maxsize=PIPELINE_DEPTH)
+        verified: asyncio.Queue[_Intake] = asyncio.Queue(maxsize=PIPELINE_DEPTH)
         intake = asyncio.create_task(self._intake(verified), name="coordinator:intake")
-        getting: asyncio.Task[_Batch] | None = None
+        getting: asyncio.Task[_Intake] | None = None
         ticking: asyncio.Task[Tick] | None = None
         # A tick that fell due waits until every delivery received before it has been
         # applied: each is judged by the time it arrived, so a backlog punishes nobody.
@@ -284,7 +289,7 @@ class CoordinatorService:
                     # Stamped now, not when it fell due: what it starts (a prove window)
                     # runs from when it is decided and sent.
                     tick = Tick(max(due[0].now, self.clock()))
-                    await self._handle_batch(_Batch([tick], []))
+                    await self._handle_batch(_Intake([tick], []))
                     due = None
                 if stopper in done:
                     break
@@ -299,38 +304,38 @@ class CoordinatorService:
                 error = exc
                 raise
             finally:
-                for task in (intake, getting, ticking, stopper):
-                    if task is not None:
-                        task.cancel()
-                leftover = [task for task, _ in self._sending if task is not None]
-                for task in leftover:
-                    task.cancel()
-                await asyncio.gather(
-                    *(t for t in (intake, getting, ticking, stopper) if t is not None),
-                    *leftover,
-                    return_exceptions=True,
-                )
-                self._sending.clear()
-                if self._timer is not None:
-                    self._timer.cancel()
-                if self._published_through > self.store.published():
-                    self.store.mark_published(self._published_through)
-                self.log.info(
-                    "coordinator.stopped",
-                    finished=self.core.finished,
-                    recorded=len(self.store),
-                    deliveries=self.stats.deliveries,
-                    refused=self.stats.refused,
-                    sent=self.stats.sent,
-                    cpu_s=round(time.process_time(), 3),
-                    error=None if error is None else repr(error),
-                )
+                await self._end([intake, getting, ticking, stopper], error)
+
+    async def _end(
+        self, tasks: Sequence[asyncio.Task[Any] | None], error: BaseException | None
+    ) -> None:
+        """Cancel what still runs, keep the watermark, and log how the service stopped."""
+        running = [t for t in tasks if t is not None]
+        running += [task for task, _ in self._sending if task is not None]
+        for task in running:
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
+        self._sending.clear()
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._published_through > self.store.published():
+            self.store.mark_published(self._published_through)
+        self.log.info(
+            "coordinator.stopped",
+            finished=self.core.finished,
+            recorded=len(self.store),
+            deliveries=self.stats.deliveries,
+            refused=self.stats.refused,
+            sent=self.stats.sent,
+            cpu_s=round(time.process_time(), 3),
+            error=None if error is None else repr(error),
+        )
 
     async def _wind_down(
         self,
         intake: asyncio.Task[None],
-        getting: asyncio.Task[_Batch] | None,
-        verified: asyncio.Queue[_Batch],
+        getting: asyncio.Task[_Intake] | None,
+        verified: asyncio.Queue[_Intake],
     ) -> None:
         """Apply every batch already taken from the broker, then finish publishing.
 
@@ -344,7 +349,7 @@ class CoordinatorService:
         if getting is not None:
             getting.cancel()
         await asyncio.gather(intake, *([getting] if getting else []), return_exceptions=True)
-        left: list[_Batch] = []
+        left: list[_Intake] = []
         if getting is not None and getting.done() and not getting.cancelled():
             left.append(getting.result())
         while not verified.empty():
@@ -356,7 +361,7 @@ class CoordinatorService:
                 await self._handle_batch(batch)
         await self._reap(0)
 
-    async def _intake(self, verified: asyncio.Queue[_Batch]) -> None:
+    async def _intake(self, verified: asyncio.Queue[_Intake]) -> None:
         """Take deliveries from the bus, check them up to and including their signatures.
 
         A batch taken is acknowledged to the broker, so it is never dropped: while its
@@ -376,7 +381,7 @@ class CoordinatorService:
                 valid = await self.verifier.verify(
                     [(u.envelope.signed_message, u.envelope.sender) for u in unverified]
                 )
-                self._held = _Batch(items, valid)
+                self._held = _Intake(items, valid)
             finally:
                 self._verifying = False
             await verified.put(self._held)
@@ -399,7 +404,7 @@ class CoordinatorService:
             self.stats.first_delivery = time.monotonic()
         self.stats.deliveries += len(deliveries)
 
-    async def _handle_batch(self, batch: _Batch) -> None:
+    async def _handle_batch(self, batch: _Intake) -> None:
         records: list[bytes] = []
         sends: list[Publish] = []
         wake: int | None = None
