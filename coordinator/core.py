@@ -29,7 +29,9 @@ from coordinator.accounts import (
     escrow_of,
     locked_of,
 )
+from coordinator.capacity import plan_declaration
 from coordinator.clearing import Admission, TaskFate, plan_admission, plan_task_fates, subsidy_draw
+from coordinator.funds import check_withdrawal, plan_grant
 from coordinator.records import CoordinatorEffect, CoordinatorEvent
 from coordinator.settlement import plan_settlement
 from coordinator.state import (
@@ -358,52 +360,29 @@ class Coordinator:
     ) -> list[CoordinatorEffect]:
         if event.ref in self._declaration_refs.get(msg.epoch, ()):
             raise self._replay()
-        e = self.params.epoch_rounds
-        current_epoch = self._bidding // e
-        if msg.epoch > current_epoch + 1:
-            raise Refusal(RejectCode.WRONG_EPOCH, f"epoch {msg.epoch} is too far ahead")
         prover = self._provers.get(event.sender)
-        declared = None if prover is None else prover.capacities.get(msg.epoch)
-        first_round = msg.epoch * e
-        if declared is not None and declared != msg.capacity:
-            raise Refusal(
-                RejectCode.CAPACITY_LOCKED, f"capacity {declared} is locked for epoch {msg.epoch}"
-            )
-        # The epoch's capacity must be fixed before its first round clears, that is before
-        # any of the epoch's outcomes can be seen.
-        first = self._rounds.get(first_round)
-        if declared is None and (
-            first_round < self._bidding or (first is not None and first.phase is not Phase.BID)
-        ):
-            raise Refusal(
-                RejectCode.CAPACITY_LOCKED, f"declarations for epoch {msg.epoch} have closed"
-            )
-        if declared is not None:
-            return []  # the same declaration again, re-signed: nothing to change
-        previous = self._previous_capacity(prover, msg.epoch)
-        m = self.params.capacity_factor
-        if previous is not None and (msg.capacity > previous * m or msg.capacity * m < previous):
-            raise Refusal(
-                RejectCode.CAPACITY_CHANGE_TOO_LARGE,
-                f"capacity {msg.capacity} is more than a factor {m} from {previous}",
-            )
-        need = self.params.p_max * msg.capacity
+        first = self._rounds.get(msg.epoch * self.params.epoch_rounds)
+        need = plan_declaration(
+            msg,
+            prover,
+            self.params,
+            bidding=self._bidding,
+            first_round_cleared=first is not None and first.phase is not Phase.BID,
+        )
+        if need is None:
+            return []
         self._top_up_lock(event.sender, need)
         if prover is None:
             prover = self._provers[event.sender] = ProverState()
         prover.capacities[msg.epoch] = msg.capacity
         self._declaration_refs.setdefault(msg.epoch, set()).add(event.ref)
         receipt = BidReceipt(
-            market=self.params.market, round=first_round, ref=event.ref, escrowed=need
+            market=self.params.market,
+            round=msg.epoch * self.params.epoch_rounds,
+            ref=event.ref,
+            escrowed=need,
         )
         return [Record(event), Publish(receipt, to=event.sender)]
-
-    @staticmethod
-    def _previous_capacity(prover: ProverState | None, epoch: int) -> int | None:
-        if prover is None:
-            return None
-        earlier = [e for e in prover.capacities if e < epoch]
-        return prover.capacities[max(earlier)] if earlier else None
 
     def _top_up_lock(self, prover: str, need: int) -> None:
         """Lock free deposit until `need` is locked, or refuse without changing anything."""
@@ -465,26 +444,16 @@ class Coordinator:
     def _on_withdrawal(self, event: MessageReceived, msg: Withdrawal) -> list[CoordinatorEffect]:
         if event.ref in self._seen(msg.round):
             raise self._replay()
-        # Only the current round (or one still remembered) so that a replayed copy of a
-        # paid withdrawal is always recognised.
-        if msg.round > self._bidding or msg.round <= self._bidding - self.seen_rounds:
-            raise Refusal(
-                RejectCode.WRONG_ROUND, f"withdrawals name the current round, {self._bidding}"
-            )
-        if msg.amount < 1:
-            raise Refusal(RejectCode.INVALID_AMOUNT, f"amount {msg.amount} is not positive")
         owner = event.sender
         account = balance_of(owner) if msg.account == "balance" else deposit_of(owner)
-        available = self.accounts.balance(account)
-        if available < msg.amount:
-            locked = self.accounts.balance(locked_of(owner))
-            if msg.account == "deposit" and available + locked >= msg.amount:
-                raise Refusal(
-                    RejectCode.DEPOSIT_LOCKED, f"{available} free, {locked} locked by capacity"
-                )
-            raise Refusal(
-                RejectCode.INSUFFICIENT_FUNDS, f"{msg.account} {available} < {msg.amount}"
-            )
+        free = self.accounts.balance(account)
+        check_withdrawal(
+            msg,
+            bidding=self._bidding,
+            seen_rounds=self.seen_rounds,
+            free=free,
+            locked=self.accounts.balance(locked_of(owner)),
+        )
         self.accounts.pay_out(account, msg.amount)
         self._remember(msg.round, event.ref)
         receipt = WithdrawalReceipt(
@@ -493,15 +462,13 @@ class Coordinator:
             ref=event.ref,
             account=msg.account,
             amount=msg.amount,
-            remaining=available - msg.amount,
+            remaining=free - msg.amount,
         )
         return [Record(event), Publish(receipt, to=owner)]
 
     def _on_faucet_grant(self, event: MessageReceived, msg: FaucetGrant) -> list[CoordinatorEffect]:
         faucet = self.genesis.faucet
-        if faucet is None or event.sender != faucet:
-            raise Refusal(RejectCode.NOT_FAUCET, "only the market's faucet key grants money")
-        grant = (msg.to, msg.account, msg.amount)
+        decision = plan_grant(msg, event.sender, faucet, self._grants.get(msg.nonce))
         notice = FundingNotice(
             market=self.params.market,
             to=msg.to,
@@ -509,20 +476,15 @@ class Coordinator:
             amount=msg.amount,
             nonce=msg.nonce,
         )
-        taken = self._grants.get(msg.nonce)
-        if taken == grant:
-            # The same grant again (redelivered or re-signed): credit nothing, but tell a
-            # retrying faucet that it was taken.
+        assert faucet is not None  # plan_grant refused any other sender
+        if decision == "repeat":
+            # Credit nothing; a re-signed copy tells a retrying faucet that it was taken.
             if event.ref in self._grant_refs:
                 raise self._replay()
             return [Publish(notice, to=faucet)]
-        if taken is not None:
-            raise Refusal(RejectCode.DUPLICATE_GRANT, f"nonce {msg.nonce} names another grant")
-        if msg.amount < 1:
-            raise Refusal(RejectCode.INVALID_AMOUNT, f"amount {msg.amount} is not positive")
         account = balance_of(msg.to) if msg.account == "balance" else deposit_of(msg.to)
         self.accounts.fund(account, msg.amount)
-        self._grants[msg.nonce] = grant
+        self._grants[msg.nonce] = (msg.to, msg.account, msg.amount)
         self._grant_refs.add(event.ref)
         effects: list[CoordinatorEffect] = [Record(event), Publish(notice, to=msg.to)]
         if msg.to != faucet:

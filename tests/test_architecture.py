@@ -29,7 +29,10 @@ ENTRY_POINT_LAYER = LAYER["proofmarket"] + 1  # `python -m prover_node` opens th
 PURE_MODULES = {
     "coordinator.core",
     "coordinator.accounts",
+    "coordinator.capacity",
     "coordinator.clearing",
+    "coordinator.funds",
+    "coordinator.views",
     "coordinator.settlement",
     "coordinator.state",
     "coordinator.records",
