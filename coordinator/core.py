@@ -148,6 +148,9 @@ class Coordinator:
         self._grant_refs: set[bytes] = set()
         # Batches each prover was slashed for: a counter per prover, kept for reports.
         self.slashes: dict[str, int] = {}
+        # Inputs refused while each round took bids, by code, until it clears and publishes
+        # them. Refusals are not recorded, so a restarted core counts from its restart on.
+        self._refusals: dict[int, dict[str, int]] = {}
 
     # -- the interface ----------------------------------------------------------------
 
@@ -271,6 +274,8 @@ class Coordinator:
                 RejectCode.UNEXPECTED_MESSAGE, f"a coordinator does not take {type(msg).__name__}"
             )
         except Refusal as refused:
+            counts = self._refusals.setdefault(self._bidding, {})
+            counts[refused.code.value] = counts.get(refused.code.value, 0) + 1
             reject = self._reject(
                 refused.code, refused.reason, event.ref, getattr(msg, "round", None)
             )
@@ -619,11 +624,13 @@ class Coordinator:
             seed = seed_from_proof(proof)
         outcome = self.mechanism.clear(admission.task_bids, admission.prover_bids, seed=seed)
         outcome, subsidy = self._subsidise(outcome)
-        effects.append(Publish(self._clearing_result(r, admission, outcome, subsidy, proof)))
-        effects.extend(self._assign_batches(r, outcome))
         fates = plan_task_fates(
             r, self._tasks, self._wire, outcome, can_carry=next_round is not None
         )
+        carried = sum(f.fate == "carried" for f in fates)
+        result = self._clearing_result(r, admission, outcome, subsidy, proof, carried)
+        effects.append(Publish(result))
+        effects.extend(self._assign_batches(r, outcome))
         for fate in fates:
             effects.extend(self._apply_fate(fate, r.number, next_round))
         if not r.batches:
@@ -643,6 +650,7 @@ class Coordinator:
         outcome: Outcome,
         subsidy: int,
         tie_proof: bytes | None,
+        carried: int,
     ) -> ClearingResult:
         return ClearingResult(
             market=self.params.market,
@@ -658,6 +666,9 @@ class Coordinator:
             surplus=outcome.surplus + subsidy,
             prove_deadline=r.prove_deadline,
             tie_proof=tie_proof,
+            offers=len(r.cost_bids),
+            carried=carried,
+            refused=dict(sorted(self._refusals.pop(r.number, {}).items())),
         )
 
     def _assign_batches(self, r: Round, outcome: Outcome) -> list[CoordinatorEffect]:

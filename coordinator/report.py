@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from protocol.horizon import drop_below
 from protocol.messages import ClearingResult, Message, RoundAnnouncement, SettlementNotice
+from protocol.rejects import RejectCode
 
 if TYPE_CHECKING:
     from coordinator.core import Coordinator
@@ -29,6 +30,10 @@ REPORT_FIELDS = (
     "slashed_provers",
     "refunded_tasks",
     "surplus",
+    "offers",
+    "carried",
+    "late",
+    "refused",
 )
 
 _COUNTERS = {"charged": "proofs_valid", "slashed": "slashed_provers", "refunded": "refunded_tasks"}
@@ -70,6 +75,10 @@ class RoundTally:
                 user_price=message.user_price,
                 prover_price=message.prover_price,
                 surplus=message.surplus,
+                offers=message.offers,
+                carried=message.carried,
+                late=message.refused.get(RejectCode.LATE_BID, 0),
+                refused=dict(message.refused),
             )
             return message.round
         if isinstance(message, SettlementNotice):

@@ -149,6 +149,12 @@ class ClearingResult(_Body, tag="clearing_result", frozen=True, kw_only=True, om
     surplus: Money
     prove_deadline: Millis
     tie_proof: Annotated[bytes, Meta(min_length=64, max_length=64)] | None = None  # signed_ties
+    # What the round's bid window took and refused, before the clearing's own checks:
+    # cost bids taken (`provers_bid` counts those the clearing admitted), task bids
+    # carried to the next round, and inputs refused while it was open, by reject code.
+    offers: Count = 0
+    carried: Count = 0
+    refused: dict[Annotated[str, Meta(max_length=32)], Count] = {}
 
 
 class AssignedTask(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

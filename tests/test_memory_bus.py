@@ -83,7 +83,13 @@ async def test_a_whole_market_settles_over_the_memory_bus() -> None:
     provers = [Identity.from_seed(bytes([0x91 + i]) * 32) for i in range(3)]
     user = Identity.from_seed(b"\x95" * 32)
     params = msgspec.structs.replace(
-        DEFAULT_MARKET, market="mem", bid_window_ms=400, prove_window_ms=1500, epoch_rounds=1
+        DEFAULT_MARKET,
+        market="mem",
+        bid_window_ms=800,
+        prove_window_ms=3000,
+        epoch_rounds=1,
+        difficulty=5,
+        setup=50,
     )
     config = CoordinatorConfig(
         broker=url,
@@ -92,20 +98,19 @@ async def test_a_whole_market_settles_over_the_memory_bus() -> None:
             balances={user.public_hex: 10_000},
             deposits={p.public_hex: 10_000 for p in provers},
         ),
-        rounds=8,
         start_delay_ms=300,
     )
-    stop = asyncio.Event()
     watcher = MemoryBus(memory_broker("whole-market"), "watcher")
     await watcher.__aenter__()
     await watcher.subscribe(*(f"proofmarket/v1/mem/in/{p.public_hex}" for p in provers))
-    market = asyncio.create_task(run_coordinator(coordinator, config, stop=asyncio.Event()))
+    stop_market, stop_provers = asyncio.Event(), asyncio.Event()
+    market = asyncio.create_task(run_coordinator(coordinator, config, stop=stop_market))
     nodes = [
         asyncio.create_task(
             run_prover(
                 p,
                 ProverConfig(url, coordinator.public_hex, "mem", capacity=1, cost=1 + 5 * i),
-                stop=stop,
+                stop=stop_provers,
             )
         )
         for i, p in enumerate(provers)
@@ -115,19 +120,20 @@ async def test_a_whole_market_settles_over_the_memory_bus() -> None:
     )
     try:
         async with asyncio.timeout(WAIT):
-            # The user comes once both provers bid (a declaration and a cost bid each).
-            heard: list[str] = []
-            while {t.rsplit("/", 1)[1] for t in heard} != {p.public_hex for p in provers}:
-                heard += [d.topic for d in await watcher.receive_batch(100)]
+            # The user comes once every prover bids; the market runs until it is done.
+            heard: set[str] = set()
+            while heard != {p.public_hex for p in provers}:
+                heard |= {d.topic.rsplit("/", 1)[1] for d in await watcher.receive_batch(100)}
             await watcher.__aexit__(None, None, None)
             fleet = await run_user(user, bidder, stop=asyncio.Event())
+            stop_market.set()
             core = await market
     finally:
-        stop.set()
-        market.cancel()
+        stop_market.set()
+        stop_provers.set()
         await asyncio.gather(market, *nodes, return_exceptions=True)
     summary = fleet.summary()
     assert (6, 6, 0) == (summary.tasks_bid, summary.bids_accepted, summary.bids_rejected)
     assert ([], {}) == (check_invariants(core), core.slashes)
-    assert 0 < sum(1 for t in core.tasks() if t.status == "charged")
+    assert 0 < summary.charged
     assert not memory_broker("whole-market").connected(coordinator.public_hex)

@@ -22,6 +22,10 @@ ROUND_KEYS = [
     "slashed_provers",
     "refunded_tasks",
     "surplus",
+    "offers",
+    "carried",
+    "late",
+    "refused",
 ]
 
 
@@ -81,6 +85,9 @@ def test_round_summaries_reads_published_messages() -> None:
         winners=["a" * 64],
         surplus=4,
         prove_deadline=0,
+        offers=3,
+        carried=1,
+        refused={"late_bid": 2, "fee_above_p_max": 1},
     )
     notices = [
         SettlementNotice(market="m", round=4, outcome="charged", amount=7, task_id="a"),
@@ -89,7 +96,8 @@ def test_round_summaries_reads_published_messages() -> None:
     ]
     [row] = round_summaries([*notices, result])
     assert ROUND_KEYS == list(row)
-    assert [4, 5, 2, 1, 2, 7, 5, 1, 1, 1, 4] == list(row.values())
+    late_and_refused = [2, {"late_bid": 2, "fee_above_p_max": 1}]
+    assert [4, 5, 2, 1, 2, 7, 5, 1, 1, 1, 4, 3, 1, *late_and_refused] == list(row.values())
 
 
 def test_cli_json_matches_the_documented_shape() -> None:

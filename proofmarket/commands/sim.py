@@ -146,7 +146,7 @@ def _print_table(report: dict[str, object]) -> None:
     columns = [
         ("round", "round"),
         ("tasks_bid", "tasks"),
-        ("provers_bid", "provers"),
+        ("offers", "offers"),
         ("allocated_provers", "won"),
         ("allocated_tasks", "allocated"),
         ("user_price", "user price"),
@@ -155,6 +155,8 @@ def _print_table(report: dict[str, object]) -> None:
         ("slashed_provers", "slashed"),
         ("refunded_tasks", "refunded"),
         ("surplus", "surplus"),
+        ("late", "late"),
+        ("carried", "carried"),
         ("welfare", "welfare"),
         ("optimum_welfare", "optimum"),
         ("efficiency", "efficiency"),
