@@ -95,8 +95,13 @@ class MemoryBroker:
 _BROKERS: dict[str, MemoryBroker] = {}
 
 
-def memory_broker(name: str) -> MemoryBroker:
-    """The process's in-memory broker called `name`, made on first use."""
+def memory_broker(name: str, broker: MemoryBroker | None = None) -> MemoryBroker:
+    """The process's in-memory broker called `name`, made on first use.
+
+    Passing `broker` installs it under that name (a test's lossy or slow broker).
+    """
+    if broker is not None:
+        _BROKERS[name] = broker
     return _BROKERS.setdefault(name, MemoryBroker())
 
 

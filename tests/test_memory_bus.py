@@ -7,6 +7,7 @@ import asyncio
 import msgspec
 import pytest
 
+from coordinator.core import Coordinator
 from coordinator.invariants import check_invariants
 from coordinator.service import CoordinatorConfig, run_coordinator
 from coordinator.state import OpeningBalances
@@ -15,6 +16,7 @@ from protocol.identity import Identity
 from prover_node.service import ProverConfig, run_prover
 from runtime.bus import PayloadTooLargeError
 from runtime.memory_bus import MemoryBroker, MemoryBus, memory_broker, topic_matches
+from user_client.core import UserFleet
 from user_client.service import UserConfig, run_user
 
 WAIT = 60.0
@@ -78,10 +80,53 @@ async def test_the_size_limit_holds_both_ways() -> None:
 
 async def test_a_whole_market_settles_over_the_memory_bus() -> None:
     """Coordinator, three provers and a user, with real crypto, trade over memory:// alone."""
-    url = "memory://whole-market"
+    fleet, core = await run_small_market("whole-market", MemoryBroker())
+    summary = fleet.summary()
+    assert (6, 6, 0) == (summary.tasks_bid, summary.bids_accepted, summary.bids_rejected)
+    assert ([], {}) == (check_invariants(core), core.slashes)
+    assert 0 < summary.charged
+    assert not memory_broker("whole-market").connected(core.key)
+
+
+class BidLosingBroker(MemoryBroker):
+    """Loses the first copy of every task bid, as a coordinator killed after the broker's
+    acknowledgement and before its durable write would."""
+
+    def __init__(self, users: set[str]) -> None:
+        super().__init__()
+        self.users = users
+        self.seen: set[bytes] = set()
+        self.lost = 0
+
+    def route(self, topic: str, payload: bytes) -> None:
+        to_coordinator = topic.rsplit("/", 2)[1] == "in"
+        if to_coordinator and topic.rsplit("/", 1)[1] in self.users and payload not in self.seen:
+            self.seen.add(payload)
+            self.lost += 1
+            return
+        super().route(topic, payload)
+
+
+async def test_a_bid_lost_after_the_brokers_ack_is_sent_again_and_taken() -> None:
+    """A user sends again the bids that got neither receipt nor reject, and none is lost."""
+    broker = BidLosingBroker({USER.public_hex})
+    fleet, core = await run_small_market("losing", broker)
+    summary = fleet.summary()
+    assert (6, 6, 0) == (broker.lost, summary.bids_accepted, summary.bids_rejected)
+    open_tasks = sum(u.open_tasks for u in fleet.users.values())
+    assert ([], {}, 0, True) == (check_invariants(core), core.slashes, open_tasks, fleet.finished)
+
+
+USER = Identity.from_seed(b"\x95" * 32)
+
+
+async def run_small_market(name: str, broker: MemoryBroker) -> tuple[UserFleet, Coordinator]:
+    """Three provers and a user bidding 3 tasks in 2 rounds, over the memory broker `name`."""
+    url = f"memory://{name}"
+    memory_broker(name, broker)
     coordinator = Identity.from_seed(b"\x90" * 32)
     provers = [Identity.from_seed(bytes([0x91 + i]) * 32) for i in range(3)]
-    user = Identity.from_seed(b"\x95" * 32)
+    user = USER
     params = msgspec.structs.replace(
         DEFAULT_MARKET,
         market="mem",
@@ -100,7 +145,7 @@ async def test_a_whole_market_settles_over_the_memory_bus() -> None:
         ),
         start_delay_ms=300,
     )
-    watcher = MemoryBus(memory_broker("whole-market"), "watcher")
+    watcher = MemoryBus(broker, "watcher")
     await watcher.__aenter__()
     await watcher.subscribe(*(f"proofmarket/v1/mem/in/{p.public_hex}" for p in provers))
     stop_market, stop_provers = asyncio.Event(), asyncio.Event()
@@ -132,8 +177,4 @@ async def test_a_whole_market_settles_over_the_memory_bus() -> None:
         stop_market.set()
         stop_provers.set()
         await asyncio.gather(market, *nodes, return_exceptions=True)
-    summary = fleet.summary()
-    assert (6, 6, 0) == (summary.tasks_bid, summary.bids_accepted, summary.bids_rejected)
-    assert ([], {}) == (check_invariants(core), core.slashes)
-    assert 0 < summary.charged
-    assert not memory_broker("whole-market").connected(coordinator.public_hex)
+    return fleet, core

@@ -190,6 +190,10 @@ class UserCore:
             receipted.add(ref)
             self.summary.bids_accepted += 1
 
+    def awaiting(self, ref: bytes) -> bool:
+        """Whether the bid sent as `ref` has had neither a receipt nor a reject yet."""
+        return ref in self._unacknowledged
+
     def sent(self, message: TaskBidMessage, ref: bytes) -> None:
         """Note the envelope reference `ref` under which a task bid went out.
 
@@ -427,6 +431,11 @@ class UserFleet:
         user = self.users.get(key)
         if user is not None:
             user.sent(message, ref)
+
+    def awaiting(self, key: str, ref: bytes) -> bool:
+        """Whether identity `key`'s bid `ref` still awaits its receipt or reject."""
+        user = self.users.get(key)
+        return user is not None and user.awaiting(ref)
 
     @property
     def finished(self) -> bool:

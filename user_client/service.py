@@ -82,6 +82,14 @@ class UserService:
         self._finished = asyncio.Event()
         self._stopping = asyncio.Event()
         self._give_up: asyncio.TimerHandle | None = None
+        # Bids sent and not yet acknowledged, by ref: (sender, topic, payload). The broker
+        # acknowledges a publish before the coordinator has recorded it, so a bid can be
+        # lost in a coordinator crash; the same bytes again are safe (a copy of a bid taken
+        # is answered `replay`) and close that window.
+        self._unreceipted: dict[bytes, tuple[str, str, bytes]] = {}
+        self._resending: set[asyncio.Task[None]] = set()
+        self._resend_timers: set[asyncio.TimerHandle] = set()
+        self.resent = 0
         self.log = structlog.get_logger("user").bind(
             user=wire.first.public_hex[:12], identities=len(fleet.users), market=wire.market
         )
@@ -119,11 +127,15 @@ class UserService:
                 await self._publish_all(effects)
                 if effects and isinstance(event.message, RoundAnnouncement):
                     self.log.info("user.bid", round=event.message.round, tasks=len(effects))
+                    self._resend_later(event.message.bid_deadline)
                 self._check_finished()
         finally:
             if self._give_up is not None:
                 self._give_up.cancel()
             pending = [*readers, *waiters, *([getter] if getter is not None else [])]
+            for timer in self._resend_timers:
+                timer.cancel()
+            pending += self._resending
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
@@ -147,11 +159,43 @@ class UserService:
         # A task bid is small: it always seals to one envelope.
         ((topic, payload),) = self.wire.seal(effect.message, effect.to, sender=sender)
         if isinstance(effect.message, TaskBidMessage):
-            self.fleet.sent(sender, effect.message, envelope_ref(payload))
+            ref = envelope_ref(payload)
+            self.fleet.sent(sender, effect.message, ref)
+            self._unreceipted[ref] = (sender, topic, payload)
         async with self._slots:
             await publish_retrying(
                 self._buses[sender], topic, payload, stopping=self._stopping, log=self.log
             )
+
+    def _resend_later(self, bid_deadline: int) -> None:
+        """Halfway to the bid deadline, send again each bid still unacknowledged."""
+        delay = max(0, bid_deadline - self.clock()) / 2000
+        due = list(self._unreceipted.items())
+        self._unreceipted.clear()
+
+        def fire() -> None:
+            self._resend_timers.discard(timer)
+            task = asyncio.create_task(self._resend(due), name="user:resend")
+            self._resending.add(task)
+            task.add_done_callback(self._resending.discard)
+
+        timer = asyncio.get_running_loop().call_later(delay, fire)
+        self._resend_timers.add(timer)
+
+    async def _resend(self, due: list[tuple[bytes, tuple[str, str, bytes]]]) -> None:
+        again = [entry for ref, entry in due if self.fleet.awaiting(entry[0], ref)]
+        if not again:
+            return
+        self.resent += len(again)
+        self.log.info("user.resent", bids=len(again))
+
+        async def send(sender: str, topic: str, payload: bytes) -> None:
+            async with self._slots:
+                await publish_retrying(
+                    self._buses[sender], topic, payload, stopping=self._stopping, log=self.log
+                )
+
+        await asyncio.gather(*(send(*entry) for entry in again))
 
     def _check_finished(self) -> None:
         if self.fleet.finished:
