@@ -48,7 +48,7 @@ from coordinator.state import (
     wire_task_id,
 )
 from coordinator.views import comparable_state
-from protocol.events import MessageReceived, Publish, Record, Tick, WakeAt
+from protocol.events import MessageReceived, Publish, Record, Resumed, Tick, WakeAt
 from protocol.mechanism import Outcome, market_mechanism
 from protocol.messages import (
     AssignedTask,
@@ -151,6 +151,7 @@ class Coordinator:
         # Inputs refused while each round took bids, by code, until it clears and publishes
         # them. Refusals are not recorded, so a restarted core counts from its restart on.
         self._refusals: dict[int, dict[str, int]] = {}
+        self._shift = 0  # how far outages have moved the round schedule, in ms
 
     # -- the interface ----------------------------------------------------------------
 
@@ -159,6 +160,8 @@ class Coordinator:
         if isinstance(event, MessageReceived):
             # A message never brings a deadline forward, so it never needs a new wake-up.
             return self._on_message(event)
+        if isinstance(event, Resumed):
+            return self._on_resumed(event)
         effects = self._on_tick(event.now)
         if effects:
             wake = self.next_wake()
@@ -206,7 +209,7 @@ class Coordinator:
 
     def round_deadlines(self, number: int) -> tuple[int, int]:
         """(bid deadline, prove deadline) of round `number`."""
-        bid = self.start_ms + (number + 1) * self.params.bid_window_ms
+        bid = self.start_ms + self._shift + (number + 1) * self.params.bid_window_ms
         return bid, bid + self.params.prove_window_ms
 
     def task(self, user: str, task_id: str) -> TaskState | None:
@@ -515,6 +518,24 @@ class Coordinator:
         if effects:
             effects.insert(0, Record(Tick(now)))
         return effects
+
+    def _on_resumed(self, event: Resumed) -> list[CoordinatorEffect]:
+        """Stop the market's clock for an outage: deadlines after `since` move by its length.
+
+        Parties whose messages waited at the broker while the coordinator was down are
+        judged as if it had been up; no one is punished for the coordinator's downtime.
+        """
+        outage = event.now - event.since
+        if outage <= 0 or not self._started or self.finished:
+            return []
+        self._shift += outage
+        for r in self._rounds.values():
+            if r.phase is Phase.BID and r.bid_deadline > event.since:
+                r.bid_deadline += outage
+            if r.phase is not Phase.SETTLED and r.prove_deadline > event.since:
+                r.prove_deadline += outage
+        wake = self.next_wake()
+        return [Record(event), *([WakeAt(wake)] if wake is not None else [])]
 
     def _next_due(self, now: int) -> tuple[str, int] | None:
         if not self._started:

@@ -23,12 +23,12 @@ import msgspec
 import structlog
 
 from coordinator.core import Coordinator
-from coordinator.records import decode_record
+from coordinator.records import CoordinatorEvent, decode_record
 from coordinator.retention import Retention, archive_dir, retire
 from coordinator.snapshot import SnapshotError, capture, load
 from coordinator.state import OpeningBalances
 from coordinator.store import MemoryStore, RecordStore, SqliteStore
-from protocol.events import MessageReceived, Publish, Tick
+from protocol.events import Publish
 from protocol.messages import MarketParams, Message
 
 SNAPSHOT_EVERY: Final = 4096
@@ -229,7 +229,7 @@ class Folded:
 
     core: Coordinator
     resend: list[Publish] = field(default_factory=list)
-    tail: list[MessageReceived | Tick] = field(default_factory=list)  # replayed events
+    tail: list[CoordinatorEvent] = field(default_factory=list)  # replayed events
     snapshot: int | None = None  # position of the snapshot started from; None: record 0
     seconds: float = 0.0
 

@@ -36,7 +36,7 @@ from coordinator.record_log import (
     read_meta,
 )
 from coordinator.record_log import CoordinatorStartError as CoordinatorStartError
-from coordinator.records import encode_record
+from coordinator.records import CoordinatorEvent, decode_record, encode_record
 from coordinator.report import RoundTally, market_report
 from coordinator.retention import KEEP_ALL, Retention
 from coordinator.state import OpeningBalances
@@ -53,7 +53,7 @@ from protocol.envelope import (
     unseal,
 )
 from protocol.errors import BadEncoding, BadPublicKey, BadTopic, ProtocolError, Replay, TooLarge
-from protocol.events import MessageReceived, Publish, Record, Tick, WakeAt
+from protocol.events import MessageReceived, Publish, Record, Resumed, Tick, WakeAt
 from protocol.identity import Identity, valid_public_key
 from protocol.messages import (
     BidReceipt,
@@ -154,13 +154,13 @@ class _Unverified:
 class _Intake:
     """What the loop applies at once: ticks, refusals, and envelopes with their verdicts."""
 
-    items: Sequence[Tick | _Unverified | list[Publish]]
+    items: Sequence[Tick | Resumed | _Unverified | list[Publish]]
     valid: list[bool]  # one per _Unverified in items, in order
 
     @property
     def deliveries(self) -> int:
         """How many broker deliveries the batch holds (a tick is none)."""
-        return sum(not isinstance(item, Tick) for item in self.items)
+        return sum(not isinstance(item, Tick | Resumed) for item in self.items)
 
 
 class CoordinatorService:
@@ -174,7 +174,7 @@ class CoordinatorService:
         store: RecordStore,
         *,
         clock: Clock = wall_ms,
-        recorded: Iterable[MessageReceived | Tick] = (),
+        recorded: Iterable[CoordinatorEvent] = (),
         resend: Sequence[Publish] = (),
         verifier: SignatureVerifier | None = None,
     ) -> None:
@@ -252,7 +252,25 @@ class CoordinatorService:
         if self._published_through < len(self.store) - 1:
             self._published_through = len(self.store) - 1
             self.store.mark_published(self._published_through)
+        await self._resume()
         self._arm(self.core.next_wake())
+
+    async def _resume(self) -> None:
+        """After a restart, stop the market's clock for the time this service was away.
+
+        The last record says when it was last alive; every deadline since moves by the
+        outage, so what parties sent meanwhile (waiting at the broker) is judged on time.
+        """
+        if len(self.store) == 0 or self.core.finished:
+            return
+        record = next(iter(self.store.replay(len(self.store) - 1)), None)
+        if record is None:
+            return  # every record retired into the archive: nothing says when we left
+        since = decode_record(record).now
+        now = self.clock()
+        if now > since:
+            self.log.info("coordinator.resumed", since=since, outage_ms=now - since)
+            await self._handle_batch(_Intake([Resumed(now, since)], []))
 
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until `stop` is set, the market finishes its rounds, or the bus fails."""
@@ -410,7 +428,7 @@ class CoordinatorService:
         wake: int | None = None
         valid = iter(batch.valid)
         for item in batch.items:
-            if isinstance(item, Tick):
+            if isinstance(item, Tick | Resumed):
                 effects: Sequence[Publish | Record | WakeAt] = self.core.handle(item)
             elif isinstance(item, _Unverified):
                 effects = self._accept(item, next(valid), item.arrived or self.clock())

@@ -92,6 +92,7 @@ class _State(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
     grants: list[tuple[int, tuple[str, str, int]]]
     grant_refs: list[bytes]
     slashes: list[tuple[str, int]] = []
+    shift: int = 0
 
 
 _encoder = msgspec.msgpack.Encoder()
@@ -125,6 +126,7 @@ def capture(core: Coordinator, position: int) -> bytes:
         grants=list(core._grants.items()),
         grant_refs=sorted(core._grant_refs),
         slashes=sorted(core.slashes.items()),
+        shift=core._shift,
     )
     payload = _encoder.encode(state)
     return MAGIC + hashlib.blake2b(payload, digest_size=_DIGEST).digest() + payload
@@ -238,6 +240,7 @@ def _apply(core: Coordinator, state: _State, ledger: Accounts, rounds: dict[int,
     core._grants = {nonce: tuple(g) for nonce, g in state.grants}  # type: ignore[misc]
     core._grant_refs = set(state.grant_refs)
     core.slashes = dict(state.slashes)
+    core._shift = state.shift
 
 
 def rounds_of(data: bytes) -> tuple[int | None, int]:

@@ -17,6 +17,7 @@ def comparable_state(core: Coordinator) -> dict[str, object]:
     return {
         "bidding": core._bidding,
         "started": core._started,
+        "shift": core._shift,
         "ledger": sorted((a.kind.value, a.owner, b) for a, b in core.accounts.snapshot().items()),
         "tasks": sorted(
             (

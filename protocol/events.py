@@ -34,6 +34,18 @@ class Tick:
 
 
 @dataclass(frozen=True, slots=True)
+class Resumed:
+    """A restarted service is back at `now`; its last record was written at `since`.
+
+    The broker keeps no arrival times, so a coordinator stops the market's clock for the
+    outage: every deadline after `since` moves `now - since` later (docs/market.md).
+    """
+
+    now: int
+    since: int
+
+
+@dataclass(frozen=True, slots=True)
 class Publish:
     """Send `message`: to one party (hex public key), or to everyone when `to` is None."""
 
@@ -45,7 +57,7 @@ class Publish:
 class Record:
     """Durably record `event` before any later effect of the same step is carried out."""
 
-    event: MessageReceived | Tick
+    event: MessageReceived | Tick | Resumed
 
 
 @dataclass(frozen=True, slots=True)
