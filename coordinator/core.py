@@ -558,8 +558,14 @@ class Coordinator:
                 r.bid_deadline += outage
             if r.phase is not Phase.SETTLED and r.prove_deadline > event.since:
                 r.prove_deadline += outage
+        effects: list[CoordinatorEffect] = [Record(event)]
+        bidding = self._rounds.get(self._bidding)
+        if bidding is not None and bidding.phase is Phase.BID:
+            # Everyone learns the open round's new deadline; a user that hears its round
+            # announced again sends once more the bids the outage may have lost.
+            effects.append(Publish(self._announcement(bidding)))
         wake = self.next_wake()
-        return [Record(event), *([WakeAt(wake)] if wake is not None else [])]
+        return [*effects, *([WakeAt(wake)] if wake is not None else [])]
 
     def _next_due(self, now: int) -> tuple[str, int] | None:
         if not self._started:
@@ -588,15 +594,17 @@ class Coordinator:
         self._rounds[number] = Round(
             number=number, epoch=epoch, bid_deadline=bid_deadline, prove_deadline=prove_deadline
         )
-        announcement = RoundAnnouncement(
+        return [Publish(self._announcement(self._rounds[number]))]
+
+    def _announcement(self, r: Round) -> RoundAnnouncement:
+        return RoundAnnouncement(
             market=self.params.market,
-            round=number,
-            epoch=epoch,
-            bid_deadline=bid_deadline,
-            prove_deadline=prove_deadline,
+            round=r.number,
+            epoch=r.epoch,
+            bid_deadline=r.bid_deadline,
+            prove_deadline=r.prove_deadline,
             params=self.params,
         )
-        return [Publish(announcement)]
 
     def _forget(self, bidding: int) -> None:
         """Forget settled rounds older than `seen_rounds`: their refs, tasks and batches.

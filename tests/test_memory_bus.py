@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import msgspec
 import pytest
@@ -89,30 +90,39 @@ async def test_a_whole_market_settles_over_the_memory_bus() -> None:
 
 
 class BidLosingBroker(MemoryBroker):
-    """Loses the first copy of every task bid, as a coordinator killed after the broker's
-    acknowledgement and before its durable write would."""
+    """Loses the first copy of every task bid, as the broker's acknowledgement of a bid the
+    coordinator dies before recording does; `lost_all` is set once `expected` are gone."""
 
-    def __init__(self, users: set[str]) -> None:
+    def __init__(self, users: set[str], expected: int) -> None:
         super().__init__()
         self.users = users
         self.seen: set[bytes] = set()
         self.lost = 0
+        self.expected = expected
+        self.lost_all = asyncio.Event()
 
     def route(self, topic: str, payload: bytes) -> None:
         to_coordinator = topic.rsplit("/", 2)[1] == "in"
         if to_coordinator and topic.rsplit("/", 1)[1] in self.users and payload not in self.seen:
             self.seen.add(payload)
             self.lost += 1
+            if self.lost >= self.expected:
+                self.lost_all.set()
             return
         super().route(topic, payload)
 
 
-async def test_a_bid_lost_after_the_brokers_ack_is_sent_again_and_taken() -> None:
-    """A user sends again the bids that got neither receipt nor reject, and none is lost."""
-    broker = BidLosingBroker({USER.public_hex})
-    fleet, core = await run_small_market("losing", broker)
+async def test_bids_lost_in_a_coordinator_crash_are_sent_again_and_taken(
+    tmp_path: Path,
+) -> None:
+    """The coordinator dies with a round's bids acknowledged but unrecorded; restarted, it
+    announces the round anew and the user sends those bids again: none is lost."""
+    broker = BidLosingBroker({USER.public_hex}, expected=3)
+    fleet, core = await run_small_market(
+        "losing", broker, rounds=1, ledger=tmp_path / "ledger.sqlite", crash=broker.lost_all
+    )
     summary = fleet.summary()
-    assert (6, 6, 0) == (broker.lost, summary.bids_accepted, summary.bids_rejected)
+    assert (3, 3, 0) == (broker.lost, summary.bids_accepted, summary.bids_rejected)
     open_tasks = sum(u.open_tasks for u in fleet.users.values())
     assert ([], {}, 0, True) == (check_invariants(core), core.slashes, open_tasks, fleet.finished)
 
@@ -120,8 +130,18 @@ async def test_a_bid_lost_after_the_brokers_ack_is_sent_again_and_taken() -> Non
 USER = Identity.from_seed(b"\x95" * 32)
 
 
-async def run_small_market(name: str, broker: MemoryBroker) -> tuple[UserFleet, Coordinator]:
-    """Three provers and a user bidding 3 tasks in 2 rounds, over the memory broker `name`."""
+async def run_small_market(
+    name: str,
+    broker: MemoryBroker,
+    *,
+    rounds: int = 2,
+    ledger: Path | None = None,
+    crash: asyncio.Event | None = None,
+) -> tuple[UserFleet, Coordinator]:
+    """Three provers and a user bidding 3 tasks a round, over the memory broker `name`.
+
+    With `crash`, the coordinator is stopped once it is set and started again on `ledger`.
+    """
     url = f"memory://{name}"
     memory_broker(name, broker)
     coordinator = Identity.from_seed(b"\x90" * 32)
@@ -144,6 +164,7 @@ async def run_small_market(name: str, broker: MemoryBroker) -> tuple[UserFleet, 
             deposits={p.public_hex: 10_000 for p in provers},
         ),
         start_delay_ms=300,
+        ledger=None if ledger is None else str(ledger),
     )
     watcher = MemoryBus(broker, "watcher")
     await watcher.__aenter__()
@@ -161,7 +182,7 @@ async def run_small_market(name: str, broker: MemoryBroker) -> tuple[UserFleet, 
         for i, p in enumerate(provers)
     ]
     bidder = UserConfig(
-        url, coordinator.public_hex, "mem", tasks=3, fee_range=(30, 40), rounds=2, seed=1
+        url, coordinator.public_hex, "mem", tasks=3, fee_range=(30, 40), rounds=rounds, seed=1
     )
     try:
         async with asyncio.timeout(WAIT):
@@ -170,7 +191,14 @@ async def run_small_market(name: str, broker: MemoryBroker) -> tuple[UserFleet, 
             while heard != {p.public_hex for p in provers}:
                 heard |= {d.topic.rsplit("/", 1)[1] for d in await watcher.receive_batch(100)}
             await watcher.__aexit__(None, None, None)
-            fleet = await run_user(user, bidder, stop=asyncio.Event())
+            bidding = asyncio.create_task(run_user(user, bidder, stop=asyncio.Event()))
+            if crash is not None:
+                await crash.wait()
+                stop_market.set()
+                await market
+                stop_market = asyncio.Event()
+                market = asyncio.create_task(run_coordinator(coordinator, config, stop=stop_market))
+            fleet = await bidding
             stop_market.set()
             core = await market
     finally:

@@ -262,6 +262,10 @@ class UserCore:
         return None if task is None else task.state
 
     def _on_announcement(self, msg: RoundAnnouncement) -> list[UserEffect]:
+        if msg.round in self._rounds and msg.round == self._latest_round:
+            # Announced again (a restarted coordinator moved its deadlines): wait longer.
+            self.last_prove_deadline = max(self.last_prove_deadline or 0, msg.prove_deadline)
+            return []
         if (
             msg.round < max(self._floor, self._announce_floor)
             or msg.round in self._rounds

@@ -82,11 +82,13 @@ class UserService:
         self._finished = asyncio.Event()
         self._stopping = asyncio.Event()
         self._give_up: asyncio.TimerHandle | None = None
-        # Bids sent and not yet acknowledged, by ref: (sender, topic, payload). The broker
-        # acknowledges a publish before the coordinator has recorded it, so a bid can be
-        # lost in a coordinator crash; the same bytes again are safe (a copy of a bid taken
-        # is answered `replay`) and close that window.
-        self._unreceipted: dict[bytes, tuple[str, str, bytes]] = {}
+        # Bids sent, by round and ref: (sender, topic, payload). The broker acknowledges a
+        # publish before the coordinator has recorded it, so a bid can be lost in a
+        # coordinator crash; the same bytes again are safe (a copy of a bid taken is
+        # answered `replay`) and close that window. They are sent again when the
+        # coordinator announces their round anew (it restarted) or stays silent.
+        self._sent: dict[int, dict[bytes, tuple[str, str, bytes]]] = {}
+        self._last_heard = 0  # when a message from the coordinator last arrived (ms)
         self._resending: set[asyncio.Task[None]] = set()
         self._resend_timers: set[asyncio.TimerHandle] = set()
         self.resent = 0
@@ -127,7 +129,9 @@ class UserService:
                 await self._publish_all(effects)
                 if effects and isinstance(event.message, RoundAnnouncement):
                     self.log.info("user.bid", round=event.message.round, tasks=len(effects))
-                    self._resend_later(event.message.bid_deadline)
+                    self._resend_later(event.message.round, event.message.bid_deadline)
+                elif isinstance(event.message, RoundAnnouncement):
+                    self._resend_now(event.message.round)
                 self._check_finished()
         finally:
             if self._give_up is not None:
@@ -149,6 +153,7 @@ class UserService:
         async for delivery in bus.messages():
             opened = self.wire.open(delivery.topic, delivery.payload, now=self.clock())
             if opened is not None:
+                self._last_heard = self.clock()
                 self._events.put_nowait(opened)
 
     async def _publish_all(self, effects: list[tuple[str, Publish]]) -> None:
@@ -161,26 +166,35 @@ class UserService:
         if isinstance(effect.message, TaskBidMessage):
             ref = envelope_ref(payload)
             self.fleet.sent(sender, effect.message, ref)
-            self._unreceipted[ref] = (sender, topic, payload)
+            self._sent.setdefault(effect.message.round, {})[ref] = (sender, topic, payload)
         async with self._slots:
             await publish_retrying(
                 self._buses[sender], topic, payload, stopping=self._stopping, log=self.log
             )
 
-    def _resend_later(self, bid_deadline: int) -> None:
-        """Halfway to the bid deadline, send again each bid still unacknowledged."""
-        delay = max(0, bid_deadline - self.clock()) / 2000
-        due = list(self._unreceipted.items())
-        self._unreceipted.clear()
+    def _resend_later(self, round: int, bid_deadline: int) -> None:
+        """Halfway to the bid deadline, if the coordinator has said nothing since these bids
+        went out, send again each one still unacknowledged (a busy coordinator is heard)."""
+        for old in [r for r in self._sent if r < round - 1]:
+            del self._sent[old]
+        sent_at = self.clock()
+        delay = max(0, bid_deadline - sent_at) / 2000
 
         def fire() -> None:
             self._resend_timers.discard(timer)
-            task = asyncio.create_task(self._resend(due), name="user:resend")
-            self._resending.add(task)
-            task.add_done_callback(self._resending.discard)
+            if self._last_heard <= sent_at:
+                self._resend_now(round)
 
         timer = asyncio.get_running_loop().call_later(delay, fire)
         self._resend_timers.add(timer)
+
+    def _resend_now(self, round: int) -> None:
+        """Send again the bids of `round` that still await a receipt or reject."""
+        due = list(self._sent.get(round, {}).items())
+        if due:
+            task = asyncio.create_task(self._resend(due), name="user:resend")
+            self._resending.add(task)
+            task.add_done_callback(self._resending.discard)
 
     async def _resend(self, due: list[tuple[bytes, tuple[str, str, bytes]]]) -> None:
         again = [entry for ref, entry in due if self.fleet.awaiting(entry[0], ref)]
