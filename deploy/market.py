@@ -18,6 +18,11 @@ working market. Keys are the MarketParams field names, all at the top level::
     reserve_cost = 60         # prooph: a virtual prover of this cost (none by default)
     subsidy_account = "<64 hex>"  # vcg: required there; the balance that pays the deficit
     signed_ties = true        # unpredictable ties (docs/mechanism.md, "The tie rule")
+    # failure handling (docs/market.md, "Failures"); the defaults keep none of it:
+    late_grace_ms = 500       # a valid proof up to this late is taken, with a graded penalty
+    rescue = true             # a failed batch's tasks are offered again in the next round
+    suspend_after_failures = 2  # K: a prover that failed K ...
+    suspend_window = 10         # ... of its last W batches may not bid for W rounds
 
 One table holds the coordinator's record-log settings, which are not market rules
 (no other party sees them)::
@@ -79,6 +84,10 @@ _DESCRIPTIONS: Final = {
     "reserve_cost": "prooph: cost of a virtual reserve prover that never trades",
     "subsidy_account": "vcg: the user key whose balance pays the deficit (required for vcg)",
     "signed_ties": "tie seed from the coordinator's signature, published as tie_proof",
+    "late_grace_ms": "a valid proof this late is taken; its batch's penalty ramps to a slash",
+    "rescue": "a failed batch's tasks are offered again in the next round, to other provers",
+    "suspend_after_failures": "K: suspend a prover that failed K of its last W batches (0: never)",
+    "suspend_window": "W: the batches counted, and the rounds a suspension lasts after the last",
 }
 
 _AT_KEY: Final = re.compile(r" - at `\$\.(\w+)`$")
@@ -157,6 +166,11 @@ def market_from_dict(d: Mapping[str, Any]) -> MarketParams:
             f"market file key 'mechanism': {exc.args[0]}", key="mechanism"
         ) from None
     _check_mechanism_params(params)
+    if params.suspend_after_failures > params.suspend_window:
+        raise MarketFileError(
+            "market file key 'suspend_window': must be at least suspend_after_failures",
+            key="suspend_window",
+        )
     return params
 
 

@@ -71,6 +71,8 @@ class UserSummary:
     refunded_total: int = 0
     released: int = 0
     released_total: int = 0
+    compensated: int = 0  # credits for a prover's failure or lateness (task not closed by it)
+    compensated_total: int = 0
     proofs_verified: int = 0
     proofs_invalid: int = 0
     rejects: int = 0
@@ -93,6 +95,7 @@ class _Task:
     difficulty: int
     state: TaskProgress = "bid"
     refs: tuple[bytes, ...] = ()  # envelopes it went out in, until acknowledged
+    compensated_in: tuple[int, ...] = ()  # rounds whose compensation was counted
 
 
 def _parse_fee_range(fee_range: tuple[int, int]) -> tuple[int, int]:
@@ -322,6 +325,15 @@ class UserCore:
         task = self._tasks.get(msg.task_id)
         if task is None:
             return  # each task settles once; a redelivered notice finds it gone
+        if msg.outcome == "compensated":
+            # Credited, not closed: the task is rescued or its charge follows. One
+            # compensation per round a task failed or was late in; a resent copy counts nothing.
+            if msg.round in task.compensated_in:
+                return
+            task.compensated_in += (msg.round,)
+            self.summary.compensated += 1
+            self.summary.compensated_total += msg.amount
+            return
         self._drop(msg.task_id, task)
         if msg.outcome == "charged":
             self.summary.charged += 1
