@@ -867,12 +867,11 @@ class Coordinator:
         market = self.params.market
         effects: list[Publish] = []
         if settled.compensation or settled.outcome == "rescued":
-            amount = settled.compensation or settled.amount
             notice = SettlementNotice(
                 market=market,
                 round=r.number,
-                outcome="compensated",
-                amount=amount,
+                outcome="rescued" if settled.outcome == "rescued" else "compensated",
+                amount=settled.compensation or settled.amount,
                 task_id=task.task_id,
             )
             effects.append(Publish(notice, to=task.user))

@@ -231,11 +231,13 @@ class ProofSubmission(_Body, tag="proof_submission", frozen=True):
     proofs: Annotated[list[TaskProof], Meta(max_length=100_000)]
 
 
-# `compensated` (to a user) credits money for a prover's failure or lateness on a task that
-# is not closed by it; `penalty` (to a prover) takes part of its locked deposit for a late
-# batch that is still paid. Neither settles the task or the batch; the closing notice follows.
+# `rescued` (to a user) credits P_max for a failed task whose fee stays escrowed for the
+# round it is rescued into; `compensated` (to a user) credits a late task's share of its
+# prover's penalty, just before its `charged`; `penalty` (to a prover) takes part of its
+# locked deposit for a late batch, just before its `paid`. None of them closes the task or
+# the batch: the closing notice follows.
 SettlementOutcome = Literal[
-    "charged", "refunded", "released", "paid", "slashed", "compensated", "penalty"
+    "charged", "refunded", "released", "paid", "slashed", "rescued", "compensated", "penalty"
 ]
 
 

@@ -81,7 +81,7 @@ def test_rescue_compensates_and_moves_failed_tasks_into_the_next_round() -> None
     market, _ = round_0(rescue=True)
     effects = market.tick(PROVE_DEADLINE)
     c = market.coordinator
-    assert [("t0", P_MAX), ("t1", P_MAX)] == notices(effects, "compensated")
+    assert [("t0", P_MAX), ("t1", P_MAX)] == notices(effects, "rescued")
     assert [] == notices(effects, "refunded")
     assert [1, 1] == [r.message.carried_to for r in published(effects, UserReceipt)]  # type: ignore[attr-defined]
     assert (100 - 9 + P_MAX, 9, "open", 1, P0) == (

@@ -271,6 +271,7 @@ class FailureRulesMachine(CoordinatorMachine):
         for effect in effects:
             message = effect.message if isinstance(effect, Publish) else None
             if isinstance(message, SettlementNotice) and message.outcome in (
+                "rescued",
                 "compensated",
                 "penalty",
             ):

@@ -71,7 +71,9 @@ class UserSummary:
     refunded_total: int = 0
     released: int = 0
     released_total: int = 0
-    compensated: int = 0  # credits for a prover's failure or lateness (task not closed by it)
+    rescued: int = 0  # failed tasks offered again, P_max credited for each (not closed)
+    rescued_total: int = 0
+    compensated: int = 0  # late tasks' shares of their provers' penalties
     compensated_total: int = 0
     proofs_verified: int = 0
     proofs_invalid: int = 0
@@ -325,14 +327,18 @@ class UserCore:
         task = self._tasks.get(msg.task_id)
         if task is None:
             return  # each task settles once; a redelivered notice finds it gone
-        if msg.outcome == "compensated":
-            # Credited, not closed: the task is rescued or its charge follows. One
-            # compensation per round a task failed or was late in; a resent copy counts nothing.
+        if msg.outcome in ("rescued", "compensated"):
+            # Credited, not closed: the task is rescued or its charge follows. One credit
+            # per round a task failed or was late in; a resent copy counts nothing.
             if msg.round in task.compensated_in:
                 return
             task.compensated_in += (msg.round,)
-            self.summary.compensated += 1
-            self.summary.compensated_total += msg.amount
+            if msg.outcome == "rescued":
+                self.summary.rescued += 1
+                self.summary.rescued_total += msg.amount
+            else:
+                self.summary.compensated += 1
+                self.summary.compensated_total += msg.amount
             return
         self._drop(msg.task_id, task)
         if msg.outcome == "charged":
