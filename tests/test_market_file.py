@@ -168,3 +168,27 @@ def test_market_file_error_is_a_value_error() -> None:
     """Callers catching ValueError also catch MarketFileError."""
     with pytest.raises(ValueError, match="p_max"):
         market_from_dict({"p_max": -1})
+
+
+def test_failure_rules_are_read_and_left_off_the_wire_at_their_defaults() -> None:
+    """The failure keys parse from a market file; at their defaults the wire omits them."""
+    rules = market_from_dict(
+        {"late_grace_ms": 300, "rescue": True, "suspend_after_failures": 2, "suspend_window": 5}
+    )
+    assert (300, True, 2, 5) == (
+        rules.late_grace_ms,
+        rules.rescue,
+        rules.suspend_after_failures,
+        rules.suspend_window,
+    )
+    wire = msgspec.msgpack.decode(msgspec.msgpack.encode(DEFAULT_MARKET))
+    assert set() == {"late_grace_ms", "rescue", "suspend_after_failures", "suspend_window"} & set(
+        wire
+    )
+
+
+def test_a_suspension_window_shorter_than_its_count_is_refused() -> None:
+    """suspend_window below suspend_after_failures could never suspend: refused, naming the key."""
+    with pytest.raises(MarketFileError) as raised:
+        market_from_dict({"suspend_after_failures": 3, "suspend_window": 2})
+    assert "suspend_window" == raised.value.key
