@@ -166,6 +166,12 @@ def market_from_dict(d: Mapping[str, Any]) -> MarketParams:
             f"market file key 'mechanism': {exc.args[0]}", key="mechanism"
         ) from None
     _check_mechanism_params(params)
+    if params.late_grace_ms > params.bid_window_ms:
+        # Longer, and the service's replay guard (sized by the prove window) would close
+        # a round to proofs the grace still takes; a bid window of grace is plenty.
+        raise MarketFileError(
+            "market file key 'late_grace_ms': at most bid_window_ms", key="late_grace_ms"
+        )
     if params.suspend_after_failures > params.suspend_window:
         raise MarketFileError(
             "market file key 'suspend_window': must be at least suspend_after_failures",

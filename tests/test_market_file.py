@@ -192,3 +192,10 @@ def test_a_suspension_window_shorter_than_its_count_is_refused() -> None:
     with pytest.raises(MarketFileError) as raised:
         market_from_dict({"suspend_after_failures": 3, "suspend_window": 2})
     assert "suspend_window" == raised.value.key
+
+
+def test_a_grace_longer_than_the_bid_window_is_refused() -> None:
+    """late_grace_ms above bid_window_ms would outlast the round's replay window: refused."""
+    with pytest.raises(MarketFileError) as raised:
+        market_from_dict({"late_grace_ms": 1001, "bid_window_ms": 1000})
+    assert "late_grace_ms" == raised.value.key
