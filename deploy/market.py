@@ -50,7 +50,7 @@ import msgspec
 from coordinator.record_log import SNAPSHOT_EVERY
 from coordinator.retention import MODES, Retention
 from protocol.mechanism import get_mechanism
-from protocol.messages import MarketParams
+from protocol.messages import FailureRules, MarketParams
 
 # Defaults sized for a testnet on a 2-core machine: one sloth step costs about 0.2 ms in
 # CPython, so a 16-task batch (setup 1000 + 16 x 100 steps) proves in about half a second
@@ -67,7 +67,13 @@ DEFAULT_MARKET: Final = MarketParams(
     prove_window_ms=2000,
 )
 
-_FIELDS: Final = MarketParams.__struct_fields__
+_FAILURE_KEYS: Final = FailureRules.__struct_fields__
+# The failure rules travel as one nested `failures` map (protocol/messages.py says why),
+# but a market file writes them as top-level keys like every other rule.
+_FIELDS: Final = (
+    *(f for f in MarketParams.__struct_fields__ if f != "failures"),
+    *_FAILURE_KEYS,
+)
 
 _DESCRIPTIONS: Final = {
     "market": "market id, shared by every party of this market",
@@ -90,7 +96,7 @@ _DESCRIPTIONS: Final = {
     "suspend_window": "W: the batches counted, and the rounds a suspension lasts after the last",
 }
 
-_AT_KEY: Final = re.compile(r" - at `\$\.(\w+)`$")
+_AT_KEY: Final = re.compile(r" - at `\$\.(?:failures\.)?(\w+)`$")
 
 
 class MarketFileError(ValueError):
@@ -147,7 +153,10 @@ def market_from_dict(d: Mapping[str, Any]) -> MarketParams:
                 f"unknown key {key!r} in market file; known keys: {', '.join(_FIELDS)}",
                 key=str(key),
             )
+    failures = {k: d.pop(k) for k in _FAILURE_KEYS if k in d}
     merged = msgspec.structs.asdict(DEFAULT_MARKET) | dict(d)
+    if failures:
+        merged["failures"] = failures
     try:
         params = msgspec.convert(merged, MarketParams, strict=True)
     except msgspec.ValidationError as exc:
@@ -166,6 +175,14 @@ def market_from_dict(d: Mapping[str, Any]) -> MarketParams:
             f"market file key 'mechanism': {exc.args[0]}", key="mechanism"
         ) from None
     _check_mechanism_params(params)
+    if params.failures == FailureRules():  # written out at their defaults: the same bytes
+        params = msgspec.structs.replace(params, failures=None)
+    _check_failure_rules(params)
+    return params
+
+
+def _check_failure_rules(params: MarketParams) -> None:
+    """The failure rules' bounds the wire schema cannot state."""
     if params.late_grace_ms > params.bid_window_ms:
         # Longer, and the service's replay guard (sized by the prove window) would close
         # a round to proofs the grace still takes; a bid window of grace is plenty.
@@ -177,7 +194,6 @@ def market_from_dict(d: Mapping[str, Any]) -> MarketParams:
             "market file key 'suspend_window': must be at least suspend_after_failures",
             key="suspend_window",
         )
-    return params
 
 
 def _check_mechanism_params(params: MarketParams) -> None:

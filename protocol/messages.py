@@ -45,6 +45,17 @@ class _Body(
     v: Version = SCHEMA_VERSION
 
 
+class FailureRules(
+    msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True, omit_defaults=True
+):
+    """How a market treats late and failed batches; the defaults keep none of it."""
+
+    late_grace_ms: Count = 0  # a valid proof this late is taken, its penalty ramping to a slash
+    rescue: bool = False  # a failed batch's tasks are offered again in the next round
+    suspend_after_failures: Count = 0  # K: refuse cost bids of a prover that failed K ...
+    suspend_window: Count = 0  # ... of its last W settled batches (W rounds after the last)
+
+
 class MarketParams(
     msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True, omit_defaults=True
 ):
@@ -65,12 +76,25 @@ class MarketParams(
     reserve_cost: Money | None = None  # `prooph`: the virtual reserve prover's cost
     subsidy_account: PublicKeyHex | None = None  # `vcg`: whose balance pays the deficit
     signed_ties: bool = False  # tie seed from the coordinator's signature (protocol.tie_proof)
-    # Failure handling (docs/market.md); omitted on the wire at their defaults, which keep
-    # the market as it was without them: no grace, no rescue, no suspension.
-    late_grace_ms: Count = 0  # a valid proof this late is taken, its penalty ramping to a slash
-    rescue: bool = False  # a failed batch's tasks are offered again in the next round
-    suspend_after_failures: Count = 0  # K: refuse cost bids of a prover that failed K ...
-    suspend_window: Count = 0  # ... of its last W settled batches (W rounds after the last)
+    # Failure handling (docs/market.md, "Failures"), one field: a 16th field would turn the
+    # map's fixmap header into a map16 and change every unparameterised market's bytes.
+    failures: FailureRules | None = None
+
+    @property
+    def late_grace_ms(self) -> int:
+        return 0 if self.failures is None else self.failures.late_grace_ms
+
+    @property
+    def rescue(self) -> bool:
+        return self.failures is not None and self.failures.rescue
+
+    @property
+    def suspend_after_failures(self) -> int:
+        return 0 if self.failures is None else self.failures.suspend_after_failures
+
+    @property
+    def suspend_window(self) -> int:
+        return 0 if self.failures is None else self.failures.suspend_window
 
 
 class RoundAnnouncement(_Body, tag="round_announcement", frozen=True):

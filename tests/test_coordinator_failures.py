@@ -25,6 +25,7 @@ from protocol.events import Publish
 from protocol.messages import (
     Assignment,
     ClearingResult,
+    FailureRules,
     ProverRecord,
     SettlementNotice,
     UserReceipt,
@@ -43,7 +44,7 @@ def round_0(**rules: object) -> tuple[Market, Assignment]:
 
     P2 declares capacity too, for the later rounds (under Proo-phi one bidder never trades).
     """
-    market = Market(epoch_rounds=10, prove_window_ms=PROVE, **rules)
+    market = Market(epoch_rounds=10, prove_window_ms=PROVE, failures=FailureRules(**rules))
     market.tick(START)
     market.declare(P0, 2)
     market.declare(P1, 2)
@@ -143,7 +144,7 @@ def test_a_rescued_task_left_unallocated_is_released() -> None:
 
 def test_without_a_round_open_a_failed_task_is_refunded() -> None:
     """The market's last round: nothing to rescue into, so the refund is today's."""
-    market = Market(epoch_rounds=10, prove_window_ms=PROVE, rescue=True)
+    market = Market(epoch_rounds=10, prove_window_ms=PROVE, failures=FailureRules(rescue=True))
     market.coordinator.rounds_limit = 1
     market.tick(START)
     market.declare(P0, 2)
@@ -305,7 +306,7 @@ def test_a_prover_that_failed_k_of_its_last_w_batches_is_suspended_for_w_rounds(
 
 def test_suspension_rule_counts_only_the_window() -> None:
     """Two failures then two proven batches with W=2: no longer K=2 failures in the window."""
-    rules = params(suspend_after_failures=2, suspend_window=2)
+    rules = params(failures=FailureRules(suspend_after_failures=2, suspend_window=2))
     record = TrackRecord()
     note_failed(record, 0, window=2)
     note_failed(record, 1, window=2)

@@ -32,6 +32,7 @@ from protocol.events import Publish, Record
 from protocol.messages import (
     Assignment,
     CapacityDeclaration,
+    FailureRules,
     FaucetGrant,
     Message,
     ProofSubmission,
@@ -260,10 +261,9 @@ class FailureRulesMachine(CoordinatorMachine):
     """The same machine in a market with a grace for late proofs, rescue and suspension."""
 
     RULES: ClassVar[dict[str, object]] = {
-        "late_grace_ms": 60,
-        "rescue": True,
-        "suspend_after_failures": 2,
-        "suspend_window": 3,
+        "failures": FailureRules(
+            late_grace_ms=60, rescue=True, suspend_after_failures=2, suspend_window=3
+        )
     }
 
     def _check_effects(self, before: dict[str, object], effects: list[CoordinatorEffect]) -> None:

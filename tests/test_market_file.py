@@ -17,7 +17,7 @@ from deploy.market import (
     load_market,
     market_from_dict,
 )
-from protocol.messages import MarketParams
+from protocol.messages import FailureRules, MarketParams
 
 
 def _write(tmp_path: Path, text: str) -> Path:
@@ -181,10 +181,13 @@ def test_failure_rules_are_read_and_left_off_the_wire_at_their_defaults() -> Non
         rules.suspend_after_failures,
         rules.suspend_window,
     )
-    wire = msgspec.msgpack.decode(msgspec.msgpack.encode(DEFAULT_MARKET))
-    assert set() == {"late_grace_ms", "rescue", "suspend_after_failures", "suspend_window"} & set(
-        wire
+    expected = FailureRules(
+        late_grace_ms=300, rescue=True, suspend_after_failures=2, suspend_window=5
     )
+    assert expected == rules.failures
+    written_out = market_from_dict({"late_grace_ms": 0, "rescue": False})
+    assert msgspec.msgpack.encode(DEFAULT_MARKET) == msgspec.msgpack.encode(written_out)
+    assert "failures" not in msgspec.msgpack.decode(msgspec.msgpack.encode(DEFAULT_MARKET))
 
 
 def test_a_suspension_window_shorter_than_its_count_is_refused() -> None:
@@ -199,3 +202,10 @@ def test_a_grace_longer_than_the_bid_window_is_refused() -> None:
     with pytest.raises(MarketFileError) as raised:
         market_from_dict({"late_grace_ms": 1001, "bid_window_ms": 1000})
     assert "late_grace_ms" == raised.value.key
+
+
+def test_a_bad_failure_rule_is_named_by_its_own_key() -> None:
+    """A failure rule of the wrong type is refused naming its top-level key."""
+    with pytest.raises(MarketFileError) as raised:
+        market_from_dict({"rescue": 1})
+    assert "rescue" == raised.value.key

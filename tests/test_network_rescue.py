@@ -23,10 +23,11 @@ from coordinator.report import honest_losses
 from coordinator.state import TaskState
 from coordinator.store import SqliteStore
 from deploy.testnet import TestnetConfig as NetConfig  # not a test class
+from protocol.messages import FailureRules
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
-RESCUE = msgspec.structs.replace(QUICK, market="rescuenet", rescue=True)
+RESCUE = msgspec.structs.replace(QUICK, market="rescuenet", failures=FailureRules(rescue=True))
 ROUNDS = 10
 
 
@@ -81,7 +82,7 @@ def _core(ledger: Path) -> Coordinator:
         log.close()
 
 
-GRACE = msgspec.structs.replace(QUICK, market="gracenet", late_grace_ms=800)
+GRACE = msgspec.structs.replace(QUICK, market="gracenet", failures=FailureRules(late_grace_ms=800))
 
 
 async def test_a_proof_inside_the_grace_is_paid_less_a_penalty(
