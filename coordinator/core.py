@@ -569,8 +569,11 @@ class Coordinator:
         for r in self._rounds.values():
             if r.phase is Phase.BID and r.bid_deadline > event.since:
                 r.bid_deadline += outage
-            if r.phase is not Phase.SETTLED and r.prove_deadline > event.since:
+            # A round still in its grace (`late_grace_ms`) is still open to proofs.
+            if r.phase is not Phase.SETTLED and self._settle_at(r) > event.since:
                 r.prove_deadline += outage
+                for batch in r.batches.values():
+                    batch.assigned_ms += outage  # proving times leave the outage out
         wake = self.next_wake()
         return [Record(event), *([WakeAt(wake)] if wake is not None else [])]
 

@@ -21,7 +21,7 @@ from coordinator.invariants import check_invariants
 from coordinator.settlement import plan_settlement
 from coordinator.state import Batch, TaskState, TrackRecord, wire_task_id
 from coordinator.track_record import median_ms, note_failed, note_proved, suspended
-from protocol.events import Publish
+from protocol.events import Publish, Resumed
 from protocol.messages import (
     Assignment,
     ClearingResult,
@@ -324,3 +324,15 @@ def test_median_is_the_lower_middle() -> None:
         median_ms([9, 5]),
         median_ms([9, 7, 5]),
     )
+
+
+def test_an_outage_inside_the_grace_moves_it_too() -> None:
+    """Down from 5 ms into the grace for 1 s: a proof 10 ms late on the moved clock is graded."""
+    market, assignment = round_0(late_grace_ms=GRACE)
+    market.feed(Resumed(now=PROVE_DEADLINE + 5 + 1_000, since=PROVE_DEADLINE + 5))
+    effects = market.prove(P0, assignment, PROVE_DEADLINE + 1_000 + 10)
+    assert [(None, 10)] == notices(effects, "paid")
+    assert [("t0", P_MAX * 10 // GRACE), ("t1", P_MAX * 10 // GRACE)] == notices(
+        effects, "compensated"
+    )
+    assert [] == check_invariants(market.coordinator)
