@@ -44,16 +44,29 @@ def plan_admission(
 ) -> Admission:
     """Which of round `r`'s bids the mechanism sees.
 
-    A prover takes part only if no earlier batch of its is open and its locked deposit
-    still backs its declared capacity (a slashing since its bid may have taken it).
+    A prover takes part only if no earlier batch of its is open, its locked deposit
+    still backs its declared capacity (a slashing since its bid may have taken it), and
+    the round holds no rescued task it failed: the mechanism allocates any task to any
+    bidder, so the one way to never hand a failed task back to its prover is to leave
+    that prover out of the round the task is rescued into.
     """
     prover_bids: list[ProverBid] = []
     refused: list[RefusedCostBid] = []
+    failed = {tasks[k].failed_by for k in r.tasks}
     for key in sorted(r.cost_bids):
         cost_bid = r.cost_bids[key]
         prover = provers[key]
         capacity = prover.capacities[r.epoch]
-        if prover.open_rounds:
+        if key in failed:
+            refused.append(
+                RefusedCostBid(
+                    key,
+                    cost_bid.ref,
+                    RejectCode.RESCUE_EXCLUDED,
+                    "the round rescues a task you failed",
+                )
+            )
+        elif prover.open_rounds:
             refused.append(
                 RefusedCostBid(
                     key, cost_bid.ref, RejectCode.PROVER_BUSY, "an earlier batch is still open"
@@ -95,7 +108,8 @@ def plan_task_fates(
     """Each of round `r`'s tasks, in bid order, with its fate under `outcome`.
 
     An unallocated task that asked to carry over moves to the next round once
-    (`can_carry`: there is a next round), so an unallocatable fee is not escrowed forever.
+    (`can_carry`: there is a next round), so an unallocatable fee is not escrowed forever;
+    a rescued task has had its second chance and is released.
     """
     assigned: dict[TaskKey, TaskFate] = {}
     for prover, wire_ids in outcome.assignments.items():
@@ -107,7 +121,12 @@ def plan_task_fates(
         task = tasks[key]
         if key in assigned:
             fates.append(assigned[key])
-        elif task.carry_over and task.carried_from is None and can_carry:
+        elif (
+            task.carry_over
+            and task.carried_from is None
+            and task.rescued_from is None
+            and can_carry
+        ):
             fates.append(TaskFate(key, "carried"))
         else:
             fates.append(TaskFate(key, "released"))

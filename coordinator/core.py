@@ -12,8 +12,11 @@ Round r of a market started at `start_ms`, with bid window B and prove window P:
     opens at          start + r*B                    (announced to everyone)
     bid deadline      start + (r+1)*B   -> CLEAR r, and round r+1 opens (pipelining)
     prove deadline    start + (r+1)*B + P -> SETTLE whatever of r is still open
+                                               (after the grace, `late_grace_ms`, if any)
 
 A batch settles as soon as every task in it has a proof, or at the prove deadline.
+Lateness, rescue and the track record are plans too (coordinator/settlement.py,
+coordinator/track_record.py); the core applies them.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from coordinator.capacity import plan_declaration
 from coordinator.clearing import Admission, TaskFate, plan_admission, plan_task_fates, subsidy_draw
 from coordinator.funds import check_withdrawal, plan_grant
 from coordinator.records import CoordinatorEffect, CoordinatorEvent
-from coordinator.settlement import plan_settlement
+from coordinator.settlement import SettlementPlan, TaskSettlement, plan_settlement
 from coordinator.state import (
     Batch,
     CostBid,
@@ -47,6 +50,7 @@ from coordinator.state import (
     TaskStatus,
     wire_task_id,
 )
+from coordinator.track_record import note_failed, note_proved, note_won, published, suspended
 from coordinator.views import comparable_state
 from protocol.events import MessageReceived, Publish, Record, Resumed, Tick, WakeAt
 from protocol.mechanism import Outcome, market_mechanism
@@ -173,7 +177,7 @@ class Coordinator:
         """When the next deadline falls, so an adapter (re)arms its timer after a restore."""
         if not self._started:
             return self.start_ms
-        times = [self._rounds[n].prove_deadline for n in self._proving]
+        times = [self._settle_at(self._rounds[n]) for n in self._proving]
         bidding = self._rounds.get(self._bidding)
         if bidding is not None and bidding.phase is Phase.BID:
             times.append(bidding.bid_deadline)
@@ -206,6 +210,10 @@ class Coordinator:
     def floor(self) -> int:
         """The lowest round still held; older settled rounds are forgotten."""
         return self._floor
+
+    def _settle_at(self, r: Round) -> int:
+        """When round `r`'s open batches settle: its prove deadline, plus the grace."""
+        return r.prove_deadline + self.params.late_grace_ms
 
     def round_deadlines(self, number: int) -> tuple[int, int]:
         """(bid deadline, prove deadline) of round `number`."""
@@ -381,6 +389,8 @@ class Coordinator:
             )
         if event.sender in r.cost_bids:
             raise Refusal(RejectCode.DUPLICATE_BID, f"already bid in round {r.number}")
+        if suspended(prover.record, r.number, self.params):
+            raise Refusal(RejectCode.PROVER_SUSPENDED, "suspended for failed batches")
         self._top_up_lock(event.sender, self.params.p_max * capacity)
         r.cost_bids[event.sender] = CostBid(cost=msg.cost, ref=event.ref)
         self._remember(r.number, event.ref)
@@ -437,7 +447,7 @@ class Coordinator:
             raise Refusal(RejectCode.NOT_ASSIGNED, f"no batch assigned to you in round {msg.round}")
         if event.ref in self._seen(r.number):
             raise self._replay()  # proofs already taken, even if the batch has settled
-        if batch.settled or event.now > r.prove_deadline:
+        if batch.settled or event.now > self._settle_at(r):
             raise Refusal(
                 RejectCode.LATE_PROOF, f"round {msg.round} proofs were due by {r.prove_deadline}"
             )
@@ -461,9 +471,12 @@ class Coordinator:
         )
         for key, ok in zip(ids, valid, strict=True):
             batch.proofs[key] = fresh[key] if ok else None
+        if event.now > r.prove_deadline:  # within the grace: taken, and graded
+            batch.late.extend(ids)
         self._remember(r.number, event.ref)
         effects: list[CoordinatorEffect] = [Record(event)]
         if len(batch.proofs) == len(batch.tasks):
+            batch.finished_ms = event.now
             effects.extend(self._settle_batch(r, batch))
         return effects
 
@@ -556,8 +569,11 @@ class Coordinator:
         for r in self._rounds.values():
             if r.phase is Phase.BID and r.bid_deadline > event.since:
                 r.bid_deadline += outage
-            if r.phase is not Phase.SETTLED and r.prove_deadline > event.since:
+            # A round still in its grace (`late_grace_ms`) is still open to proofs.
+            if r.phase is not Phase.SETTLED and self._settle_at(r) > event.since:
                 r.prove_deadline += outage
+                for batch in r.batches.values():
+                    batch.assigned_ms += outage  # proving times leave the outage out
         effects: list[CoordinatorEffect] = [Record(event)]
         bidding = self._rounds.get(self._bidding)
         if bidding is not None and bidding.phase is Phase.BID:
@@ -572,9 +588,9 @@ class Coordinator:
             return ("start", 0) if now >= self.start_ms else None
         # Settling before clearing at the same instant frees provers for the next batch.
         due: list[tuple[int, int, str, int]] = [
-            (self._rounds[n].prove_deadline, 0, "settle", n)
+            (self._settle_at(self._rounds[n]), 0, "settle", n)
             for n in self._proving
-            if self._rounds[n].prove_deadline <= now
+            if self._settle_at(self._rounds[n]) <= now
         ]
         bidding = self._rounds.get(self._bidding)
         if bidding is not None and bidding.phase is Phase.BID and bidding.bid_deadline <= now:
@@ -681,9 +697,10 @@ class Coordinator:
             r, self._tasks, self._wire, outcome, can_carry=next_round is not None
         )
         carried = sum(f.fate == "carried" for f in fates)
+        batches = self._assign_batches(r, outcome, now)  # first: the record counts the wins
         result = self._clearing_result(r, admission, outcome, subsidy, proof, carried)
         effects.append(Publish(result))
-        effects.extend(self._assign_batches(r, outcome))
+        effects.extend(batches)
         for fate in fates:
             effects.extend(self._apply_fate(fate, r.number, next_round))
         if not r.batches:
@@ -722,18 +739,24 @@ class Coordinator:
             offers=len(r.cost_bids),
             carried=carried,
             refused=dict(sorted(self._refusals.pop(r.number, {}).items())),
+            track_record=published(self._provers, list(r.cost_bids)),
         )
 
-    def _assign_batches(self, r: Round, outcome: Outcome) -> list[CoordinatorEffect]:
+    def _assign_batches(self, r: Round, outcome: Outcome, now: int) -> list[CoordinatorEffect]:
         """Open each winner's batch and hand it its assignment."""
         effects: list[CoordinatorEffect] = []
         for key in sorted(outcome.assignments):
             task_keys = tuple(self._wire[w] for w in outcome.assignments[key])
             batch = Batch(
-                prover=key, round=r.number, tasks=task_keys, payment=outcome.payments[key]
+                prover=key,
+                round=r.number,
+                tasks=task_keys,
+                payment=outcome.payments[key],
+                assigned_ms=now,
             )
             r.batches[key] = batch
             self._provers[key].open_rounds.add(r.number)
+            note_won(self._provers[key].record)
             assignment = Assignment(
                 market=self.params.market,
                 round=r.number,
@@ -825,36 +848,89 @@ class Coordinator:
 
     def _settle_batch(self, r: Round, batch: Batch) -> list[CoordinatorEffect]:
         batch.settled = True
+        target = self._rounds.get(self._bidding)
+        into = target if target is not None and target.phase is Phase.BID else None
         plan = plan_settlement(
-            batch, self._tasks, p_max=self.params.p_max, locked=self.locked(batch.prover)
+            batch,
+            self._tasks,
+            p_max=self.params.p_max,
+            locked=self.locked(batch.prover),
+            prove_deadline=r.prove_deadline,
+            grace_ms=self.params.late_grace_ms,
+            rescuable=lambda t: self.params.rescue and into is not None and t.rescued_from is None,
         )
         self.accounts.transfer(plan.postings)
-        market = self.params.market
         effects: list[CoordinatorEffect] = []
         for settled in plan.tasks:
-            task = self._tasks[settled.key]
-            self._mark(task, settled.outcome)
-            notice = SettlementNotice(
-                market=market,
-                round=r.number,
-                outcome=settled.outcome,
-                amount=settled.amount,
-                task_id=task.task_id,
-                proof=settled.proof,
-            )
-            effects.append(Publish(notice, to=task.user))
-        outcome: Literal["paid", "slashed"] = "paid" if plan.proven else "slashed"
-        if not plan.proven:
-            self.slashes[batch.prover] = self.slashes.get(batch.prover, 0) + 1
-        notice = SettlementNotice(
-            market=market, round=r.number, outcome=outcome, amount=plan.prover_amount
-        )
-        effects.append(Publish(notice, to=batch.prover))
+            effects.extend(self._settle_task(r, batch, settled, into))
+        effects.extend(self._prover_notices(r, batch, plan))
         self._provers[batch.prover].open_rounds.discard(r.number)
         self._release_lock(batch.prover)
         if all(b.settled for b in r.batches.values()):
             self._settled(r)
         return effects
+
+    def _settle_task(
+        self, r: Round, batch: Batch, settled: TaskSettlement, into: Round | None
+    ) -> list[Publish]:
+        """Close (or, rescued, reopen) one task of a settled batch, and tell its user."""
+        task = self._tasks[settled.key]
+        market = self.params.market
+        effects: list[Publish] = []
+        if settled.compensation or settled.outcome == "rescued":
+            notice = SettlementNotice(
+                market=market,
+                round=r.number,
+                outcome="rescued" if settled.outcome == "rescued" else "compensated",
+                amount=settled.compensation or settled.amount,
+                task_id=task.task_id,
+            )
+            effects.append(Publish(notice, to=task.user))
+        if settled.outcome == "rescued" and into is not None:
+            task.status, task.prover, task.price = "open", None, None
+            task.rescued_from, task.failed_by = r.number, batch.prover
+            task.round = into.number
+            into.tasks.append(settled.key)
+            receipt = UserReceipt(
+                market=market,
+                round=r.number,
+                task_id=task.task_id,
+                allocated=False,
+                carried_to=into.number,
+            )
+            return [*effects, Publish(receipt, to=task.user)]
+        self._mark(task, "charged" if settled.outcome == "charged" else "refunded")
+        notice = SettlementNotice(
+            market=market,
+            round=r.number,
+            outcome="charged" if settled.outcome == "charged" else "refunded",
+            amount=settled.amount,
+            task_id=task.task_id,
+            proof=settled.proof,
+        )
+        return [*effects, Publish(notice, to=task.user)]
+
+    def _prover_notices(self, r: Round, batch: Batch, plan: SettlementPlan) -> list[Publish]:
+        """The prover's notices of a settled batch; its track record notes the outcome."""
+        market, record = self.params.market, self._provers[batch.prover].record
+        window = self.params.suspend_window
+        effects: list[Publish] = []
+        if not plan.proven:
+            self.slashes[batch.prover] = self.slashes.get(batch.prover, 0) + 1
+            note_failed(record, r.number, window=window)
+        else:
+            took = (batch.finished_ms or batch.assigned_ms) - batch.assigned_ms
+            note_proved(record, r.number, took, late=bool(batch.late), window=window)
+        if plan.penalty:
+            notice = SettlementNotice(
+                market=market, round=r.number, outcome="penalty", amount=plan.penalty
+            )
+            effects.append(Publish(notice, to=batch.prover))
+        outcome: Literal["paid", "slashed"] = "paid" if plan.proven else "slashed"
+        notice = SettlementNotice(
+            market=market, round=r.number, outcome=outcome, amount=plan.prover_amount
+        )
+        return [*effects, Publish(notice, to=batch.prover)]
 
     def _settled(self, r: Round) -> None:
         r.phase = Phase.SETTLED

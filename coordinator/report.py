@@ -36,7 +36,14 @@ REPORT_FIELDS = (
     "refused",
 )
 
-_COUNTERS = {"charged": "proofs_valid", "slashed": "slashed_provers", "refunded": "refunded_tasks"}
+_COUNTERS = {
+    "charged": "proofs_valid",
+    "slashed": "slashed_provers",
+    "refunded": "refunded_tasks",
+    "rescued": "rescued_tasks",
+}
+# Reported only when a round has some, so a market without rescue reports as before.
+_WHEN_ANY = ("rescued_tasks",)
 
 
 class RoundTally:
@@ -86,7 +93,7 @@ class RoundTally:
             counter = _COUNTERS.get(message.outcome)
             if counter is not None:
                 row[counter] = _int(row[counter]) + 1
-            if message.outcome in ("charged", "refunded"):
+            if message.outcome in ("charged", "refunded", "rescued"):
                 row["settled_tasks"] = _int(row["settled_tasks"]) + 1
                 if row["settled_tasks"] == row.get("allocated_tasks"):
                     row["phase"] = "settled"
@@ -100,9 +107,10 @@ class RoundTally:
         return row
 
     def summaries(self) -> list[dict[str, object]]:
-        """The cleared rounds in order, each with exactly REPORT_FIELDS."""
+        """The cleared rounds in order, each with REPORT_FIELDS (and `rescued_tasks`, if any)."""
         return [
             {key: self.rows[n].get(key) for key in REPORT_FIELDS}
+            | {key: self.rows[n][key] for key in _WHEN_ANY if self.rows[n].get(key)}
             for n in sorted(self.rows)
             if "tasks_bid" in self.rows[n]
         ]

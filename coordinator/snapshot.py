@@ -26,6 +26,7 @@ from coordinator.state import (
     Round,
     TaskKey,
     TaskState,
+    TrackRecord,
 )
 from protocol.messages import MarketParams
 
@@ -61,6 +62,9 @@ class _BatchState(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
     payment: int
     proofs: list[tuple[TaskKey, bytes | None]]
     settled: bool
+    assigned_ms: int = 0
+    finished_ms: int | None = None
+    late: list[TaskKey] = []
 
 
 class _RoundState(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
@@ -93,6 +97,7 @@ class _State(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
     grant_refs: list[bytes]
     slashes: list[tuple[str, int]] = []
     shift: int = 0
+    records: list[tuple[str, TrackRecord]] = []
 
 
 _encoder = msgspec.msgpack.Encoder()
@@ -127,6 +132,7 @@ def capture(core: Coordinator, position: int) -> bytes:
         grant_refs=sorted(core._grant_refs),
         slashes=sorted(core.slashes.items()),
         shift=core._shift,
+        records=[(k, p.record) for k, p in core._provers.items()],
     )
     payload = _encoder.encode(state)
     return MAGIC + hashlib.blake2b(payload, digest_size=_DIGEST).digest() + payload
@@ -142,7 +148,16 @@ def _round_state(r: Round) -> _RoundState:
         tasks=list(r.tasks),
         cost_bids=[(k, b.cost, b.ref) for k, b in r.cost_bids.items()],
         batches=[
-            _BatchState(b.prover, list(b.tasks), b.payment, list(b.proofs.items()), b.settled)
+            _BatchState(
+                b.prover,
+                list(b.tasks),
+                b.payment,
+                list(b.proofs.items()),
+                b.settled,
+                b.assigned_ms,
+                b.finished_ms,
+                list(b.late),
+            )
             for b in r.batches.values()
         ],
     )
@@ -206,6 +221,9 @@ def _round_of(r: _RoundState) -> Round:
             payment=b.payment,
             proofs={tuple(k): v for k, v in b.proofs},  # type: ignore[misc]
             settled=b.settled,
+            assigned_ms=b.assigned_ms,
+            finished_ms=b.finished_ms,
+            late=[tuple(t) for t in b.late],  # type: ignore[misc]
         )
         for b in r.batches
     }
@@ -230,8 +248,13 @@ def _apply(core: Coordinator, state: _State, ledger: Accounts, rounds: dict[int,
     core._rounds = rounds
     core._tasks = {(t.user, t.task_id): t for t in state.tasks}
     core._wire = {t.wire_id: (t.user, t.task_id) for t in state.tasks}
+    records = dict(state.records)
     core._provers = {
-        k: ProverState(capacities=dict(caps), open_rounds=set(open_rounds))
+        k: ProverState(
+            capacities=dict(caps),
+            open_rounds=set(open_rounds),
+            record=records.get(k, TrackRecord()),
+        )
         for k, caps, open_rounds in state.provers
     }
     core._proving = {n for n, r in rounds.items() if r.phase is Phase.PROVE}

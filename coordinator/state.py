@@ -68,6 +68,8 @@ class TaskState:
     price: int | None = None
     settlements: int = 0
     carried_from: int | None = None
+    rescued_from: int | None = None  # the round whose failed batch handed it on
+    failed_by: str | None = None  # the prover that failed it: never offered it again
 
 
 @dataclass(slots=True)
@@ -88,6 +90,9 @@ class Batch:
     payment: int
     proofs: dict[TaskKey, bytes | None] = field(default_factory=dict)  # None: invalid proof
     settled: bool = False
+    assigned_ms: int = 0  # when the clearing assigned it (core event time)
+    finished_ms: int | None = None  # when its last proof arrived
+    late: list[TaskKey] = field(default_factory=list)  # tasks whose proof came after the deadline
 
 
 @dataclass(slots=True)
@@ -105,11 +110,28 @@ class Round:
 
 
 @dataclass(slots=True)
+class TrackRecord:
+    """A prover's record: batches won, proven (late among them), failed, and recent history.
+
+    `times` are the proving times of its last proven batches and `recent` the (round,
+    failed) of its last settled ones, each kept to a bound (coordinator.track_record).
+    """
+
+    won: int = 0
+    proved: int = 0
+    late: int = 0
+    failed: int = 0
+    times: list[int] = field(default_factory=list)
+    recent: list[tuple[int, bool]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
 class ProverState:
     """What the market remembers of a prover between rounds."""
 
     capacities: dict[int, int] = field(default_factory=dict)  # epoch -> declared capacity
     open_rounds: set[int] = field(default_factory=set)  # rounds with an unsettled batch
+    record: TrackRecord = field(default_factory=TrackRecord)
 
 
 class Refusal(Exception):

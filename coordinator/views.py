@@ -31,6 +31,8 @@ def comparable_state(core: Coordinator) -> dict[str, object]:
                 t.price,
                 t.settlements,
                 t.carried_from,
+                t.rescued_from,
+                t.failed_by,
             )
             for t in core._tasks.values()
         ),
@@ -42,7 +44,16 @@ def comparable_state(core: Coordinator) -> dict[str, object]:
                 tuple(sorted((k, b.cost) for k, b in r.cost_bids.items())),
                 tuple(
                     sorted(
-                        (k, b.tasks, b.payment, b.settled, tuple(sorted(b.proofs.items())))
+                        (
+                            k,
+                            b.tasks,
+                            b.payment,
+                            b.settled,
+                            tuple(sorted(b.proofs.items())),
+                            b.assigned_ms,
+                            b.finished_ms,
+                            tuple(b.late),
+                        )
                         for k, b in r.batches.items()
                     )
                 ),
@@ -52,7 +63,14 @@ def comparable_state(core: Coordinator) -> dict[str, object]:
         "grants": sorted(core._grants.items()),
         "slashes": sorted(core.slashes.items()),
         "provers": sorted(
-            (k, tuple(sorted(p.capacities.items())), tuple(sorted(p.open_rounds)))
+            (
+                k,
+                tuple(sorted(p.capacities.items())),
+                tuple(sorted(p.open_rounds)),
+                (p.record.won, p.record.proved, p.record.late, p.record.failed),
+                tuple(p.record.times),
+                tuple(p.record.recent),
+            )
             for k, p in core._provers.items()
         ),
     }

@@ -18,6 +18,11 @@ working market. Keys are the MarketParams field names, all at the top level::
     reserve_cost = 60         # prooph: a virtual prover of this cost (none by default)
     subsidy_account = "<64 hex>"  # vcg: required there; the balance that pays the deficit
     signed_ties = true        # unpredictable ties (docs/mechanism.md, "The tie rule")
+    # failure handling (docs/market.md, "Failures"); the defaults keep none of it:
+    late_grace_ms = 500       # a valid proof up to this late is taken, with a graded penalty
+    rescue = true             # a failed batch's tasks are offered again in the next round
+    suspend_after_failures = 2  # K: a prover that failed K ...
+    suspend_window = 10         # ... of its last W batches may not bid for W rounds
 
 One table holds the coordinator's record-log settings, which are not market rules
 (no other party sees them)::
@@ -45,7 +50,7 @@ import msgspec
 from coordinator.record_log import SNAPSHOT_EVERY
 from coordinator.retention import MODES, Retention
 from protocol.mechanism import get_mechanism
-from protocol.messages import MarketParams
+from protocol.messages import FailureRules, MarketParams
 
 # Defaults sized for a testnet on a 2-core machine: one sloth step costs about 0.2 ms in
 # CPython, so a 16-task batch (setup 1000 + 16 x 100 steps) proves in about half a second
@@ -62,7 +67,13 @@ DEFAULT_MARKET: Final = MarketParams(
     prove_window_ms=2000,
 )
 
-_FIELDS: Final = MarketParams.__struct_fields__
+_FAILURE_KEYS: Final = FailureRules.__struct_fields__
+# The failure rules travel as one nested `failures` map (protocol/messages.py says why),
+# but a market file writes them as top-level keys like every other rule.
+_FIELDS: Final = (
+    *(f for f in MarketParams.__struct_fields__ if f != "failures"),
+    *_FAILURE_KEYS,
+)
 
 _DESCRIPTIONS: Final = {
     "market": "market id, shared by every party of this market",
@@ -79,9 +90,13 @@ _DESCRIPTIONS: Final = {
     "reserve_cost": "prooph: cost of a virtual reserve prover that never trades",
     "subsidy_account": "vcg: the user key whose balance pays the deficit (required for vcg)",
     "signed_ties": "tie seed from the coordinator's signature, published as tie_proof",
+    "late_grace_ms": "a valid proof this late is taken; its batch's penalty ramps to a slash",
+    "rescue": "a failed batch's tasks are offered again in the next round, to other provers",
+    "suspend_after_failures": "K: suspend a prover that failed K of its last W batches (0: never)",
+    "suspend_window": "W: the batches counted, and the rounds a suspension lasts after the last",
 }
 
-_AT_KEY: Final = re.compile(r" - at `\$\.(\w+)`$")
+_AT_KEY: Final = re.compile(r" - at `\$\.(?:failures\.)?(\w+)`$")
 
 
 class MarketFileError(ValueError):
@@ -138,7 +153,10 @@ def market_from_dict(d: Mapping[str, Any]) -> MarketParams:
                 f"unknown key {key!r} in market file; known keys: {', '.join(_FIELDS)}",
                 key=str(key),
             )
+    failures = {k: d.pop(k) for k in _FAILURE_KEYS if k in d}
     merged = msgspec.structs.asdict(DEFAULT_MARKET) | dict(d)
+    if failures:
+        merged["failures"] = failures
     try:
         params = msgspec.convert(merged, MarketParams, strict=True)
     except msgspec.ValidationError as exc:
@@ -157,7 +175,25 @@ def market_from_dict(d: Mapping[str, Any]) -> MarketParams:
             f"market file key 'mechanism': {exc.args[0]}", key="mechanism"
         ) from None
     _check_mechanism_params(params)
+    if params.failures == FailureRules():  # written out at their defaults: the same bytes
+        params = msgspec.structs.replace(params, failures=None)
+    _check_failure_rules(params)
     return params
+
+
+def _check_failure_rules(params: MarketParams) -> None:
+    """The failure rules' bounds the wire schema cannot state."""
+    if params.late_grace_ms > params.bid_window_ms:
+        # Longer, and the service's replay guard (sized by the prove window) would close
+        # a round to proofs the grace still takes; a bid window of grace is plenty.
+        raise MarketFileError(
+            "market file key 'late_grace_ms': at most bid_window_ms", key="late_grace_ms"
+        )
+    if params.suspend_after_failures > params.suspend_window:
+        raise MarketFileError(
+            "market file key 'suspend_window': must be at least suspend_after_failures",
+            key="suspend_window",
+        )
 
 
 def _check_mechanism_params(params: MarketParams) -> None:

@@ -45,6 +45,17 @@ class _Body(
     v: Version = SCHEMA_VERSION
 
 
+class FailureRules(
+    msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True, omit_defaults=True
+):
+    """How a market treats late and failed batches; the defaults keep none of it."""
+
+    late_grace_ms: Count = 0  # a valid proof this late is taken, its penalty ramping to a slash
+    rescue: bool = False  # a failed batch's tasks are offered again in the next round
+    suspend_after_failures: Count = 0  # K: refuse cost bids of a prover that failed K ...
+    suspend_window: Count = 0  # ... of its last W settled batches (W rounds after the last)
+
+
 class MarketParams(
     msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True, omit_defaults=True
 ):
@@ -65,6 +76,25 @@ class MarketParams(
     reserve_cost: Money | None = None  # `prooph`: the virtual reserve prover's cost
     subsidy_account: PublicKeyHex | None = None  # `vcg`: whose balance pays the deficit
     signed_ties: bool = False  # tie seed from the coordinator's signature (protocol.tie_proof)
+    # Failure handling (docs/market.md, "Failures"), one field: a 16th field would turn the
+    # map's fixmap header into a map16 and change every unparameterised market's bytes.
+    failures: FailureRules | None = None
+
+    @property
+    def late_grace_ms(self) -> int:
+        return 0 if self.failures is None else self.failures.late_grace_ms
+
+    @property
+    def rescue(self) -> bool:
+        return self.failures is not None and self.failures.rescue
+
+    @property
+    def suspend_after_failures(self) -> int:
+        return 0 if self.failures is None else self.failures.suspend_after_failures
+
+    @property
+    def suspend_window(self) -> int:
+        return 0 if self.failures is None else self.failures.suspend_window
 
 
 class RoundAnnouncement(_Body, tag="round_announcement", frozen=True):
@@ -134,6 +164,21 @@ class BidReceipts(_Body, tag="bid_receipts", frozen=True):
     receipts: Annotated[list[ReceiptEntry], Meta(min_length=1, max_length=100_000)]
 
 
+class ProverRecord(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One prover's track record: its batches won, proven (late among them) and failed.
+
+    `median_proving_ms` is over its last proven batches (coordinator.track_record), from
+    the clearing that assigned a batch to the arrival of the proof that completed it.
+    """
+
+    prover: PublicKeyHex
+    won: Count
+    proved: Count
+    late: Count
+    failed: Count
+    median_proving_ms: Millis | None = None
+
+
 class ClearingResult(_Body, tag="clearing_result", frozen=True, kw_only=True, omit_defaults=True):
     """Coordinator -> everyone (signed, public): the round's outcome, no bid contents."""
 
@@ -158,6 +203,8 @@ class ClearingResult(_Body, tag="clearing_result", frozen=True, kw_only=True, om
     offers: Count = 0
     carried: Count = 0
     refused: dict[Annotated[str, Meta(max_length=32)], Count] = {}
+    # The track record of every prover that bid in the round, after its assignments.
+    track_record: Annotated[list[ProverRecord], Meta(max_length=100_000)] | None = None
 
 
 class AssignedTask(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -208,7 +255,14 @@ class ProofSubmission(_Body, tag="proof_submission", frozen=True):
     proofs: Annotated[list[TaskProof], Meta(max_length=100_000)]
 
 
-SettlementOutcome = Literal["charged", "refunded", "released", "paid", "slashed"]
+# `rescued` (to a user) credits P_max for a failed task whose fee stays escrowed for the
+# round it is rescued into; `compensated` (to a user) credits a late task's share of its
+# prover's penalty, just before its `charged`; `penalty` (to a prover) takes part of its
+# locked deposit for a late batch, just before its `paid`. None of them closes the task or
+# the batch: the closing notice follows.
+SettlementOutcome = Literal[
+    "charged", "refunded", "released", "paid", "slashed", "rescued", "compensated", "penalty"
+]
 
 
 class SettlementNotice(_Body, tag="settlement", frozen=True):

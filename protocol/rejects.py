@@ -58,6 +58,8 @@ class RejectCode(StrEnum):
     DEPOSIT_LOCKED = "deposit_locked"
     NOT_FAUCET = "not_faucet"
     DUPLICATE_GRANT = "duplicate_grant"
+    PROVER_SUSPENDED = "prover_suspended"
+    RESCUE_EXCLUDED = "rescue_excluded"
 
 
 C = RejectCode
@@ -94,13 +96,15 @@ MEANINGS: Final[Mapping[RejectCode, str]] = MappingProxyType(
         C.INSUFFICIENT_BALANCE: "the user's balance is below the fee",
         C.DUPLICATE_TASK: "the user already bid a task with this id",
         C.NOT_ASSIGNED: "a proof for a batch or task not assigned to this prover",
-        C.LATE_PROOF: "a proof after the prove deadline or after its batch settled",
+        C.LATE_PROOF: "a proof after the prove deadline (and grace) or after its batch settled",
         C.PROVER_BUSY: "at clearing: the prover still has an unsettled batch",
         C.INVALID_AMOUNT: "a withdrawal or faucet grant of a non-positive amount",
         C.INSUFFICIENT_FUNDS: "a withdrawal of more than the account holds",
         C.DEPOSIT_LOCKED: "a withdrawal of deposit that capacity keeps locked",
         C.NOT_FAUCET: "a faucet grant from a key that is not the market's faucet",
         C.DUPLICATE_GRANT: "a faucet grant whose nonce already names another grant",
+        C.PROVER_SUSPENDED: "a cost bid from a prover suspended: it failed K of its last W batches",
+        C.RESCUE_EXCLUDED: "at clearing: the round rescues a task this prover failed",
     }
 )
 del C

@@ -71,6 +71,8 @@ class ProverStats:
     paid_total: int = 0
     slashes: int = 0
     slashed_total: int = 0
+    penalties: int = 0  # late batches paid less a penalty from the locked deposit
+    penalty_total: int = 0
     rejects: int = 0
     reject_codes: dict[str, int] = field(default_factory=dict)
 
@@ -87,6 +89,8 @@ class ProverStats:
             "paid_total": self.paid_total,
             "slashes": self.slashes,
             "slashed_total": self.slashed_total,
+            "penalties": self.penalties,
+            "penalty_total": self.penalty_total,
             "rejects": self.rejects,
         }
 
@@ -223,6 +227,10 @@ class ProverCore:
         batch = self._batches.get(msg.round)
         if batch is None or batch.settled:
             return  # a restarted coordinator's resend, or a batch long forgotten
+        if msg.outcome == "penalty":  # comes first; the batch's paid notice follows
+            self.stats.penalties += 1
+            self.stats.penalty_total += msg.amount
+            return
         batch.settled = True
         if msg.outcome == "paid":
             self.stats.payments += 1

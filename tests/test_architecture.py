@@ -34,6 +34,7 @@ PURE_MODULES = {
     "coordinator.funds",
     "coordinator.views",
     "coordinator.settlement",
+    "coordinator.track_record",
     "coordinator.state",
     "coordinator.records",
     "coordinator.invariants",

@@ -4,6 +4,8 @@ must rebuild the same state, from the first record or from a snapshot halfway.""
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
@@ -30,10 +32,12 @@ from protocol.events import Publish, Record
 from protocol.messages import (
     Assignment,
     CapacityDeclaration,
+    FailureRules,
     FaucetGrant,
     Message,
     ProofSubmission,
     ProverCostBid,
+    SettlementNotice,
     TaskBidMessage,
     Withdrawal,
 )
@@ -43,9 +47,11 @@ SEEN = 3
 
 
 class CoordinatorMachine(RuleBasedStateMachine):
+    RULES: ClassVar[dict[str, object]] = {}
+
     def __init__(self) -> None:
         super().__init__()
-        self.params = params(prove_window_ms=150, epoch_rounds=1)
+        self.params = params(prove_window_ms=150, epoch_rounds=1, **self.RULES)
         self.genesis = genesis(balance=40, deposit=60, faucet=FAUCET)
         # A short memory, so that forgetting old rounds happens within a run.
         self.market = Market(Coordinator(self.params, self.genesis, COORD, START, seen_rounds=SEEN))
@@ -238,6 +244,7 @@ class CoordinatorMachine(RuleBasedStateMachine):
         )
         replayed(resumed, recorded[at:])
         assert capture(self.coordinator, len(recorded)) == capture(resumed, len(recorded))
+        assert self.coordinator.state() == resumed.state()
 
 
 CoordinatorMachine.TestCase.settings = settings(
@@ -248,3 +255,42 @@ CoordinatorMachine.TestCase.settings = settings(
 )
 TestCoordinatorStateful = CoordinatorMachine.TestCase
 TestCoordinatorStateful.__doc__ = "Random inputs keep every invariant and replay to the same state."
+
+
+class FailureRulesMachine(CoordinatorMachine):
+    """The same machine in a market with a grace for late proofs, rescue and suspension."""
+
+    RULES: ClassVar[dict[str, object]] = {
+        "failures": FailureRules(
+            late_grace_ms=60, rescue=True, suspend_after_failures=2, suspend_window=3
+        )
+    }
+
+    def _check_effects(self, before: dict[str, object], effects: list[CoordinatorEffect]) -> None:
+        super()._check_effects(before, effects)
+        for effect in effects:
+            message = effect.message if isinstance(effect, Publish) else None
+            if isinstance(message, SettlementNotice) and message.outcome in (
+                "rescued",
+                "compensated",
+                "penalty",
+            ):
+                event(f"some {message.outcome} notice")
+        for task in self.coordinator.tasks():
+            # A rescued task is never handed back to the prover that failed it.
+            assert task.failed_by is None or task.prover != task.failed_by
+
+    @precondition(lambda self: bool(self.assignments))
+    @rule(data=st.data(), after=st.integers(1, 70))
+    def prove_late(self, data: st.DataObject, after: int) -> None:
+        """A batch proven `after` ms past its deadline: within the grace, or just past it."""
+        prover, assignment = data.draw(st.sampled_from(self.assignments[-2:]))
+        self.now = max(self.now, assignment.prove_deadline + after)
+        self._answer(prover, assignment, "valid")
+
+
+FailureRulesMachine.TestCase.settings = CoordinatorMachine.TestCase.settings
+TestFailureRulesStateful = FailureRulesMachine.TestCase
+TestFailureRulesStateful.__doc__ = (
+    "Under grace, rescue and suspension, random inputs keep every invariant and replay alike."
+)

@@ -17,7 +17,7 @@ from deploy.market import (
     load_market,
     market_from_dict,
 )
-from protocol.messages import MarketParams
+from protocol.messages import FailureRules, MarketParams
 
 
 def _write(tmp_path: Path, text: str) -> Path:
@@ -168,3 +168,44 @@ def test_market_file_error_is_a_value_error() -> None:
     """Callers catching ValueError also catch MarketFileError."""
     with pytest.raises(ValueError, match="p_max"):
         market_from_dict({"p_max": -1})
+
+
+def test_failure_rules_are_read_and_left_off_the_wire_at_their_defaults() -> None:
+    """The failure keys parse from a market file; at their defaults the wire omits them."""
+    rules = market_from_dict(
+        {"late_grace_ms": 300, "rescue": True, "suspend_after_failures": 2, "suspend_window": 5}
+    )
+    assert (300, True, 2, 5) == (
+        rules.late_grace_ms,
+        rules.rescue,
+        rules.suspend_after_failures,
+        rules.suspend_window,
+    )
+    expected = FailureRules(
+        late_grace_ms=300, rescue=True, suspend_after_failures=2, suspend_window=5
+    )
+    assert expected == rules.failures
+    written_out = market_from_dict({"late_grace_ms": 0, "rescue": False})
+    assert msgspec.msgpack.encode(DEFAULT_MARKET) == msgspec.msgpack.encode(written_out)
+    assert "failures" not in msgspec.msgpack.decode(msgspec.msgpack.encode(DEFAULT_MARKET))
+
+
+def test_a_suspension_window_shorter_than_its_count_is_refused() -> None:
+    """suspend_window below suspend_after_failures could never suspend: refused, naming the key."""
+    with pytest.raises(MarketFileError) as raised:
+        market_from_dict({"suspend_after_failures": 3, "suspend_window": 2})
+    assert "suspend_window" == raised.value.key
+
+
+def test_a_grace_longer_than_the_bid_window_is_refused() -> None:
+    """late_grace_ms above bid_window_ms would outlast the round's replay window: refused."""
+    with pytest.raises(MarketFileError) as raised:
+        market_from_dict({"late_grace_ms": 1001, "bid_window_ms": 1000})
+    assert "late_grace_ms" == raised.value.key
+
+
+def test_a_bad_failure_rule_is_named_by_its_own_key() -> None:
+    """A failure rule of the wrong type is refused naming its top-level key."""
+    with pytest.raises(MarketFileError) as raised:
+        market_from_dict({"rescue": 1})
+    assert "rescue" == raised.value.key

@@ -419,3 +419,17 @@ def test_working_state_stays_bounded_over_many_rounds() -> None:
     )
     assert (None, "bid") == (core.task_state(settled.task_id), core.task_state(left_open.task_id))
     assert sizes[last]["tasks"] == core.open_tasks
+
+
+def test_a_rescue_credit_keeps_the_task_open_and_counts_once() -> None:
+    """A `rescued` notice (and a resent copy) counts once and leaves the task to be charged."""
+    core = make(tasks=1)
+    [bid] = bids(core.handle(received(announce(0))))
+    rescued = SettlementNotice(
+        market=MARKET, round=0, outcome="rescued", amount=100, task_id=bid.task_id
+    )
+    core.handle(received(rescued))
+    core.handle(received(rescued))
+    core.handle(received(charged(bid.task_id, 9, None)))
+    s = core.summary
+    assert (1, 100, 1, 9) == (s.rescued, s.rescued_total, s.charged, s.charged_total)

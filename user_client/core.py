@@ -71,6 +71,10 @@ class UserSummary:
     refunded_total: int = 0
     released: int = 0
     released_total: int = 0
+    rescued: int = 0  # failed tasks offered again, P_max credited for each (not closed)
+    rescued_total: int = 0
+    compensated: int = 0  # late tasks' shares of their provers' penalties
+    compensated_total: int = 0
     proofs_verified: int = 0
     proofs_invalid: int = 0
     rejects: int = 0
@@ -93,6 +97,7 @@ class _Task:
     difficulty: int
     state: TaskProgress = "bid"
     refs: tuple[bytes, ...] = ()  # envelopes it went out in, until acknowledged
+    compensated_in: tuple[int, ...] = ()  # rounds whose compensation was counted
 
 
 def _parse_fee_range(fee_range: tuple[int, int]) -> tuple[int, int]:
@@ -326,6 +331,19 @@ class UserCore:
         task = self._tasks.get(msg.task_id)
         if task is None:
             return  # each task settles once; a redelivered notice finds it gone
+        if msg.outcome in ("rescued", "compensated"):
+            # Credited, not closed: the task is rescued or its charge follows. One credit
+            # per round a task failed or was late in; a resent copy counts nothing.
+            if msg.round in task.compensated_in:
+                return
+            task.compensated_in += (msg.round,)
+            if msg.outcome == "rescued":
+                self.summary.rescued += 1
+                self.summary.rescued_total += msg.amount
+            else:
+                self.summary.compensated += 1
+                self.summary.compensated_total += msg.amount
+            return
         self._drop(msg.task_id, task)
         if msg.outcome == "charged":
             self.summary.charged += 1
