@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import json
 import os
 import statistics
 import tempfile
@@ -150,6 +151,7 @@ class Sampler:
 
     processes: dict[str, int]
     watch: RoundWatch
+    keep: Path | None = None  # each sample is also appended here, one JSON line, as taken
     samples: list[dict[str, object]] = field(default_factory=list)
 
     def take(self) -> None:
@@ -159,14 +161,17 @@ class Sampler:
             pids[f"coordinator.child-{pid}"] = pid  # named by pid: some come and go
         rss = {name: rss_kb(pid) for name, pid in pids.items()}
         cpu = {name: cpu_s(pid) for name, pid in pids.items()}
-        self.samples.append(
-            {
-                "round": self.watch.latest,
-                "t_s": round(time.monotonic(), 3),
-                "rss_mb": {n: round(v / 1024, 2) for n, v in rss.items() if v is not None},
-                "cpu_s": {n: round(v, 3) for n, v in cpu.items() if v is not None},
-            }
-        )
+        sample: dict[str, object] = {
+            "round": self.watch.latest,
+            "t_s": round(time.monotonic(), 3),
+            "rss_mb": {n: round(v / 1024, 2) for n, v in rss.items() if v is not None},
+            "cpu_s": {n: round(v, 3) for n, v in cpu.items() if v is not None},
+        }
+        self.samples.append(sample)
+        if self.keep is not None:
+            # A run that fails later (say, at the restart) keeps its curves.
+            with self.keep.open("a") as out:
+                out.write(json.dumps(sample) + "\n")
 
     async def run(self, every_s: float, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -195,7 +200,9 @@ async def _soak(config: NetSoakConfig, workdir: Path) -> dict[str, object]:
     async with _broker(config.broker) as url:
         try:
             coordinator = await _launch(testnet, plan, url, children, watch)
-            sampler = Sampler({c.name: c.process.pid for c in children}, watch)
+            sampler = Sampler(
+                {c.name: c.process.pid for c in children}, watch, workdir / "samples.jsonl"
+            )
             every = max(1.0, config.rounds * config.round_ms / 1000 / config.samples)
             stop = asyncio.Event()
             sampling = asyncio.create_task(sampler.run(every, stop))
@@ -231,13 +238,22 @@ async def _restart(testnet: TestnetConfig, plan: Plan, url: str) -> dict[str, ob
         "coordinator.started",
         lines.append,
     )
+    ready_s: float | None = None
+    ready = asyncio.create_task(child.ready.wait())
     try:
         async with asyncio.timeout(READY_TIMEOUT_S):
-            await child.ready.wait()
-        ready_s = time.monotonic() - began
-        async with asyncio.timeout(READY_TIMEOUT_S):
+            # Listening, or dead before it got there (its log says why).
+            await asyncio.wait(
+                {ready, asyncio.create_task(child.process.wait())},
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            if child.ready.is_set():
+                ready_s = time.monotonic() - began
             await child.process.wait()
+    except TimeoutError:
+        pass  # reported below as a restart that did not finish
     finally:
+        ready.cancel()
         await _stop([child])
     restored = next((e for e in lines if e.get("event") == "coordinator.restored"), {})
     return {
@@ -245,8 +261,9 @@ async def _restart(testnet: TestnetConfig, plan: Plan, url: str) -> dict[str, ob
         "snapshot": restored.get("snapshot"),
         "replayed": restored.get("replayed"),
         "fold_ms": restored.get("ms"),
-        "exec_to_listening_s": round(ready_s, 3),
+        "exec_to_listening_s": None if ready_s is None else round(ready_s, 3),
         "exit_code": child.process.returncode,
+        "log": None if ready_s is not None else str(child.log_path),
     }
 
 

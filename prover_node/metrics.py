@@ -20,17 +20,17 @@ from runtime.bus import Bus
 
 PROVING_BUCKETS: Final = (0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 10, 30, 60)
 
-_COUNTERS: Final = {
-    "epochs_declared": "Capacity declarations sent (one per epoch)",
-    "rounds_bid": "Cost bids sent (one per round)",
-    "batches_assigned": "Batches assigned",
-    "tasks_assigned": "Tasks assigned",
-    "batches_submitted": "Batches whose proofs were sent",
-    "proofs_sent": "Task proofs sent",
-    "payments": "Batches paid",
-    "paid_total": "Money paid for batches",
-    "slashes": "Batches slashed",
-    "slashed_total": "Deposit money slashed",
+_COUNTERS: Final = {  # the core's stat: (metric name, help)
+    "epochs_declared": ("epochs_declared", "Capacity declarations sent (one per epoch)"),
+    "rounds_bid": ("rounds_bid", "Cost bids sent (one per round)"),
+    "batches_assigned": ("batches_assigned", "Batches assigned"),
+    "tasks_assigned": ("tasks_assigned", "Tasks assigned"),
+    "batches_submitted": ("batches_submitted", "Batches whose proofs were sent"),
+    "proofs_sent": ("proofs_sent", "Task proofs sent"),
+    "payments": ("payments", "Batches paid"),
+    "paid_total": ("paid_money", "Money paid for batches"),
+    "slashes": ("slashes", "Batches slashed"),
+    "slashed_total": ("slashed_money", "Deposit money slashed"),
 }
 
 
@@ -43,8 +43,8 @@ class _StatsCollector(Collector):
     def collect(self) -> Iterator[CounterMetricFamily]:
         stats = self._core.stats
         counts = stats.as_dict()
-        for name, help_text in _COUNTERS.items():
-            yield CounterMetricFamily(f"proofmarket_prover_{name}", help_text, value=counts[name])
+        for stat, (name, help_text) in _COUNTERS.items():
+            yield CounterMetricFamily(f"proofmarket_prover_{name}", help_text, value=counts[stat])
         rejects = CounterMetricFamily(
             "proofmarket_prover_rejects", "Rejects received, by code", labels=["code"]
         )
