@@ -3,7 +3,7 @@
 The market is the testnet's (deploy/testnet.py: throwaway keys, genesis and market file,
 provers and one user process of many identities, then the coordinator), run for a fixed
 number of rounds of `round_ms` each. Every few seconds the launcher reads, for every
-process it started (and the coordinator's signature workers), the resident memory
+process it started and their children (signature and proving workers), the resident memory
 (`VmRSS` in /proc/<pid>/status) and the CPU time used so far (/proc/<pid>/stat), and the
 round the coordinator last reported. From consecutive samples come each process's CPU
 time per round and the wall time per round; slopes per 1,000 rounds are fitted as in the
@@ -118,15 +118,20 @@ def cpu_s(pid: int) -> float | None:
     return None if fields is None else (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
-def children_of(pid: int) -> list[int]:
-    """The processes whose parent is `pid` (the coordinator's signature workers)."""
-    found = []
+def children_by_parent() -> dict[int, list[int]]:
+    """Every live process's children, by parent pid (one pass over /proc)."""
+    found: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             fields = _stat_fields(int(entry.name))
-            if fields is not None and int(fields[1]) == pid:
-                found.append(int(entry.name))
-    return sorted(found)
+            if fields is not None:
+                found.setdefault(int(fields[1]), []).append(int(entry.name))
+    return {parent: sorted(pids) for parent, pids in found.items()}
+
+
+def children_of(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (signature and proving workers)."""
+    return children_by_parent().get(pid, [])
 
 
 # -- the run -------------------------------------------------------------------------
@@ -134,20 +139,24 @@ def children_of(pid: int) -> list[int]:
 
 @dataclass
 class RoundWatch(Progress):
-    """The live view reduced to the newest round the coordinator reported (no rows kept)."""
+    """The live view reduced to the newest round reported and the rejects sent, by code."""
 
     latest: int = -1
     rows: dict[int, dict[str, object]] = field(default_factory=dict)
+    rejected: dict[str, int] = field(default_factory=dict)
 
     def on_line(self, entry: dict[str, object]) -> None:
-        number = entry.get("round")
-        if entry.get("event") == "round.progress" and isinstance(number, int):
+        number, event = entry.get("round"), entry.get("event")
+        if event == "round.progress" and isinstance(number, int):
             self.latest = max(self.latest, number)
+        elif event == "coordinator.rejected":
+            code = str(entry.get("code"))
+            self.rejected[code] = self.rejected.get(code, 0) + 1
 
 
 @dataclass
 class Sampler:
-    """Samples RSS and CPU time of every party's process until told to stop."""
+    """Samples RSS and CPU time of every party's process and its children until told to stop."""
 
     processes: dict[str, int]
     watch: RoundWatch
@@ -155,10 +164,13 @@ class Sampler:
     samples: list[dict[str, object]] = field(default_factory=list)
 
     def take(self) -> None:
-        coordinator = self.processes["coordinator"]
         pids = dict(self.processes)
-        for pid in children_of(coordinator):
-            pids[f"coordinator.child-{pid}"] = pid  # named by pid: some come and go
+        children = children_by_parent()
+        for name, parent in self.processes.items():
+            # The coordinator's signature workers, the provers' proving workers, and
+            # each pool's resource tracker; named by pid, since some come and go.
+            for pid in children.get(parent, []):
+                pids[f"{name}.child-{pid}"] = pid
         rss = {name: rss_kb(pid) for name, pid in pids.items()}
         cpu = {name: cpu_s(pid) for name, pid in pids.items()}
         sample: dict[str, object] = {
@@ -220,7 +232,7 @@ async def _soak(config: NetSoakConfig, workdir: Path) -> dict[str, object]:
         wall = time.monotonic() - started
         restart = await _restart(testnet, plan, url)
     codes = {c.name: c.process.returncode for c in children}
-    report = _report(testnet, plan)
+    report = _report(testnet, plan) | {"rejected": watch.rejected}
     return _document(config, sampler.samples, restart, report, codes, wall)
 
 
