@@ -32,7 +32,7 @@ import msgspec
 from coordinator.report import honest_losses
 from coordinator.service import CoordinatorConfig, summary_from_ledger
 from deploy.market import load_market
-from deploy.soak import RSS_SLOPE_MB, TIME_TOLERANCE, WARMUP_ROUNDS, slope_per_1000
+from deploy.soak import RSS_SLOPE_MB, TIME_TOLERANCE, slope_per_1000
 from deploy.testnet import (
     READY_TIMEOUT_S,
     Child,
@@ -48,7 +48,10 @@ from deploy.testnet import (
     make_plan,
 )
 from protocol.identity import Identity
+from user_client.core import RETAIN_ROUNDS
 
+FIT_MARGIN: Final = 100
+"""Rounds past the memory horizon before fitting, and at least this many fitted."""
 CLOCK_TICKS: Final = os.sysconf("SC_CLK_TCK")
 PAGE_KB: Final = os.sysconf("SC_PAGE_SIZE") // 1024
 
@@ -307,6 +310,16 @@ def _report(testnet: TestnetConfig, plan: Plan) -> dict[str, object]:
 # -- the document --------------------------------------------------------------------
 
 
+def fit_start(rounds: int) -> int:
+    """The first round the slopes are fitted from: past the parties' memory horizon.
+
+    Users and provers keep each task for RETAIN_ROUNDS rounds, so until then their
+    memory grows by design; a run too short to pass it is fitted over its second half.
+    """
+    past = RETAIN_ROUNDS + FIT_MARGIN
+    return past if past < rounds - FIT_MARGIN else rounds // 2
+
+
 def _rates(samples: list[dict[str, object]]) -> list[dict[str, object]]:
     """Per interval between samples: wall ms per round and each process's CPU ms per round."""
     rates = []
@@ -362,7 +375,7 @@ def _document(
     wall_s: float,
 ) -> dict[str, object]:
     live = [s for s in samples if _num(s["round"]) >= 0]
-    fit_from = min(WARMUP_ROUNDS, config.rounds // 2)
+    fit_from = fit_start(config.rounds)
     rates = _rates(live)
     fitted_rates = [r for r in rates if _num(r["round"]) >= fit_from]
     rss_slopes = _slopes(live, "rss_mb", fit_from)

@@ -14,6 +14,7 @@ from deploy.soak_net import (
     NetSoakConfig,
     children_of,
     cpu_s,
+    fit_start,
     rounds_for,
     rss_kb,
     run_net_soak,
@@ -73,6 +74,11 @@ def test_proc_readings_of_this_process() -> None:
     assert (cpu_s(os.getpid()) or 0.0) > 0.0
     assert os.getpid() in children_of(os.getppid())
     assert 1800 == rounds_for(30, 1000)
+
+
+def test_broker_soak_fits_past_the_memory_horizon() -> None:
+    """Slopes start past the 1,024-round task horizon when the run allows, else mid-run."""
+    assert (1124, 300, 1124) == (fit_start(1800), fit_start(600), fit_start(50_000))
 
 
 def test_minutes_need_a_broker() -> None:
