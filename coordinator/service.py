@@ -20,7 +20,7 @@ import collections
 import contextlib
 import math
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,7 +69,7 @@ from protocol.replay import ReplayGuard, round_of
 from protocol.split import split_to_fit
 from runtime.bus import Bus, Delivery
 from runtime.memory_bus import open_bus
-from runtime.metrics import MetricsServer, bus_check, ledger_check, parse_listen
+from runtime.metrics import Check, bus_check, ledger_check, serving
 from runtime.process import Clock, install_stop_signals, wall_ms
 
 BATCH_MAX = 1024
@@ -754,7 +754,9 @@ async def run_coordinator(
                 verifier=verifier,
                 metrics=None if config.metrics is None else CoordinatorMetrics(core, bus),
             )
-            async with _serving_metrics(config, service):
+            registry = None if service.metrics is None else service.metrics.registry
+            checks = _health_checks(config, service)
+            async with serving(config.metrics, registry, checks, service.log):
                 await service.run(stop)
     finally:
         if verifier is not None:
@@ -763,21 +765,12 @@ async def run_coordinator(
     return core
 
 
-@contextlib.asynccontextmanager
-async def _serving_metrics(
-    config: CoordinatorConfig, service: CoordinatorService
-) -> AsyncIterator[None]:
-    """Serve /metrics and /health while the service runs, if the config asks for it."""
-    if config.metrics is None or service.metrics is None:
-        yield
-        return
-    host, port = parse_listen(config.metrics)
+def _health_checks(config: CoordinatorConfig, service: CoordinatorService) -> dict[str, Check]:
+    """Deaf to the broker, or unable to write the ledger: either fails /health."""
     checks = {"broker": bus_check(service.bus, lambda: service.subscribed)}
     if config.ledger is not None:
         checks["ledger"] = ledger_check(config.ledger)
-    async with MetricsServer(service.metrics.registry, checks, host, port) as server:
-        service.log.info("metrics.serving", url=f"http://{host}:{server.port}/metrics")
-        yield
+    return checks
 
 
 def summary_from_ledger(

@@ -16,7 +16,6 @@ import contextlib
 import functools
 import multiprocessing
 import os
-from collections.abc import AsyncIterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
@@ -31,7 +30,7 @@ from prover_node.metrics import ProverMetrics
 from prover_node.proving import prove_tasks, split_batch, warm_up
 from runtime.bus import Bus
 from runtime.memory_bus import open_bus
-from runtime.metrics import MetricsServer, bus_check, parse_listen
+from runtime.metrics import bus_check, serving
 from runtime.process import Clock, exit_with_parent, install_stop_signals, wall_ms
 from runtime.publish import publish_retrying
 
@@ -218,19 +217,6 @@ def _stop_pool(pool: ProcessPoolExecutor) -> None:
             process.terminate()
 
 
-@contextlib.asynccontextmanager
-async def _serving_metrics(listen: str | None, service: ProverService) -> AsyncIterator[None]:
-    """Serve /metrics and /health while the node runs, if asked to."""
-    if listen is None or service.metrics is None:
-        yield
-        return
-    host, port = parse_listen(listen)
-    checks = {"broker": bus_check(service.bus, lambda: service.subscribed)}
-    async with MetricsServer(service.metrics.registry, checks, host, port) as server:
-        service.log.info("metrics.serving", url=f"http://{host}:{server.port}/metrics")
-        yield
-
-
 async def run_prover(
     identity: Identity,
     config: ProverConfig,
@@ -284,7 +270,9 @@ async def run_prover(
                 clock=clock,
                 metrics=config.metrics is not None,
             )
-            async with _serving_metrics(config.metrics, service):
+            registry = None if service.metrics is None else service.metrics.registry
+            checks = {"broker": bus_check(service.bus, lambda: service.subscribed)}
+            async with serving(config.metrics, registry, checks, service.log):
                 await service.run(stop)
     finally:
         _stop_pool(pool)

@@ -22,10 +22,10 @@ import asyncio
 import contextlib
 import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Final, Protocol, Self
+from typing import Any, Final, Protocol, Self
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
@@ -171,6 +171,23 @@ class MetricsServer:
             body = json.dumps({"ok": ok, "checks": states}).encode() + b"\n"
             return ("200 OK" if ok else "503 Service Unavailable"), "application/json", body
         return "404 Not Found", "text/plain", b"/metrics or /health\n"
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    listen: str | None,
+    registry: CollectorRegistry | None,
+    checks: Mapping[str, Check],
+    log: Any,
+) -> AsyncIterator[None]:
+    """Serve `registry` and `checks` on `listen` (HOST:PORT) for the block, if both given."""
+    if listen is None or registry is None:
+        yield
+        return
+    host, port = parse_listen(listen)
+    async with MetricsServer(registry, checks, host, port) as server:
+        log.info("metrics.serving", url=f"http://{host}:{server.port}/metrics")
+        yield
 
 
 def _request_line(head: bytes) -> tuple[str, str]:
