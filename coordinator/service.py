@@ -712,29 +712,10 @@ async def run_coordinator(
         # no caller to stop us: SIGINT and SIGTERM do
         stop = asyncio.Event()
         install_stop_signals(stop)
-    log = open_record_log(
-        config.ledger,
-        key=identity.public_hex,
-        params=config.params,
-        genesis=config.genesis,
-        start_ms=clock() + config.start_delay_ms,
-        snapshot_every=config.snapshot_every,
-        retention=config.retention,
-    )
-    verifier: SignatureVerifier | None = None
+    # The slow parts of starting (worker processes, the broker connection) come first, so
+    # that a new market's clock starts when the coordinator can take its first bid.
+    verifier = await open_verifier(config.verify_workers)
     try:
-        folded = fold(log, rounds=config.rounds, tie_signer=identity.sign)
-        structlog.get_logger("coordinator").info(
-            "coordinator.restored",
-            records=len(log),
-            snapshot=folded.snapshot,
-            replayed=len(folded.tail),
-            resend=len(folded.resend),
-            ms=round(folded.seconds * 1000, 1),
-        )
-        core = folded.core
-        log.attach(core)
-        verifier = await open_verifier(config.verify_workers)
         async with open_bus(
             config.broker,
             client_id=identity.public_hex,
@@ -743,26 +724,59 @@ async def run_coordinator(
             ca_file=config.ca_file,
             clock=clock,  # arrivals and deadlines on one clock
         ) as bus:
-            service = CoordinatorService(
-                core,
-                identity,
-                bus,
-                log,
-                clock=clock,
-                recorded=folded.tail,
-                resend=folded.resend,
-                verifier=verifier,
-                metrics=None if config.metrics is None else CoordinatorMetrics(core, bus),
+            log = open_record_log(
+                config.ledger,
+                key=identity.public_hex,
+                params=config.params,
+                genesis=config.genesis,
+                start_ms=clock() + config.start_delay_ms,
+                snapshot_every=config.snapshot_every,
+                retention=config.retention,
             )
-            registry = None if service.metrics is None else service.metrics.registry
-            checks = _health_checks(config, service)
-            async with serving(config.metrics, registry, checks, service.log):
-                await service.run(stop)
+            try:
+                core = await _serve(identity, log, bus, verifier, config, stop, clock)
+            finally:
+                log.close()
     finally:
-        if verifier is not None:
-            verifier.close()
-        log.close()
+        verifier.close()
     return core
+
+
+async def _serve(
+    identity: Identity,
+    log: RecordLog,
+    bus: Bus,
+    verifier: SignatureVerifier | None,
+    config: CoordinatorConfig,
+    stop: asyncio.Event,
+    clock: Clock,
+) -> Coordinator:
+    """Fold the record log into a core and serve it until done or stopped."""
+    folded = fold(log, rounds=config.rounds, tie_signer=identity.sign)
+    structlog.get_logger("coordinator").info(
+        "coordinator.restored",
+        records=len(log),
+        snapshot=folded.snapshot,
+        replayed=len(folded.tail),
+        resend=len(folded.resend),
+        ms=round(folded.seconds * 1000, 1),
+    )
+    log.attach(folded.core)
+    service = CoordinatorService(
+        folded.core,
+        identity,
+        bus,
+        log,
+        clock=clock,
+        recorded=folded.tail,
+        resend=folded.resend,
+        verifier=verifier,
+        metrics=None if config.metrics is None else CoordinatorMetrics(folded.core, bus),
+    )
+    registry = None if service.metrics is None else service.metrics.registry
+    async with serving(config.metrics, registry, _health_checks(config, service), service.log):
+        await service.run(stop)
+    return folded.core
 
 
 def _health_checks(config: CoordinatorConfig, service: CoordinatorService) -> dict[str, Check]:

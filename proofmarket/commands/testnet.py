@@ -12,8 +12,6 @@ COLUMNS = [
     ("phase", "phase"),
     ("tasks_bid", "bids"),
     ("offers", "offers"),
-    ("late", "late"),
-    ("carried", "carry"),
     ("allocated_provers", "won"),
     ("allocated_tasks", "tasks"),
     ("user_price", "charge"),
