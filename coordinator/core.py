@@ -300,18 +300,42 @@ class Coordinator:
         r = self._rounds.get(number)
         if r is None:
             if number < self._bidding:
-                raise Refusal(RejectCode.LATE_BID, f"round {number} has closed")
+                raise Refusal(RejectCode.LATE_BID, f"round {number} has closed{self._open_now()}")
             raise Refusal(RejectCode.WRONG_ROUND, f"round {number} is not open for bids")
         if r.phase is not Phase.BID or now > r.bid_deadline:
             raise Refusal(
-                RejectCode.LATE_BID, f"round {number} closed for bids at {r.bid_deadline}"
+                RejectCode.LATE_BID,
+                f"round {number} closed for bids at {r.bid_deadline}{self._open_now()}",
             )
         return r
 
+    def _open_now(self) -> str:
+        """For a late bid's reason: the round a bid could still stand in."""
+        r = self._rounds.get(self._bidding)
+        if r is None or r.phase is not Phase.BID:
+            return ""
+        return f"; round {r.number} is open until {r.bid_deadline}"
+
+    def _round_for_task_bid(self, msg: TaskBidMessage, now: int) -> Round:
+        """The round a task bid stands in: the one it names, or, late, the one open now."""
+        try:
+            return self._open_round_for_bid(msg.round, now)
+        except Refusal as refusal:
+            open_now = self._rounds.get(self._bidding)
+            if (
+                refusal.code is not RejectCode.LATE_BID
+                or not msg.late_to_next
+                or open_now is None
+                or open_now.phase is not Phase.BID
+                or now > open_now.bid_deadline
+            ):
+                raise
+            return open_now
+
     def _on_task_bid(self, event: MessageReceived, msg: TaskBidMessage) -> list[CoordinatorEffect]:
-        if event.ref in self._seen(msg.round):
+        if event.ref in self._seen(msg.round) or event.ref in self._seen(self._bidding):
             raise self._replay()
-        r = self._open_round_for_bid(msg.round, event.now)
+        r = self._round_for_task_bid(msg, event.now)
         if msg.fee > self.params.p_max:
             raise Refusal(
                 RejectCode.FEE_ABOVE_P_MAX, f"fee {msg.fee} exceeds P_max {self.params.p_max}"

@@ -57,6 +57,7 @@ from protocol.errors import BadEncoding, BadPublicKey, BadTopic, ProtocolError, 
 from protocol.events import MessageReceived, Publish, Record, Resumed, Tick, WakeAt
 from protocol.identity import Identity, valid_public_key
 from protocol.messages import (
+    Assignment,
     BidReceipt,
     BidReceipts,
     MarketParams,
@@ -64,6 +65,7 @@ from protocol.messages import (
     ProverWill,
     ReceiptEntry,
     Reject,
+    SettlementNotice,
 )
 from protocol.replay import ReplayGuard, round_of
 from protocol.split import split_to_fit
@@ -114,6 +116,27 @@ class IngestStats:
     last_batch: float | None = None  # time.monotonic() when the last batch was published
     sent: dict[str, int] = field(default_factory=dict)  # message kind -> count
     bids_acknowledged: int = 0  # receipts sent, counting each entry of a bid_receipts
+
+
+SEAL_CHUNK = 256
+"""Messages sealed between two yields to the event loop when a batch sends many."""
+
+
+def by_urgency(sends: list[Publish]) -> tuple[list[Publish], list[Publish]]:
+    """(what goes first, the rest), each in its order: public messages and what provers
+    act on against a deadline (assignments, their payments and slashings) go first, so a
+    round's assignments never wait behind thousands of users' receipts."""
+    urgent: list[Publish] = []
+    rest: list[Publish] = []
+    for send in sends:
+        message = send.message
+        first = (
+            send.to is None
+            or isinstance(message, Assignment)
+            or (isinstance(message, SettlementNotice) and message.outcome in ("paid", "slashed"))
+        )
+        (urgent if first else rest).append(send)
+    return urgent, rest
 
 
 def coalesce_receipts(sends: list[Publish]) -> list[Publish]:
@@ -470,11 +493,12 @@ class CoordinatorService:
             self.metrics.after_batch()
         sending: asyncio.Task[None] | None = None
         if sends:
-            outgoing = [o for e in coalesce_receipts(sends) for o in self._outgoing(e)]
+            urgent, rest = by_urgency(coalesce_receipts(sends))
+            outgoing = [o for e in urgent for o in self._outgoing(e)]
             self._log_progress()
             # Published in the background: waiting here for the broker's acknowledgements
             # would hold the next batch behind every bid the broker is still pushing to us.
-            sending = asyncio.create_task(self._publish(outgoing))
+            sending = asyncio.create_task(self._publish(outgoing, rest))
         else:
             self.stats.last_batch = time.monotonic()
         self._sending.append((sending, last))
@@ -502,7 +526,24 @@ class CoordinatorService:
             if last is not None:
                 self._published_through = last
 
-    async def _publish(self, outgoing: list[tuple[str, bytes, int]]) -> None:
+    async def _publish(
+        self, outgoing: list[tuple[str, bytes, int]], later: Sequence[Publish] = ()
+    ) -> None:
+        """Send `outgoing`, then seal and send `later` a chunk at a time.
+
+        Sealing thousands of receipts in one go would hold the event loop, and with it
+        the reading (and arrival stamps) of proofs, behind them; between chunks the loop
+        gets on with everything else.
+        """
+        await self._send(outgoing)
+        for start in range(0, len(later), SEAL_CHUNK):
+            await asyncio.sleep(0)  # a yield between chunks, not a wait for anything
+            chunk = [o for e in later[start : start + SEAL_CHUNK] for o in self._outgoing(e)]
+            await self._send(chunk)
+        if later:
+            self._log_progress()
+
+    async def _send(self, outgoing: list[tuple[str, bytes, int]]) -> None:
         await asyncio.gather(
             *(self.bus.publish(topic, envelope) for topic, envelope, _ in outgoing)
         )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -28,7 +29,7 @@ import msgspec
 from coordinator.report import honest_losses
 from coordinator.service import CoordinatorConfig, summary_from_ledger
 from coordinator.state import OpeningBalances
-from deploy.broker import EmbeddedBroker
+from deploy.broker import EmbeddedBroker, MosquittoBroker, mosquitto_binary
 from deploy.genesis import MarketGenesis, dump_genesis
 from deploy.market import DEFAULT_MARKET, dump_market, load_market
 from protocol.identity import Identity
@@ -38,6 +39,15 @@ from user_client.identities import fleet_identities
 FAULTS = ("drop", "corrupt", "late")
 READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 10.0
+
+
+BASE_BID_WINDOW_MS = 1000
+SEND_MS_PER_BID = 3
+"""What one user process takes to sign, seal and send a task bid on this 2-core machine
+(1,000 bids took it 1.1 to 2.2 s beside a busy coordinator), with room."""
+EMBEDDED_MS_PER_BID = 10
+"""What a task bid's messages (bid, receipt, user receipt, settlement) cost the embedded
+amqtt broker, which carries about 400 messages a second here."""
 
 
 class TestnetError(RuntimeError):
@@ -68,6 +78,38 @@ class TestnetConfig:
             epoch_rounds=4,
         )
     )
+
+    @property
+    def bids_per_process(self) -> int:
+        """Task bids each user process signs and sends every round."""
+        return -(-self.users * self.tasks_per_user // self.user_processes)
+
+    def bid_window_needed(self) -> int:
+        """A bid window (ms) in which each user process gets its bids in, with room.
+
+        The embedded broker carries a few hundred messages a second, so a testnet on it
+        paces its rounds by what the broker can carry, not by the users.
+        """
+        if broker_kind(self.broker) == "embedded":
+            return BASE_BID_WINDOW_MS + EMBEDDED_MS_PER_BID * self.users * self.tasks_per_user
+        return BASE_BID_WINDOW_MS + SEND_MS_PER_BID * self.bids_per_process
+
+    def sized(self) -> TestnetConfig:
+        """This config with a bid window long enough for the load it launches."""
+        window = max(self.params.bid_window_ms, self.bid_window_needed())
+        params = msgspec.structs.replace(self.params, bid_window_ms=window)
+        return dataclasses.replace(self, params=params)
+
+    def window_warnings(self) -> list[str]:
+        """What the market's windows will not fit, for a testnet whose windows were chosen."""
+        needed = self.bid_window_needed()
+        if self.params.bid_window_ms >= needed:
+            return []
+        return [
+            f"bid window {self.params.bid_window_ms} ms is short for {self.bids_per_process} "
+            f"bids per user process (about {needed} ms); raise bid_window_ms in the market "
+            "file or add --user-processes"
+        ]
 
     def check(self) -> None:
         if self.provers < 1 or self.users < 1 or self.rounds < 1:
@@ -250,13 +292,24 @@ async def _stop(children: list[Child]) -> None:
                 await child.reader
 
 
+def broker_kind(url: str) -> str:
+    """What `url` names: 'mosquitto' or 'embedded' (started here), or 'url' (given)."""
+    if url == "auto":
+        return "mosquitto" if mosquitto_binary() is not None else "embedded"
+    return url if url in ("embedded", "mosquitto") else "url"
+
+
 @contextlib.asynccontextmanager
 async def _broker(url: str) -> AsyncIterator[str]:
-    if url != "embedded":
+    kind = broker_kind(url)
+    if kind == "url":
         yield url
-        return
-    async with EmbeddedBroker() as broker:
-        yield broker.url
+    elif kind == "mosquitto":
+        async with MosquittoBroker() as mosquitto:
+            yield mosquitto.url
+    else:
+        async with EmbeddedBroker() as embedded:
+            yield embedded.url
 
 
 @dataclass

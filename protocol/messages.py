@@ -103,6 +103,9 @@ class TaskBidMessage(_Body, tag="task_bid", frozen=True):
     fee: Money
     task_input: TaskInput
     carry_over: bool = False
+    # Arriving after its round's bid deadline, the bid stands for the round open then
+    # instead of being refused `late_bid` (its receipt names that round).
+    late_to_next: bool = False
 
 
 class BidReceipt(_Body, tag="bid_receipt", frozen=True):

@@ -297,6 +297,8 @@ class UserCore:
                 fee=fee,
                 task_input=task_input,
                 carry_over=self.carry_over,
+                # A bid that misses its deadline stands for the next round, not refused.
+                late_to_next=True,
             )
             effects.append(Publish(bid, to=self.coordinator))
         return effects

@@ -45,9 +45,10 @@ def round_table(rows: list[dict[str, Any]], title: str, *, phase: bool = True) -
 @click.option("--rounds", type=click.IntRange(min=1), default=5, show_default=True)
 @click.option(
     "--broker",
-    default="embedded",
+    default="auto",
     show_default=True,
-    help="'embedded' starts amqtt on a free loopback port; or an mqtt:// URL.",
+    help="'auto': Mosquitto when it is installed, else 'embedded' (amqtt in this process); "
+    "'mosquitto'; or an mqtt:// URL. Each of the first three runs on a free loopback port.",
 )
 @click.option(
     "--faulty-provers",
@@ -65,11 +66,20 @@ def round_table(rows: list[dict[str, Any]], title: str, *, phase: bool = True) -
     default=None,
     help="Keep keys, genesis, ledger and logs here (default: a temporary directory).",
 )
-@click.option("--mechanism", default="prooph", show_default=True, help="A registered mechanism.")
+@click.option(
+    "--market",
+    "market_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="The market's rules from a market file (TOML); the options below override it.",
+)
+@click.option("--mechanism", default=None, help="A registered mechanism [default: prooph].")
 @click.option("--posted-price", type=click.IntRange(min=0), default=None, help="posted: the price.")
-@click.option("--call-a-bps", type=click.IntRange(0, 10_000), default=5_000, show_default=True)
+@click.option("--call-a-bps", type=click.IntRange(0, 10_000), default=None, help="[default: 5000]")
 @click.option("--reserve-cost", type=click.IntRange(min=0), default=None, help="prooph: reserve.")
-@click.option("--signed-ties", is_flag=True, help="Tie seeds from the coordinator's signature.")
+@click.option(
+    "--signed-ties", is_flag=True, default=None, help="Tie seeds from the coordinator's signature."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print only the JSON report.")
 def testnet(
     provers: int,
@@ -81,14 +91,17 @@ def testnet(
     user_processes: int,
     seed: int,
     workdir: Path | None,
+    market_file: Path | None,
     as_json: bool,
     **rules: Any,
 ) -> None:
     """Run a local market: broker, coordinator, provers and users as separate processes."""
     import asyncio
+    import dataclasses
     import json
     import logging
 
+    from deploy.market import MarketFileError, load_market
     from deploy.testnet import Progress, TestnetConfig, TestnetError, run_testnet
 
     logging.getLogger("amqtt").setLevel(logging.ERROR)
@@ -104,7 +117,17 @@ def testnet(
         seed=seed,
         workdir=workdir,
     )
-    config = _with_rules(config, rules)
+    try:
+        if market_file is not None:
+            config = dataclasses.replace(config, params=load_market(market_file))
+    except MarketFileError as exc:
+        raise click.BadParameter(str(exc), param_hint="--market") from None
+    config = _with_rules(config, {k: v for k, v in rules.items() if v is not None})
+    if market_file is None:
+        config = config.sized()
+    else:
+        for warning in config.window_warnings():
+            click.echo(f"warning: {warning}", err=True)
     try:
         if as_json:
             report = asyncio.run(run_testnet(config))
