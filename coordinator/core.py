@@ -156,6 +156,9 @@ class Coordinator:
         # them. Refusals are not recorded, so a restarted core counts from its restart on.
         self._refusals: dict[int, dict[str, int]] = {}
         self._shift = 0  # how far outages have moved the round schedule, in ms
+        # Task proofs checked, by verdict, for operators' metrics (not part of the state:
+        # a restored core counts from where it was rebuilt).
+        self.proofs_checked: dict[str, int] = {"valid": 0, "invalid": 0}
 
     # -- the interface ----------------------------------------------------------------
 
@@ -471,6 +474,7 @@ class Coordinator:
         )
         for key, ok in zip(ids, valid, strict=True):
             batch.proofs[key] = fresh[key] if ok else None
+            self.proofs_checked["valid" if ok else "invalid"] += 1
         if event.now > r.prove_deadline:  # within the grace: taken, and graded
             batch.late.extend(ids)
         self._remember(r.number, event.ref)

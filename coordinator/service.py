@@ -28,6 +28,7 @@ import msgspec
 import structlog
 
 from coordinator.core import Coordinator
+from coordinator.metrics import CoordinatorMetrics
 from coordinator.record_log import (
     SNAPSHOT_EVERY,
     RecordLog,
@@ -70,6 +71,7 @@ from protocol.replay import ReplayGuard, round_of
 from protocol.split import split_to_fit
 from runtime.bus import Bus, Delivery
 from runtime.memory_bus import open_bus
+from runtime.metrics import Check, bus_check, ledger_check, serving
 from runtime.process import Clock, install_stop_signals, wall_ms
 
 BATCH_MAX = 1024
@@ -99,6 +101,7 @@ class CoordinatorConfig:
     verify_workers: int = 0  # processes that check signatures; 0 checks them in the loop
     snapshot_every: int = SNAPSHOT_EVERY  # records between snapshots of the core
     retention: Retention = KEEP_ALL  # what happens to records behind the snapshots
+    metrics: str | None = None  # HOST:PORT to serve /metrics and /health on
 
 
 @dataclass(slots=True)
@@ -200,8 +203,10 @@ class CoordinatorService:
         recorded: Iterable[CoordinatorEvent] = (),
         resend: Sequence[Publish] = (),
         verifier: SignatureVerifier | None = None,
+        metrics: CoordinatorMetrics | None = None,
     ) -> None:
         self.core = core
+        self.metrics = metrics
         self.verifier: SignatureVerifier = verifier or InlineVerifier()
         self.identity = identity
         self.bus = bus
@@ -231,6 +236,7 @@ class CoordinatorService:
             collections.deque()
         )
         self._stop_intake = False
+        self.subscribed = False  # every topic granted once (the bus renews them)
         self._wills: collections.OrderedDict[str, int] = collections.OrderedDict()
         # The guard's window is the restored core's before the first intake, so what queued
         # at the broker while the coordinator was away is judged against the rounds open.
@@ -257,6 +263,7 @@ class CoordinatorService:
     async def _begin(self) -> None:
         """Subscribe, send again what a crash may have kept from the wire, arm the timer."""
         await self.bus.subscribe(*topics.coordinator_subscriptions(self.market))
+        self.subscribed = True
         self.log.info(
             "coordinator.started",
             key=self.identity.public_hex,
@@ -419,9 +426,12 @@ class CoordinatorService:
                 self._count(deliveries)
                 items = [self._prepare(delivery) for delivery in deliveries]
                 unverified = [item for item in items if isinstance(item, _Unverified)]
+                began = time.perf_counter()
                 valid = await self.verifier.verify(
                     [(u.envelope.signed_message, u.envelope.sender) for u in unverified]
                 )
+                if self.metrics is not None and unverified:
+                    self.metrics.verify_seconds.observe(time.perf_counter() - began)
                 self._held = _Intake(items, valid)
             finally:
                 self._verifying = False
@@ -444,6 +454,8 @@ class CoordinatorService:
         if deliveries and self.stats.first_delivery is None:
             self.stats.first_delivery = time.monotonic()
         self.stats.deliveries += len(deliveries)
+        if self.metrics is not None:
+            self.metrics.took(len(deliveries))
 
     async def _handle_batch(self, batch: _Intake) -> None:
         records: list[bytes] = []
@@ -460,6 +472,8 @@ class CoordinatorService:
             for effect in effects:
                 if isinstance(effect, Record):
                     records.append(encode_record(effect.event))
+                    if self.metrics is not None and isinstance(effect.event, MessageReceived):
+                        self.metrics.recorded(effect.event)
                 elif isinstance(effect, Publish):
                     sends.append(effect)
                 elif isinstance(effect, WakeAt):
@@ -468,8 +482,15 @@ class CoordinatorService:
         if records:
             # Durable before anything that acknowledges it leaves this process. The
             # watermark written with it says which earlier batches went out in full.
+            began = time.perf_counter()
             last = self.store.append_many(records, published=self._published_through)
+            if self.metrics is not None:
+                self.metrics.record_seconds.observe(time.perf_counter() - began)
             self.stats.records += len(records)
+        if self.metrics is not None:
+            # Before anything of this batch is logged or sent, so what a scrape shows
+            # is never behind the live view's log lines.
+            self.metrics.after_batch()
         sending: asyncio.Task[None] | None = None
         if sends:
             urgent, rest = by_urgency(coalesce_receipts(sends))
@@ -625,6 +646,8 @@ class CoordinatorService:
         """
         self.stats.refused += 1
         if party is None:
+            if self.metrics is not None:
+                self.metrics.refused_unanswered(exc.code)
             self.log.warning("coordinator.refused", code=exc.code, reason=exc.reason)
             return []
         reject = rejection(exc, payload, self.market)
@@ -641,6 +664,8 @@ class CoordinatorService:
         changed = self.tally.note(message)
         if changed is not None:
             self._changed_rounds.add(changed)
+        if self.metrics is not None:
+            self.metrics.sent(message, None if changed is None else self.tally.rows.get(changed))
         if isinstance(message, Reject):
             self.log.warning(
                 "coordinator.rejected",
@@ -787,9 +812,20 @@ async def _serve(
         recorded=folded.tail,
         resend=folded.resend,
         verifier=verifier,
+        metrics=None if config.metrics is None else CoordinatorMetrics(folded.core, bus),
     )
-    await service.run(stop)
+    registry = None if service.metrics is None else service.metrics.registry
+    async with serving(config.metrics, registry, _health_checks(config, service), service.log):
+        await service.run(stop)
     return folded.core
+
+
+def _health_checks(config: CoordinatorConfig, service: CoordinatorService) -> dict[str, Check]:
+    """Deaf to the broker, or unable to write the ledger: either fails /health."""
+    checks = {"broker": bus_check(service.bus, lambda: service.subscribed)}
+    if config.ledger is not None:
+        checks["ledger"] = ledger_check(config.ledger)
+    return checks
 
 
 def summary_from_ledger(

@@ -26,9 +26,11 @@ from protocol.identity import Identity
 from protocol.messages import Assignment, Message, Reject, SettlementNotice, TaskProof
 from protocol.wire import Wire
 from prover_node.core import ProverCore, ProverEffect, ProverEvent, ProvingDone, StartProving
+from prover_node.metrics import ProverMetrics
 from prover_node.proving import prove_tasks, split_batch, warm_up
 from runtime.bus import Bus
 from runtime.memory_bus import open_bus
+from runtime.metrics import bus_check, serving
 from runtime.process import Clock, exit_with_parent, install_stop_signals, wall_ms
 from runtime.publish import publish_retrying
 
@@ -46,6 +48,7 @@ class ProverConfig:
     fault: str = "none"
     ca_file: str | None = None
     password: str | None = None
+    metrics: str | None = None  # HOST:PORT to serve /metrics and /health on
 
 
 class ProverService:
@@ -60,6 +63,7 @@ class ProverService:
         *,
         workers: int = 1,
         clock: Clock = wall_ms,
+        metrics: bool = False,
     ) -> None:
         self.core = core
         self.workers = workers
@@ -72,10 +76,13 @@ class ProverService:
         self._stopping = asyncio.Event()
         self._timers: set[asyncio.TimerHandle] = set()
         self._proving: set[asyncio.Future[list[list[TaskProof]]]] = set()
+        self.subscribed = False  # every topic granted once (the bus renews them)
+        self.metrics = ProverMetrics(core, bus, self._events.qsize) if metrics else None
 
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until `stop` is set or the bus closes."""
         await self.bus.subscribe(*self.wire.subscriptions())
+        self.subscribed = True
         loop = asyncio.get_running_loop()
         # start every worker now: a first batch must not pay for process start-up
         await asyncio.gather(
@@ -192,6 +199,8 @@ class ProverService:
                 return
             now = self.clock()
             self.log.info("prover.proved", round=start.round, ms=now - started)
+            if self.metrics is not None:
+                self.metrics.proving_seconds.observe((now - started) / 1000)
             proofs = [proof for chunk in fut.result() for proof in chunk]
             self._events.put_nowait(ProvingDone(start.round, proofs, now))
 
@@ -252,8 +261,19 @@ async def run_prover(
             ca_file=config.ca_file,
             will=lambda: wire.will(clock()),
         ) as bus:
-            service = ProverService(core, bus, wire, pool, workers=config.workers, clock=clock)
-            await service.run(stop)
+            service = ProverService(
+                core,
+                bus,
+                wire,
+                pool,
+                workers=config.workers,
+                clock=clock,
+                metrics=config.metrics is not None,
+            )
+            registry = None if service.metrics is None else service.metrics.registry
+            checks = {"broker": bus_check(service.bus, lambda: service.subscribed)}
+            async with serving(config.metrics, registry, checks, service.log):
+                await service.run(stop)
     finally:
         _stop_pool(pool)
     return core

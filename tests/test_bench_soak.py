@@ -3,10 +3,22 @@
 from __future__ import annotations
 
 import json
+import os
 
+import pytest
 from click.testing import CliRunner
+from conftest import RunningBroker
 
 from deploy.soak import RSS_SLOPE_MB, TIME_TOLERANCE, SoakConfig, run_soak, slope_per_1000
+from deploy.soak_net import (
+    NetSoakConfig,
+    children_of,
+    cpu_s,
+    fit_start,
+    rounds_for,
+    rss_kb,
+    run_net_soak,
+)
 from proofmarket.cli import cli
 
 
@@ -51,3 +63,48 @@ def test_the_command_prints_json_and_exits_by_its_verdict() -> None:
     document = json.loads(outcome.output.strip().splitlines()[-1])
     assert ("soak", 12) == (document["benchmark"], document["rounds"])
     assert (0 if document["verdict"]["ok"] else 1) == outcome.exit_code
+
+
+# -- over a real broker --------------------------------------------------------------------
+
+
+def test_proc_readings_of_this_process() -> None:
+    """VmRSS and CPU time are read for a live process; a child is found under its parent."""
+    assert (rss_kb(os.getpid()) or 0) > 0
+    assert (cpu_s(os.getpid()) or 0.0) > 0.0
+    assert os.getpid() in children_of(os.getppid())
+    assert 1800 == rounds_for(30, 1000)
+
+
+def test_broker_soak_fits_past_the_memory_horizon() -> None:
+    """Slopes start past the 1,024-round task horizon when the run allows, else mid-run."""
+    assert (1124, 300, 1124) == (fit_start(1800), fit_start(600), fit_start(50_000))
+
+
+def test_minutes_need_a_broker() -> None:
+    """`--minutes` bounds a soak over a broker; in memory it is refused, not ignored."""
+    outcome = CliRunner().invoke(cli, ["bench", "soak", "--rounds", "4", "--minutes", "1"])
+    assert 2 == outcome.exit_code
+    assert "needs --broker" in outcome.output
+
+
+@pytest.mark.broker
+@pytest.mark.slow
+async def test_a_short_soak_over_mosquitto_samples_every_process(mosquitto: RunningBroker) -> None:
+    """A few rounds over Mosquitto: every process sampled, market honest, restart timed."""
+    config = NetSoakConfig(
+        broker=mosquitto.url, rounds=5, provers=2, users=6, round_ms=2000, samples=6
+    )
+    result = await run_net_soak(config)
+    rss, restart, verdict = result["rss_mb"], result["restart"], result["verdict"]
+    assert isinstance(rss, dict) and isinstance(restart, dict) and isinstance(verdict, dict)
+    assert {"coordinator", "prover-0", "prover-1", "user-0"} <= set(rss["slope_per_1000"])
+    assert all(v > 0 for v in rss["first"].values())
+    assert ([], True, True) == (result["problems"], verdict["honest_ok"], verdict["restart_ok"])
+    assert 5 == result["market"]["rounds_settled"]  # type: ignore[index]
+    assert 0 == restart["exit_code"]
+    assert restart["records"] == restart["replayed"]  # too short a run for a snapshot
+    flat = all(s <= RSS_SLOPE_MB for s in rss["slope_per_1000"].values())
+    assert flat == verdict["rss_flat"]
+    assert all(v for k, v in verdict.items() if k != "ok") == verdict["ok"]
+    assert {0} == set(result["exit_codes"].values())  # type: ignore[attr-defined]

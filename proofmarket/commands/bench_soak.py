@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 
@@ -33,6 +35,32 @@ import click
     help="What the record log does with records behind its snapshots.",
 )
 @click.option("--audit-rounds", type=click.IntRange(min=0), default=86_400, show_default=True)
+@click.option(
+    "--broker",
+    default=None,
+    help="Run one OS process per party over this broker (an mqtt:// URL, or 'embedded') "
+    "instead of in memory; --ledger, --snapshot-every, --retention and --compare-full-replay "
+    "are in-memory options.",
+)
+@click.option(
+    "--minutes",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="With --broker: run this long (rounds = minutes / round time) instead of --rounds.",
+)
+@click.option(
+    "--round-ms",
+    type=click.IntRange(min=100),
+    default=1000,
+    show_default=True,
+    help="With --broker: the bid window, which is how often a round starts.",
+)
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="With --broker: keep keys, ledger and every process's log here (a new directory).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON line.")
 def bench_soak(
     rounds: int,
@@ -45,12 +73,17 @@ def bench_soak(
     compare_full_replay: bool,
     retention: str,
     audit_rounds: int,
+    broker: str | None,
+    minutes: float | None,
+    round_ms: int,
+    workdir: str | None,
     as_json: bool,
 ) -> None:
-    """A long in-memory market: per-round time, RSS and state size as it ages; restart time.
+    """A long market: per-round time, RSS and state size as it ages; restart time.
 
-    Exits non-zero unless time, memory and state stay flat, honest parties lose nothing
-    and the restart rebuilds the final state.
+    In memory by default; with --broker, one OS process per party over a real broker.
+    Exits non-zero unless time and memory (and, in memory, state) stay flat, honest
+    parties lose nothing and the restart works.
     """
     import json
     import os
@@ -63,6 +96,14 @@ def bench_soak(
     if ledger is not None and os.path.exists(ledger):
         raise click.BadParameter("must not exist yet", param_hint="--ledger")
     configure_logging("console", "warning")  # stdout carries the result only
+    if broker is not None:
+        if workdir is not None and os.path.exists(workdir):
+            raise click.BadParameter("must not exist yet", param_hint="--workdir")
+        net = (rounds, provers, users, samples, seed, minutes, round_ms)
+        _on_broker(broker, net, None if workdir is None else Path(workdir), as_json)
+        return
+    if minutes is not None:
+        raise click.BadParameter("needs --broker", param_hint="--minutes")
     config = SoakConfig(
         rounds=rounds,
         provers=provers,
@@ -101,4 +142,54 @@ def _print(result: dict[str, object]) -> None:
         f"({rss['slope_per_1000']} MB per 1,000 rounds); restart {restart['seconds']} s "
         f"over {restart['replayed']} of {restart['records']} records; "
         f"{'ok' if verdict['ok'] else 'NOT ok: ' + str(verdict)}"
+    )
+
+
+def _on_broker(
+    broker: str,
+    net: tuple[int, int, int, int, int, float | None, int],
+    workdir: Path | None,
+    as_json: bool,
+) -> None:
+    import asyncio
+    import json
+
+    from deploy.soak_net import NetSoakConfig, rounds_for, run_net_soak
+    from proofmarket.commands.bench_broker import on_broker
+
+    rounds, provers, users, samples, seed, minutes, round_ms = net
+
+    def config(url: str) -> NetSoakConfig:
+        return NetSoakConfig(
+            broker=url,
+            rounds=rounds if minutes is None else rounds_for(minutes, round_ms),
+            provers=provers,
+            users=users,
+            round_ms=round_ms,
+            samples=samples,
+            seed=seed,
+            workdir=workdir,
+        )
+
+    result = asyncio.run(on_broker(broker, lambda url: run_net_soak(config(url))))
+    if as_json:
+        click.echo(json.dumps(result))
+    else:
+        _print_net(result)
+    verdict = result["verdict"]
+    assert isinstance(verdict, dict)
+    if not verdict["ok"]:
+        raise SystemExit(1)
+
+
+def _print_net(result: dict[str, object]) -> None:
+    rss, restart, verdict = result["rss_mb"], result["restart"], result["verdict"]
+    assert isinstance(rss, dict) and isinstance(restart, dict) and isinstance(verdict, dict)
+    slopes = ", ".join(f"{n} {s:+.2f}" for n, s in rss["slope_per_1000"].items())
+    click.echo(
+        f"{result['rounds']} rounds of {result['round_ms']} ms over {result['broker']}, "
+        f"{result['provers']} provers x {result['users']} users: RSS slope per 1,000 rounds "
+        f"(MB) {slopes}; restart: fold {restart['fold_ms']} ms, exec to listening "
+        f"{restart['exec_to_listening_s']} s; "
+        f"{'ok' if verdict['ok'] else 'NOT ok: ' + str(verdict) + ' ' + str(result['problems'])}"
     )

@@ -13,6 +13,27 @@ verify_workers_option = click.option(
 )
 
 
+def _check_listen(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    from runtime.metrics import MetricsAddressError, parse_listen
+
+    if value is not None:
+        try:
+            parse_listen(value)
+        except MetricsAddressError as exc:
+            raise click.BadParameter(str(exc)) from exc
+    return value
+
+
+metrics_option = click.option(
+    "--metrics",
+    metavar="HOST:PORT",
+    default=None,
+    callback=_check_listen,
+    help="Serve Prometheus metrics at http://HOST:PORT/metrics and a health check at "
+    "/health (503 while deaf to the broker or unable to write the ledger).",
+)
+
+
 @click.command()
 @click.option("--broker", required=True, help="Broker URL: mqtt[s]://[user:pw@]host[:port].")
 @click.option(
@@ -66,6 +87,7 @@ verify_workers_option = click.option(
     default="info",
     show_default=True,
 )
+@metrics_option
 @click.option("--json", "as_json", is_flag=True, help="Print the market report on exit.")
 def coordinator(
     broker: str,
@@ -80,6 +102,7 @@ def coordinator(
     verify_workers: int | None,
     log_format: str,
     log_level: str,
+    metrics: str | None,
     as_json: bool,
 ) -> None:
     """Run a market's coordinator: announce rounds, clear, verify proofs, settle."""
@@ -122,9 +145,10 @@ def coordinator(
             verify_workers=default_workers() if verify_workers is None else verify_workers,
             snapshot_every=settings.snapshot_every,
             retention=settings.policy(),
+            metrics=metrics,
         )
         core = run_service(run_coordinator(identity, config))
-    except (ProtocolError, MarketFileError, CoordinatorStartError, BusError) as exc:
+    except (ProtocolError, MarketFileError, CoordinatorStartError, BusError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
     if as_json and ledger is not None:
         click.echo(json.dumps(summary_from_ledger(config, identity.public_hex), sort_keys=False))

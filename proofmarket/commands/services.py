@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Literal
 
 import click
 
+from proofmarket.commands.coordinator_cmd import metrics_option
+
 if TYPE_CHECKING:
     from protocol.identity import Identity
 
@@ -125,6 +127,7 @@ def _check_key(value: str) -> str:
     show_default=True,
     help="Misbehave on purpose, to test a market's slashing.",
 )
+@metrics_option
 def prover(
     broker: str,
     key_file: str,
@@ -140,6 +143,7 @@ def prover(
     cost: int,
     workers: int,
     fault: str,
+    metrics: str | None,
 ) -> None:
     """Run a prover node: bid truthfully each round, prove assigned batches, submit proofs."""
     import json
@@ -160,10 +164,11 @@ def prover(
         fault=fault,
         ca_file=ca_file,
         password=password or _load_credentials(credentials_file).get(identity.public_hex),
+        metrics=metrics,
     )
     try:
         core = run_service(run_prover(identity, config))
-    except (BusError, ValueError) as exc:
+    except (BusError, ValueError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
     if as_json:
         click.echo(json.dumps({"prover": identity.public_hex, **core.stats.as_dict()}))
