@@ -1,0 +1,90 @@
+"""A scenario in one process: the simulation harness (fake clock, in-memory bus) driving
+the scenario's scripted participants and a real coordinator core.
+
+A coordinator restart is a real one in miniature: the core is thrown away and rebuilt
+from the events it recorded, as the service rebuilds it from its ledger. A broker restart
+changes nothing here (the in-memory bus loses nothing); over a real broker it does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from coordinator.core import Coordinator, CoordinatorEvent
+from coordinator.report import market_report
+from deploy.scenario.observe import Observer
+from deploy.scenario.parties import make_parties
+from deploy.scenario.plan import COORDINATOR, ScenarioPlan, make_plan
+from deploy.scenario.result import RunResult, check, honest_problems
+from deploy.scenario.spec import Scenario
+from deploy.simulation import Simulation
+
+
+class ScenarioSimulation(Simulation):
+    """The simulation harness over a scenario's parties; `run()` plays every round."""
+
+    def __init__(self, plan: ScenarioPlan, observer: Observer | None = None) -> None:
+        scenario = plan.scenario
+        self.plan = plan
+        self.observer = observer or Observer(plan.names)
+        self.keep_inputs = False
+        self.records: list[CoordinatorEvent] = []
+        self.on_record: Callable[[CoordinatorEvent], None] | None = self.records.append
+        self.coordinator_key = plan.coordinator.public_hex
+        scripted = make_parties(scenario, plan.keys, self.coordinator_key, self.observer)
+        self.by_name = scripted
+        self.parties = {party.key: party for party in scripted.values()}  # type: ignore[misc]
+        self._restarts = {e.round for e in scenario.events if e.kind == "coordinator_restart"}
+        start = plan.params.bid_window_ms
+        self._begin(self._new_coordinator([]), None, start)
+
+    def _new_coordinator(self, records: list[CoordinatorEvent]) -> Coordinator:
+        params = self.plan.params
+        signer = self.plan.coordinator.sign if params.signed_ties else None
+        return Coordinator.restore(
+            params,
+            self.plan.genesis,
+            self.coordinator_key,
+            params.bid_window_ms,
+            records,
+            rounds=self.plan.scenario.rounds,
+            tie_signer=signer,
+        )
+
+    def step(self) -> None:
+        super().step()
+        bidding = self.coordinator.bidding_round
+        if bidding in self._restarts:
+            self._restarts.discard(bidding)
+            self._restart_coordinator()
+
+    def _restart_coordinator(self) -> None:
+        """Throw the core away and rebuild it from its records, as a restarted service does."""
+        tally = self.result.tally
+        self._everyone = list(self.parties)
+        self.coordinator = self._new_coordinator(list(self.records))
+        self.result.coordinator = self.coordinator
+        self.result.tally = tally
+
+    def outcome(self) -> RunResult:
+        scenario = self.plan.scenario
+        report = market_report(self.coordinator, self.result.tally)
+        report["finished"] = self.coordinator.finished
+        names = {k: n for k, n in self.plan.names.items() if n != COORDINATOR}
+        result = RunResult(
+            scenario=scenario.name,
+            mode="in-memory",
+            rounds=self.observer.outcomes(scenario.rounds),
+            balances={n: self.coordinator.balance(k) for k, n in names.items()},
+            deposits={p.name: self.coordinator.deposit(self.plan.keys[p.name]) for p in scenario.provers},
+            problems=honest_problems(report, self.plan.honest_provers, names, scenario.rounds),
+        )
+        result.mismatches = check(scenario, result)
+        return result
+
+
+def run_in_memory(scenario: Scenario) -> RunResult:
+    """Play `scenario` to the end in memory and check its expectations."""
+    market = ScenarioSimulation(make_plan(scenario))
+    market.run()
+    return market.outcome()
