@@ -105,7 +105,7 @@ class ScriptedProver(ProverCore):
         observer: Observer,
         seed: int,
     ) -> None:
-        super().__init__(key, coordinator, script.market, spec.capacity, spec.cost(0))
+        super().__init__(key, coordinator, script.market, spec.capacity(0), spec.cost(0))
         self.spec = spec
         self.script = script
         self.observer = observer
@@ -132,6 +132,7 @@ class ScriptedProver(ProverCore):
             self._acted.add(msg.round)
             self.observer.announced(self.name, msg.round)
             self.cost = self._cost(msg.round)
+            self.capacity = self.spec.capacity(msg.round)  # read when an epoch starts
             extra = [Publish(m, to=self.coordinator) for m in self.script.messages(msg.round, 0)]
         return [*super().handle(event), *extra]
 

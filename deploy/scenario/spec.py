@@ -67,7 +67,7 @@ class ProverSpec:
     """One prover: capacity per epoch, cost per round (or a strategy), starting deposit."""
 
     name: str
-    capacity: int
+    capacities: tuple[int, ...]  # capacity declared in round r's epoch: the same rule
     costs: tuple[int, ...]  # cost bid in round r is costs[min(r, len - 1)]
     deposit: int
     strategy: str = "truthful"
@@ -75,6 +75,9 @@ class ProverSpec:
 
     def cost(self, round: int) -> int:
         return self.costs[min(round, len(self.costs) - 1)]
+
+    def capacity(self, round: int) -> int:
+        return self.capacities[min(round, len(self.capacities) - 1)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,7 +190,7 @@ def parse_scenario(document: Mapping[str, Any], *, default_name: str = "scenario
         _expectation(i, e, parties, rounds) for i, e in enumerate(_list(document, "expect"))
     )
     extra = [FAUCET] if any(e.kind == "faucet_grant" for e in events) else []
-    if params.mechanism == "vcg" and params.subsidy_account is None:
+    if market_names.get("subsidy_account") == SUBSIDY:
         extra.append(SUBSIDY)
     return Scenario(
         name=_str(document, "name", "", default_name),
@@ -229,20 +232,17 @@ def _market(table: Mapping[str, Any], names: set[str]) -> tuple[MarketParams, di
 def _prover(name: str, t: Mapping[str, Any], params: MarketParams, rounds: int) -> ProverSpec:
     where = f"provers.{name}"
     _known(t, ("capacity", "cost", "strategy", "cost_range", "deposit"), where)
-    capacity = _int(t, "capacity", where, low=1)
+    capacities = _per_round(t, "capacity", where, low=1)
     strategy = _str(t, "strategy", where, "truthful")
     if strategy not in STRATEGIES:
         raise ScenarioError(f"{where}.strategy", f"one of {', '.join(STRATEGIES)}")
     if "cost" not in t and strategy == "truthful":
         raise ScenarioError(f"{where}.cost", "required (a number, or a list: one per round)")
-    cost = t.get("cost", 0)
-    costs = tuple(cost) if isinstance(cost, list) else (cost,)
-    if not costs or any(not _is_int(c) or c < 0 for c in costs):
-        raise ScenarioError(f"{where}.cost", "a non-negative integer or a list of them")
-    default_deposit = 2 * params.p_max * capacity * params.capacity_factor
+    costs = _per_round(t, "cost", where, low=0) if "cost" in t else (0,)
+    default_deposit = 2 * params.p_max * max(capacities) * params.capacity_factor
     return ProverSpec(
         name=name,
-        capacity=capacity,
+        capacities=capacities,
         costs=costs,
         deposit=_int(t, "deposit", where, low=0, default=default_deposit),
         strategy=strategy,
@@ -404,6 +404,17 @@ def _int(
     if not _is_int(value) or value < low:
         raise ScenarioError(_join(where, key), f"an integer >= {low}, got {value!r}")
     return int(value)
+
+
+def _per_round(t: Mapping[str, Any], key: str, where: str, *, low: int) -> tuple[int, ...]:
+    """An integer, or a list of them: one per round, the last repeating."""
+    if key not in t:
+        raise ScenarioError(_join(where, key), "required (a number, or a list: one per round)")
+    value = t[key]
+    values = tuple(value) if isinstance(value, list) else (value,)
+    if not values or any(not _is_int(v) or v < low for v in values):
+        raise ScenarioError(_join(where, key), f"an integer >= {low} or a list of them")
+    return values
 
 
 def _str(t: Mapping[str, Any], key: str, where: str, default: str) -> str:
