@@ -10,7 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from coordinator.core import Coordinator, CoordinatorEvent
+from coordinator.core import Coordinator
+from coordinator.record_log import RecordLog, RunMeta, fold
+from coordinator.records import CoordinatorEvent, encode_record
+from coordinator.store import MemoryStore
 from coordinator.report import market_report
 from deploy.scenario.observe import Observer
 from deploy.scenario.parties import make_parties
@@ -34,22 +37,30 @@ class ScenarioSimulation(Simulation):
         scripted = make_parties(scenario, plan.keys, self.coordinator_key, self.observer)
         self.by_name = scripted
         self.parties = {party.key: party for party in scripted.values()}  # type: ignore[misc]
+        self.restarts = 0  # coordinator restarts carried out
         self._restarts = {e.round for e in scenario.events if e.kind == "coordinator_restart"}
         start = plan.params.bid_window_ms
         self._begin(self._new_coordinator([]), None, start)
 
     def _new_coordinator(self, records: list[CoordinatorEvent]) -> Coordinator:
+        """A core folded from `records` by the one replay path a restarted service uses."""
         params = self.plan.params
-        signer = self.plan.coordinator.sign if params.signed_ties else None
-        return Coordinator.restore(
-            params,
-            self.plan.genesis,
-            self.coordinator_key,
-            params.bid_window_ms,
-            records,
-            rounds=self.plan.scenario.rounds,
-            tie_signer=signer,
+        store = MemoryStore()
+        if records:
+            store.append_many([encode_record(e) for e in records], published=len(records) - 1)
+        meta = RunMeta(
+            key=self.coordinator_key,
+            start_ms=params.bid_window_ms,
+            params=params,
+            genesis=self.plan.genesis,
         )
+        signer = self.plan.coordinator.sign if params.signed_ties else None
+        log = RecordLog(store, meta)
+        try:
+            folded = fold(log, rounds=self.plan.scenario.rounds, keep_tail=False, tie_signer=signer)
+        finally:
+            log.close()
+        return folded.core
 
     def step(self) -> None:
         super().step()
@@ -70,6 +81,7 @@ class ScenarioSimulation(Simulation):
         tally = self.result.tally
         self._everyone = list(self.parties)
         self.coordinator = self._new_coordinator(list(self.records))
+        self.restarts += 1
         self.result.coordinator = self.coordinator
         self.result.tally = tally
 

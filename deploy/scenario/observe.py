@@ -85,6 +85,10 @@ class Observer:
     def announced(self, party: str, round: int) -> None:
         self._latest[party] = max(self._latest.get(party, 0), round)
 
+    def latest_round(self) -> int:
+        """The newest round any participant has been announced (-1 before round 0)."""
+        return max(self._latest.values(), default=-1)
+
     def bid(self, party: str, key: str, task_id: str) -> None:
         """Note a task bid, so its assignment can name it `u1/2.0` (u1's first in round 2)."""
         _, number, index = task_id.rsplit("-", 2)
@@ -114,7 +118,7 @@ class Observer:
             self._settlement(party, message)
         elif isinstance(message, Reject) and self._once("reject", party, message.ref):
             number = message.round if message.round is not None else self._latest.get(party, 0)
-            self._round(number).refused.setdefault(party, []).append(message.code)
+            self._round(number).refused.setdefault(party, []).append(str(message.code))
         elif isinstance(message, WithdrawalReceipt) and self._once("withdrawal", message.ref):
             self._add(message.round, "withdrawn", party, message.amount)
         else:

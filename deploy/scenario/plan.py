@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import msgspec
 
-from coordinator.core import Genesis
+from coordinator.state import OpeningBalances
 from deploy.scenario.parties import scenario_identity
 from deploy.scenario.spec import FAUCET, SUBSIDY, Scenario
 from protocol.identity import Identity
@@ -23,7 +23,7 @@ class ScenarioPlan:
     scenario: Scenario
     identities: Mapping[str, Identity]  # participant name -> identity (coordinator included)
     params: MarketParams
-    genesis: Genesis
+    genesis: OpeningBalances
 
     @property
     def keys(self) -> dict[str, str]:
@@ -58,7 +58,7 @@ def make_plan(scenario: Scenario) -> ScenarioPlan:
         balances[keys[SUBSIDY]] = 2 * max(1, sum(balances.values()))
     if FAUCET in keys:
         balances[keys[FAUCET]] = 0
-    genesis = Genesis(
+    genesis = OpeningBalances(
         balances=balances,
         deposits={keys[p.name]: p.deposit for p in scenario.provers},
         faucet=keys.get(FAUCET),

@@ -19,13 +19,16 @@ from deploy.market import MarketFileError, market_from_dict
 from protocol.messages import MarketParams
 
 # The rules a scenario gets for keys its [market] table leaves out: tiny proofs and short
-# windows, so a scenario over a real broker takes seconds, not minutes.
+# windows, so a scenario over a real broker takes seconds, not minutes. The prove window
+# is the shorter, so a round's prove deadline never coincides with the next round's bid
+# deadline: which of two things due at the same millisecond comes first over a network
+# is luck, and a scenario must play the same in memory and over a broker.
 SCENARIO_MARKET: Final[dict[str, Any]] = {
     "market": "scenario",
     "difficulty": 1,
     "setup": 1,
-    "bid_window_ms": 1000,
-    "prove_window_ms": 1500,
+    "bid_window_ms": 1500,
+    "prove_window_ms": 1000,
 }
 FAULT_KINDS: Final = ("drop", "corrupt", "late")
 EVENT_KINDS: Final = (
