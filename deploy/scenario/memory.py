@@ -13,8 +13,8 @@ from collections.abc import Callable
 from coordinator.core import Coordinator
 from coordinator.record_log import RecordLog, RunMeta, fold
 from coordinator.records import CoordinatorEvent, encode_record
-from coordinator.store import MemoryStore
 from coordinator.report import market_report
+from coordinator.store import MemoryStore
 from deploy.scenario.observe import Observer
 from deploy.scenario.parties import make_parties
 from deploy.scenario.plan import COORDINATOR, ScenarioPlan, make_plan
@@ -36,7 +36,7 @@ class ScenarioSimulation(Simulation):
         self.coordinator_key = plan.coordinator.public_hex
         scripted = make_parties(scenario, plan.keys, self.coordinator_key, self.observer)
         self.by_name = scripted
-        self.parties = {party.key: party for party in scripted.values()}  # type: ignore[misc]
+        self.parties = {party.key: party for party in scripted.values()}
         self.restarts = 0  # coordinator restarts carried out
         self._restarts = {e.round for e in scenario.events if e.kind == "coordinator_restart"}
         start = plan.params.bid_window_ms
@@ -95,7 +95,9 @@ class ScenarioSimulation(Simulation):
             mode="in-memory",
             rounds=self.observer.outcomes(scenario.rounds),
             balances={n: self.coordinator.balance(k) for k, n in names.items()},
-            deposits={p.name: self.coordinator.deposit(self.plan.keys[p.name]) for p in scenario.provers},
+            deposits={
+                p.name: self.coordinator.deposit(self.plan.keys[p.name]) for p in scenario.provers
+            },
             problems=honest_problems(report, self.plan.honest_provers, names, scenario.rounds),
         )
         result.mismatches = check(scenario, result)
@@ -107,3 +109,34 @@ def run_in_memory(scenario: Scenario) -> RunResult:
     market = ScenarioSimulation(make_plan(scenario))
     market.run()
     return market.outcome()
+
+
+class MemoryRun:
+    """The in-memory market with the same start/until/finish steps as BrokerRun."""
+
+    def __init__(self, scenario: Scenario) -> None:
+        self.plan = make_plan(scenario)
+        self.market = ScenarioSimulation(self.plan)
+
+    @property
+    def observer(self) -> Observer:
+        return self.market.observer
+
+    async def start(self) -> None:
+        """Nothing to start: the fake clock moves only when asked to."""
+
+    async def until(self, done: Callable[[], bool], timeout: float) -> bool:
+        """Step the market until `done()` holds or it ends (`timeout` is for the network)."""
+        while not done() and not self.market.done:
+            self.market.step()
+        return done()
+
+    async def finish(self) -> RunResult:
+        self.market.run()
+        return self.market.outcome()
+
+    async def close(self) -> None:
+        """Nothing to stop."""
+
+    def balance(self, name: str) -> int:
+        return self.market.coordinator.balance(self.plan.keys[name])

@@ -21,7 +21,7 @@ import shutil
 import signal
 import sys
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -130,7 +130,12 @@ class NetworkRun:
         )
         (workdir / "genesis.json").write_text(dump_genesis(genesis))
         args = ["coordinator", "--broker", self.url, "--key", str(key_file)]
-        args += ["--market", str(workdir / "market.toml"), "--genesis", str(workdir / "genesis.json")]
+        args += [
+            "--market",
+            str(workdir / "market.toml"),
+            "--genesis",
+            str(workdir / "genesis.json"),
+        ]
         args += ["--ledger", str(self.ledger), "--rounds", str(plan.scenario.rounds)]
         return [*args, "--start-delay-ms", "300", "--log-format", "json"]
 
@@ -143,7 +148,9 @@ class NetworkRun:
         self.children.append(child)
         return child
 
-    async def serve(self, stack: contextlib.AsyncExitStack, pool: ProcessPoolExecutor) -> list[asyncio.Task[None]]:
+    async def serve(
+        self, stack: contextlib.AsyncExitStack, pool: ProcessPoolExecutor
+    ) -> list[asyncio.Task[None]]:
         """Connect and subscribe every participant; their services run as tasks."""
         tasks = []
         for name, party in self.parties.items():
@@ -164,15 +171,16 @@ class NetworkRun:
                 tasks.append(self._user(name, party, key, wire, bus))
         return tasks
 
-    def _user(self, name: str, party: ScriptedUser, key: str, wire: Wire, bus: Bus) -> asyncio.Task[None]:
+    def _user(
+        self, name: str, party: ScriptedUser, key: str, wire: Wire, bus: Bus
+    ) -> asyncio.Task[None]:
         fleet = UserFleet([key], party.coordinator, party.market, party.rng, 0, (0, 0))
         fleet.users[key] = party
         service = UserService(fleet, wire, {key: bus}, grace_ms=0, concurrency=16)
         return asyncio.create_task(service.run(self.stop), name=f"scenario:{name}")
 
-    async def wait_for(self, done: object, timeout: float) -> bool:
+    async def wait_for(self, done: Callable[[], bool], timeout: float) -> bool:
         """Wait until `done()` holds, waking on every observed message; False on timeout."""
-        assert callable(done)
         try:
             async with asyncio.timeout(timeout):
                 while not done():
@@ -183,62 +191,99 @@ class NetworkRun:
         return True
 
 
-async def run_on_broker(
-    scenario: Scenario, broker: str = "embedded", *, workdir: Path | None = None
-) -> RunResult:
-    """Play `scenario` over a real broker and check its expectations."""
-    plan = make_plan(scenario)
-    restarts_broker = any(e.kind == "broker_restart" for e in scenario.events)
-    if restarts_broker and broker != "embedded":
-        raise ScenarioError("events", "a broker_restart needs --broker embedded")
-    keep = workdir is not None
-    workdir = workdir or Path(tempfile.mkdtemp(prefix="proofmarket-scenario-"))
-    workdir.mkdir(parents=True, exist_ok=True)
-    ok = False
-    try:
-        async with broker_for(broker) as server:
-            url = server if isinstance(server, str) else server.url
-            run = NetworkRun(plan, url, workdir)
-            problems = await _play(run, server)
-        result = _result(plan, run, problems)
-        ok = result.ok
-        return result
-    finally:
-        if not keep and ok:
-            shutil.rmtree(workdir, ignore_errors=True)
+class BrokerRun:
+    """A scenario over a broker, started and finished in two steps (the Python API waits
+    on rounds in between); `run_on_broker` does both."""
 
+    def __init__(self, scenario: Scenario, broker: str = "embedded", workdir: Path | None = None):
+        if broker != "embedded" and any(e.kind == "broker_restart" for e in scenario.events):
+            raise ScenarioError("events", "a broker_restart needs --broker embedded")
+        self.plan = make_plan(scenario)
+        self.broker = broker
+        self.keep = workdir is not None
+        self.workdir = workdir or Path(tempfile.mkdtemp(prefix="proofmarket-scenario-"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self._stack = contextlib.AsyncExitStack()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._events: asyncio.Task[Child] | None = None
+        self.pool = ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn"))
+        self.run: NetworkRun | None = None
 
-async def _play(run: NetworkRun, server: BrokerProcess | str) -> list[str]:
-    """Start everything, act on the events as rounds open, stop; what went wrong."""
-    scenario = run.plan.scenario
-    pool = ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn"))
-    problems: list[str] = []
-    loop = asyncio.get_running_loop()
-    # Start the workers before any prover listens: a prover warming up its pool after the
-    # first announcement would bid late.
-    await asyncio.gather(*(loop.run_in_executor(pool, warm_up) for _ in range(2)))
-    async with contextlib.AsyncExitStack() as stack:
-        tasks = await run.serve(stack, pool)
+    @property
+    def observer(self) -> Observer:
+        assert self.run is not None, "start() first"
+        return self.run.observer
+
+    async def start(self) -> None:
+        """Broker, participants connected and listening, then the coordinator process."""
+        server = await self._stack.enter_async_context(broker_for(self.broker))
+        url = server if isinstance(server, str) else server.url
+        self.run = run = NetworkRun(self.plan, url, self.workdir)
+        loop = asyncio.get_running_loop()
+        # Start the workers before any prover listens: a prover warming up its pool after
+        # the first announcement would bid late.
+        await asyncio.gather(*(loop.run_in_executor(self.pool, warm_up) for _ in range(2)))
+        self._tasks = await run.serve(self._stack, self.pool)
+        coordinator = await run.start_coordinator("coordinator")
+        self._events = asyncio.create_task(_events(run, server, coordinator))
+
+    async def until(self, done: Callable[[], bool], timeout: float) -> bool:
+        assert self.run is not None, "start() first"
+        return await self.run.wait_for(done, timeout)
+
+    async def finish(self) -> RunResult:
+        """Wait for the last round to settle, stop everything, and judge the run."""
+        assert self.run is not None and self._events is not None, "start() first"
+        run, scenario = self.run, self.plan.scenario
+        problems: list[str] = []
         try:
-            coordinator = await run.start_coordinator("coordinator")
-            coordinator = await _events(run, server, coordinator)
-            budget = scenario.rounds * (scenario.params.bid_window_ms + scenario.params.prove_window_ms)
+            coordinator = await self._events
+            rules = scenario.params
+            budget = scenario.rounds * (rules.bid_window_ms + rules.prove_window_ms) / 1000
             try:
-                async with asyncio.timeout(budget / 1000 + READY_S):
+                async with asyncio.timeout(budget + READY_S):
                     await coordinator.process.wait()
             except TimeoutError:
                 problems.append("the coordinator did not finish its rounds in time")
             if not await run.wait_for(lambda: run.observer.settled(scenario.rounds), SETTLE_S):
                 problems.append("not every round's settlements reached its participants")
         finally:
-            run.stop.set()
-            await _stop(run.children)
-            await asyncio.gather(*tasks, return_exceptions=True)
-            pool.shutdown(wait=False, cancel_futures=True)
-    bad = {c.name: c.process.returncode for c in run.children if c.process.returncode not in (0, -signal.SIGKILL)}
-    if bad:
-        problems.append(f"processes exited badly: {bad} (logs in {run.workdir})")
-    return problems
+            await self.close()
+        codes = {c.name: c.process.returncode for c in run.children}
+        bad = {name: code for name, code in codes.items() if code not in (0, -signal.SIGKILL)}
+        if bad:
+            problems.append(f"processes exited badly: {bad} (logs in {self.workdir})")
+        result = _result(self.plan, run, problems)
+        if result.ok and not self.keep:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+        return result
+
+    async def close(self) -> None:
+        """Stop every process and participant (idempotent)."""
+        if self.run is not None:
+            self.run.stop.set()
+            await _stop(self.run.children)
+        if self._events is not None and not self._events.done():
+            self._events.cancel()
+        await asyncio.gather(
+            *self._tasks, *([self._events] if self._events else []), return_exceptions=True
+        )
+        self._tasks = []
+        await self._stack.aclose()
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+async def run_on_broker(
+    scenario: Scenario, broker: str = "embedded", *, workdir: Path | None = None
+) -> RunResult:
+    """Play `scenario` over a real broker and check its expectations."""
+    run = BrokerRun(scenario, broker, workdir)
+    try:
+        await run.start()
+    except BaseException:
+        await run.close()
+        raise
+    return await run.finish()
 
 
 async def _events(run: NetworkRun, server: BrokerProcess | str, coordinator: Child) -> Child:
@@ -249,7 +294,10 @@ async def _events(run: NetworkRun, server: BrokerProcess | str, coordinator: Chi
         if e.kind in ("coordinator_restart", "broker_restart")
     )
     for number, kind in pending:
-        announced = await run.wait_for(lambda: run.observer.latest_round() >= number, READY_S * 2)
+        announced = await run.wait_for(
+            lambda n=number: run.observer.latest_round() >= n,  # type: ignore[misc]
+            READY_S * 2,
+        )
         if not announced or coordinator.process.returncode is not None:
             break
         if kind == "coordinator_restart":

@@ -81,6 +81,7 @@ class Observer:
         self.on_change = on_change
         self._seen: set[tuple[object, ...]] = set()
         self._latest: dict[str, int] = {}  # participant -> latest round it was announced
+        self.proofs: dict[str, dict[str, bytes]] = {}  # user -> task label -> verified proof
 
     def announced(self, party: str, round: int) -> None:
         self._latest[party] = max(self._latest.get(party, 0), round)
@@ -130,6 +131,9 @@ class Observer:
         if not self._once("settled", party, message.round, message.task_id, message.outcome):
             return
         row = self._round(message.round)
+        if message.proof is not None and message.task_id is not None:
+            _, number, index = message.task_id.rsplit("-", 2)
+            self.proofs.setdefault(party, {})[f"{party}/{number}.{index}"] = message.proof
         if message.task_id is None:
             row.prover_settlements += 1
         elif message.outcome in ("charged", "refunded"):
@@ -139,6 +143,12 @@ class Observer:
     def _add(self, number: int, kind: str, party: str, amount: int) -> None:
         sums = self._round(number).sums.setdefault(kind, {})
         sums[party] = sums.get(party, 0) + amount
+
+    def round_settled(self, number: int) -> bool:
+        return self._round(number).settled()
+
+    def outcome(self, number: int) -> dict[str, object]:
+        return self._round(number).as_dict()
 
     def settled(self, rounds: int) -> bool:
         return all(self._round(n).settled() for n in range(rounds))

@@ -34,7 +34,9 @@ from user_client.core import UserCore, UserEffect, UserEvent
 
 def scenario_identity(seed: int, name: str) -> Identity:
     """The key of participant `name`: the same in memory and over a broker, for equal ties."""
-    return Identity.from_seed(hashlib.sha256(f"proofmarket-scenario/{seed}/{name}".encode()).digest())
+    return Identity.from_seed(
+        hashlib.sha256(f"proofmarket-scenario/{seed}/{name}".encode()).digest()
+    )
 
 
 @dataclass(frozen=True, slots=True)

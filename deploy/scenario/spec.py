@@ -458,4 +458,8 @@ def _list(t: Mapping[str, Any], key: str) -> list[object]:
 
 def as_json(scenario: Scenario) -> dict[str, object]:
     """The scenario's rules as plain data (for --json)."""
-    return {"name": scenario.name, "rounds": scenario.rounds, **msgspec.to_builtins(scenario.params)}
+    return {
+        "name": scenario.name,
+        "rounds": scenario.rounds,
+        **msgspec.to_builtins(scenario.params),
+    }

@@ -67,7 +67,9 @@ def check(file: str) -> None:
     help="With --broker: keep keys, market file, genesis, ledger and logs here.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as one JSON document.")
-def run(file: str, in_memory: bool, broker: str | None, workdir: Path | None, as_json: bool) -> None:
+def run(
+    file: str, in_memory: bool, broker: str | None, workdir: Path | None, as_json: bool
+) -> None:
     """Run the scenario in FILE and check its expectations."""
     from deploy.scenario import ScenarioError, run_in_memory
     from runtime.process import configure_logging
