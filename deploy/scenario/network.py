@@ -137,7 +137,10 @@ class NetworkRun:
             str(workdir / "genesis.json"),
         ]
         args += ["--ledger", str(self.ledger), "--rounds", str(plan.scenario.rounds)]
-        return [*args, "--start-delay-ms", "300", "--log-format", "json"]
+        # Signatures checked inline (a scenario's few bids need no worker process to start
+        # while round 0 runs), and a second for start-up work before round 0 opens.
+        args += ["--verify-workers", "0", "--start-delay-ms", "1000"]
+        return [*args, "--log-format", "json"]
 
     @property
     def ledger(self) -> Path:
