@@ -259,6 +259,8 @@ class BrokerRun:
         result = _result(self.plan, run, problems)
         if result.ok and not self.keep:
             shutil.rmtree(self.workdir, ignore_errors=True)
+        else:
+            result.workdir = str(self.workdir)  # kept: the coordinator's logs, the ledger
         return result
 
     async def close(self) -> None:

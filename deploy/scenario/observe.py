@@ -2,7 +2,9 @@
 
 Each participant shows the observer every message the coordinator sent it. Public
 messages (a clearing result) reach everyone and count once; a restarted coordinator may
-send a settlement or a reject again, so each is counted once by what it names. Names,
+send a settlement or a reject again, so each is counted once by what it names. A
+`replay` reject answers a copy a participant sent again of something already taken (a
+user re-sends a bid it heard nothing about): it changes nothing, so it is not counted. Names,
 not keys, appear in the outcome, and task ids are written `user/round.index`, so the
 outcome of a run in memory and of the same run over a broker compare equal.
 """
@@ -117,7 +119,11 @@ class Observer:
             self._round(message.round).assigned.setdefault(party, []).extend(labels)
         elif isinstance(message, SettlementNotice):
             self._settlement(party, message)
-        elif isinstance(message, Reject) and self._once("reject", party, message.ref):
+        elif (
+            isinstance(message, Reject)
+            and message.code != "replay"  # a copy of a bid already taken: the first stands
+            and self._once("reject", party, message.ref)
+        ):
             number = message.round if message.round is not None else self._latest.get(party, 0)
             self._round(number).refused.setdefault(party, []).append(str(message.code))
         elif isinstance(message, WithdrawalReceipt) and self._once("withdrawal", message.ref):

@@ -19,6 +19,7 @@ class RunResult:
     deposits: dict[str, int]
     problems: list[str] = field(default_factory=list)  # honest losses, unfinished rounds
     mismatches: list[str] = field(default_factory=list)  # failed expectations
+    workdir: str | None = None  # over a broker: where the files and logs were kept
 
     @property
     def ok(self) -> bool:
@@ -34,6 +35,7 @@ class RunResult:
             "deposits": self.deposits,
             "problems": self.problems,
             "mismatches": self.mismatches,
+            **({"workdir": self.workdir} if self.workdir else {}),
         }
 
 

@@ -13,8 +13,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-import msgspec
-
 from deploy.market import MarketFileError, market_from_dict
 from protocol.messages import MarketParams
 
@@ -181,9 +179,7 @@ def parse_scenario(document: Mapping[str, Any], *, default_name: str = "scenario
         if names.count(name) > 1 or name in (FAUCET, SUBSIDY):
             raise ScenarioError(name, "a participant name must be unique and not faucet/subsidy")
     params, market_names = _market(market_table, set(names))
-    provers = tuple(
-        _prover(n, t, params, rounds) for n, t in _tables(provers_table, "provers").items()
-    )
+    provers = tuple(_prover(n, t, params) for n, t in _tables(provers_table, "provers").items())
     users = tuple(_user(n, t, params, rounds) for n, t in _tables(users_table, "users").items())
     if not provers and not users:
         raise ScenarioError("provers", "a scenario needs at least one participant")
@@ -232,7 +228,7 @@ def _market(table: Mapping[str, Any], names: set[str]) -> tuple[MarketParams, di
     return params, named
 
 
-def _prover(name: str, t: Mapping[str, Any], params: MarketParams, rounds: int) -> ProverSpec:
+def _prover(name: str, t: Mapping[str, Any], params: MarketParams) -> ProverSpec:
     where = f"provers.{name}"
     _known(t, ("capacity", "cost", "strategy", "cost_range", "deposit"), where)
     capacities = _per_round(t, "capacity", where, low=1)
@@ -454,12 +450,3 @@ def _list(t: Mapping[str, Any], key: str) -> list[object]:
     if not isinstance(value, list):
         raise ScenarioError(key, f"an array of tables ([[{key}]])")
     return value
-
-
-def as_json(scenario: Scenario) -> dict[str, object]:
-    """The scenario's rules as plain data (for --json)."""
-    return {
-        "name": scenario.name,
-        "rounds": scenario.rounds,
-        **msgspec.to_builtins(scenario.params),
-    }

@@ -95,6 +95,8 @@ def run(
     if not result.ok:
         for line in [*result.problems, *result.mismatches]:
             click.echo(f"FAILED {line}", err=True)
+        if result.workdir is not None:
+            click.echo(f"files and logs kept in {result.workdir}", err=True)
         sys.exit(EXIT_FAILED)
 
 
