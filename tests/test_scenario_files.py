@@ -30,7 +30,8 @@ def test_every_example_is_found() -> None:
     """The suite sees the four paper examples and the others (a glob that found none would pass)."""
     names = {f.stem for f in FILES}
     assert {f"paper-example-{i}" for i in range(1, 5)} <= names
-    assert {"faulty-prover", "coordinator-crash", "carry-over", "thin-market"} <= names
+    assert {"faulty-prover", "coordinator-crash", "broker-restart", "carry-over"} <= names
+    assert {"thin-market", "money"} <= names
 
 
 @pytest.mark.parametrize("path", FILES, ids=[f.stem for f in FILES])
