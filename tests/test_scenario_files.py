@@ -148,3 +148,16 @@ def _document(path: Path) -> dict[str, object]:
 
     with path.open("rb") as file:
         return tomllib.load(file)
+
+
+def test_the_first_scenario_in_the_docs_runs(tmp_path: Path) -> None:
+    """docs/scenarios.md's Example 1 file, copied as a reader would, passes; so does its diff."""
+    text = (Path(__file__).parent.parent / "docs" / "scenarios.md").read_text()
+    block = text.split("```toml\n", 1)[1].split("```", 1)[0]
+    path = tmp_path / "ex1.toml"
+    path.write_text(block)
+    out = CliRunner().invoke(cli, ["scenario", "run", str(path)])
+    assert (0, True) == (out.exit_code, "ok: 0 failed expectations, 0 honest losses" in out.output)
+    path.write_text(block.replace("user_price = 9", "user_price = 8"))
+    out = CliRunner().invoke(cli, ["scenario", "run", str(path)])
+    assert "FAILED expect[0] (round 0) user_price: expected 8, got 9" in out.output
