@@ -174,7 +174,6 @@ class Simulation:
         self.provers, deposits = _provers(config, rng, self.coordinator_key)
         self.users, balances = _users(config, rng, self.coordinator_key)
         self.parties: dict[str, _Party] = {**self.provers, **self.users}
-        self._everyone = list(self.parties)
         params = config.params()
         if params.subsidy_account is not None:
             # Enough for a deficit as large as every fee of every round.
@@ -184,13 +183,23 @@ class Simulation:
                 * (config.tasks_per_round * config.p_max * 2)
             )
         start = config.bid_window_ms
-        self.coordinator = Coordinator(
+        coordinator = Coordinator(
             params,
             OpeningBalances(balances=balances, deposits=deposits),
             self.coordinator_key,
             start,
             rounds=config.rounds,
         )
+        self._begin(coordinator, tally, start)
+
+    def _begin(self, coordinator: Coordinator, tally: RoundTally | None, start: int) -> None:
+        """The harness's own state, once the parties and the coordinator exist.
+
+        A market built another way (a scenario's scripted parties) sets `parties`,
+        `coordinator_key`, `keep_inputs` and `on_record`, then calls this.
+        """
+        self._everyone = list(self.parties)
+        self.coordinator = coordinator
         self._observed = _Observed(self.coordinator.mechanism)
         self.coordinator.mechanism = self._observed
         self.result = SimResult(coordinator=self.coordinator, tally=tally or RoundTally())

@@ -13,6 +13,7 @@ from proofmarket.commands import (
     keygen,
     lab,
     ledger_cmd,
+    scenario,
     services,
     sim,
     testnet,
@@ -36,6 +37,7 @@ cli.add_command(services.prover)
 cli.add_command(services.user)
 cli.add_command(deploy_cmd.deploy)
 cli.add_command(ledger_cmd.ledger)
+cli.add_command(scenario.scenario)
 
 
 def main() -> None:
