@@ -393,6 +393,12 @@ class MosquittoBroker:
         await self.stop()
         await self.start()
 
+    def reload(self) -> None:
+        """SIGHUP: mosquitto rereads its password and ACL files; connections stay up."""
+        if self._process is None or self._process.returncode is not None:
+            raise BrokerStartError("mosquitto is not running")
+        self._process.send_signal(signal.SIGHUP)
+
     def cleanup(self) -> None:
         if self._tmp is not None:
             self._tmp.cleanup()
