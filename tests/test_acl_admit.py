@@ -15,8 +15,8 @@ from deploy.genesis import MarketGenesis
 from deploy.passwd import read_password_file, verify_password
 from proofmarket.commands.deploy_cmd import deploy
 from protocol import topics
-from protocol.bus import Bus, BusAuthError, Delivery
 from protocol.identity import Identity
+from runtime.bus import Bus, BusAuthError, Delivery
 
 BOUND = 10.0
 COORD = Identity.generate().public_hex

@@ -22,7 +22,7 @@ import pytest
 from conftest import RunningBroker
 from test_network_processes import QUICK, WAIT, LocalMarket, Proc, assert_sound, local_market
 
-from coordinator.core import Genesis
+from coordinator.state import OpeningBalances
 from deploy.acl import admit_party, write_broker_files
 from deploy.broker import MosquittoBroker, mosquitto_binary
 from deploy.genesis import MarketGenesis, dump_genesis
@@ -61,7 +61,7 @@ class JoinMarket(LocalMarket):
         self.plan.genesis_file.write_text(dump_genesis(genesis))
         self.plan = dataclasses.replace(
             self.plan,
-            genesis=Genesis(
+            genesis=OpeningBalances(
                 balances=dict(genesis.users), deposits=dict(genesis.provers), faucet=self.faucet
             ),
         )

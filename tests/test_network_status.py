@@ -20,7 +20,7 @@ from test_network_hostile import (
     listening,
 )
 
-from coordinator.core import decode_record
+from coordinator.records import decode_record
 from coordinator.service import run_coordinator
 from coordinator.status import QUERIES_PER_PARTY
 from coordinator.store import SqliteStore

@@ -9,11 +9,11 @@ import pytest
 from conftest import RunningBroker
 
 from protocol import topics
-from protocol.bus import Bus, Delivery
 from protocol.envelope import seal
 from protocol.identity import Identity
 from protocol.messages import MarketParams, RoundAnnouncement
-from prover_node.wire import Wire
+from protocol.wire import Wire
+from runtime.bus import Bus, Delivery
 
 BOUND = 10.0
 MARKET = "m1"
