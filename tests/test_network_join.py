@@ -94,8 +94,8 @@ class JoinMarket(LocalMarket):
             *("--start-delay-ms", "300", "--password", password),
         )
 
-    async def wallet(self, key_file: Path, *args: str) -> dict[str, Any]:
-        """Run `proofmarket wallet ARGS --json` as its own process; its answer."""
+    async def wallet(self, key_file: Path, *args: str, code: int = 0) -> dict[str, Any]:
+        """Run `proofmarket wallet ARGS --json` as its own process; its answer (exit `code`)."""
         command, *rest = args
         process = await asyncio.create_subprocess_exec(
             sys.executable,
@@ -106,13 +106,13 @@ class JoinMarket(LocalMarket):
         )
         async with asyncio.timeout(WAIT):
             out, err = await process.communicate()
-        assert 0 == process.returncode, err.decode()
+        assert code == process.returncode, err.decode()
         answer = json.loads(out)
         assert isinstance(answer, dict)
         return answer
 
     def user(self, key_file: Path) -> list[str]:
-        fee = f"1:{self.config.params.p_max}"
+        fee = "1:40"  # two bids fit in what is left after the withdrawal
         args = ["--tasks", "2", "--fee-range", fee, "--rounds", "1", "--seed", "7"]
         return ["user", *self.common(key_file), *args]
 
@@ -161,6 +161,14 @@ async def _join_while_running(market: JoinMarket, server: MosquittoBroker) -> No
         status["open_tasks"],
         status["faucet"],
     )
+    refused = await market.wallet(market.newcomer_key, "withdraw", str(GRANT + 1), code=1)
+    assert ("reject", "insufficient_funds") == (refused["kind"], refused["code"])
+    paid = await market.wallet(market.newcomer_key, "withdraw", "10")
+    assert ("withdrawal_receipt", 10, GRANT - 10) == (
+        paid["kind"],
+        paid["amount"],
+        paid["remaining"],
+    )
     # Started just after a round opens, the user hears of it only from the retained copy.
     opened = newest_round(coordinator) + 1
     assert opened < ROUNDS
@@ -173,7 +181,15 @@ async def _join_while_running(market: JoinMarket, server: MosquittoBroker) -> No
     assert {0} == set(codes.values())
     stopped = late.find("user.stopped") or {}
     assert (2, 2, 0) == (stopped["tasks_bid"], stopped["bids_accepted"], stopped["bids_rejected"])
-    assert_sound(market.report(), ROUNDS)
+    report = market.report()
+    ledger = report["ledger"]
+    # The 10 withdrawn left the market: what it holds is what was funded, less that.
+    assert (True, 10, ledger["funded"] - 10) == (
+        ledger["conserved"],
+        ledger["withdrawn"],
+        ledger["total"],
+    )
+    assert_sound({**report, "ledger": {**ledger, "total": ledger["funded"]}}, ROUNDS)
     # The market is over; the broker still holds the last round's announcement. (The
     # newcomer's own session would also hold what was queued for it since it left.)
     after = await market.spawn("after-the-end", *market.user(market.watcher_key))
