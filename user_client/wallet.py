@@ -125,7 +125,7 @@ async def _exchange(
                     assert isinstance(message, Answer)
                     return message
     except TimeoutError:
-        waited = "a round announcement" if sent is None else "an answer"
+        waited = "round announcement" if sent is None else "answer"
         raise WalletError(f"no {waited} from the coordinator in {config.timeout_s}s") from None
     raise WalletError("the broker connection closed before an answer came")
 

@@ -158,8 +158,11 @@ def withdraw(account: str, amount: int, **options: object) -> None:
 )
 def grant(account: str, to: str, amount: int, nonce: int | None, **options: object) -> None:
     """As the market's faucet (--key), bring AMOUNT of new money to --to."""
+    from protocol.identity import valid_public_key
     from user_client.wallet import faucet_grant
 
-    recipient = _check_key(to)
+    if not valid_public_key(to):
+        raise click.BadParameter("not a public key (64 lowercase hex)", param_hint="--to")
+    recipient = to
     chosen = nonce if nonce is not None else int.from_bytes(os.urandom(8), "big") >> 1
     _run(options, lambda market, _me: faucet_grant(market, recipient, account, amount, chosen))
