@@ -14,6 +14,7 @@ from protocol.identity import Identity
 from protocol.messages import MarketParams, RoundAnnouncement
 from protocol.wire import Wire
 from runtime.bus import Bus, Delivery
+from runtime.memory_bus import MemoryBroker, MemoryBus
 
 BOUND = 10.0
 MARKET = "m1"
@@ -73,6 +74,21 @@ async def test_late_subscriber_gets_latest_retained_announcement(broker: Running
         await coord.publish(public, b"round 2", retain=True)
         await coord.publish(public, b"a clearing result")  # not retained: replaces nothing
     async with Bus(broker.url, "late", **broker.login("late")) as late:
+        await late.subscribe(public)
+        async with asyncio.timeout(BOUND):
+            delivery = await anext(aiter(late.messages()))
+    assert (Delivery(public, b"round 2"), True) == (delivery, delivery.retained)
+
+
+async def test_memory_bus_hands_retained_message_to_late_subscriber() -> None:
+    """The in-memory broker keeps the newest retained message per topic, as MQTT's does."""
+    broker = MemoryBroker()
+    public = topics.public(MARKET)
+    async with MemoryBus(broker, "coord") as coord:
+        await coord.publish(public, b"round 1", retain=True)
+        await coord.publish(public, b"round 2", retain=True)
+        await coord.publish(public, b"a clearing result")
+    async with MemoryBus(broker, "late") as late:
         await late.subscribe(public)
         async with asyncio.timeout(BOUND):
             delivery = await anext(aiter(late.messages()))

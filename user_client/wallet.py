@@ -35,6 +35,7 @@ from protocol.messages import (
 )
 from protocol.wire import Wire
 from runtime.bus import Bus
+from runtime.memory_bus import open_bus
 from runtime.process import Clock, wall_ms
 
 Answer = AccountStatus | WithdrawalReceipt | FundingNotice | Reject
@@ -92,7 +93,7 @@ async def ask(
     wire = Wire(identity, coordinator=config.coordinator, market=config.market)
     me = identity.public_hex
     subscriptions = topics.participant_subscriptions(config.market, me)
-    async with Bus(
+    async with open_bus(
         config.broker,
         client_id=f"wallet-{me}",
         username=me,
