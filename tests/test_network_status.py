@@ -8,7 +8,7 @@ from pathlib import Path
 
 import msgspec
 import pytest
-from conftest import RunningBroker, with_bad_signature
+from conftest import RunningBroker, seal_body, with_bad_signature
 from test_network_hostile import (
     ATTACKER,
     COORDINATOR,
@@ -38,7 +38,7 @@ SLOW_ROUNDS = msgspec.structs.replace(PARAMS, bid_window_ms=4000)
 async def test_status_queries_answered_refused_and_never_recorded(
     broker: RunningBroker, tmp_path: Path
 ) -> None:
-    """A query gets its sealed answer; a copy, a forgery, a flood get their specific rejects."""
+    """A query gets its sealed answer; a copy, a forgery, bad bytes, a flood: their rejects."""
     ledger = tmp_path / "ledger.sqlite"
     config = dataclasses.replace(
         coordinator_config(broker, rounds=1, start_delay_ms=0, params=SLOW_ROUNDS),
@@ -60,7 +60,12 @@ async def test_status_queries_answered_refused_and_never_recorded(
             forged = seal(ATTACKER, query, MARKET, to)
             bad_signature = with_bad_signature(seal(ATTACKER, query, MARKET, to), ATTACKER, to)
             flood = [seal(ATTACKER, query, MARKET, to) for _ in range(QUERIES_PER_PARTY)]
-            for payload in (asked, asked, bad_signature, *flood):
+            # A round as a float: refused by the decoder, whole number or not.
+            body = msgspec.msgpack.encode(
+                {"kind": "status_query", "v": 1, "market": MARKET, "round": float(query.round)}
+            )
+            malformed = seal_body(ATTACKER, body, kind="status_query", market=MARKET, to=to)
+            for payload in (asked, asked, bad_signature, malformed, *flood):
                 await bus.publish(inbox, payload)
             await bus.publish(topics.inbox(MARKET, VICTIM.public_hex), forged)
 
@@ -70,6 +75,7 @@ async def test_status_queries_answered_refused_and_never_recorded(
             for code, payload in [
                 ("replay", asked),
                 ("bad_signature", bad_signature),
+                ("bad_encoding", malformed),
                 ("too_many_queries", flood[-1]),
             ]:
                 reject = await attacker.first(Reject, envelope_ref(payload))
