@@ -93,3 +93,21 @@ async def test_memory_bus_hands_retained_message_to_late_subscriber() -> None:
         async with asyncio.timeout(BOUND):
             delivery = await anext(aiter(late.messages()))
     assert (Delivery(public, b"round 2"), True) == (delivery, delivery.retained)
+
+
+@pytest.mark.broker
+async def test_retained_message_reaches_only_its_subscribers(broker: RunningBroker) -> None:
+    """A client that never subscribed to a retained topic is not sent its message."""
+    public = topics.public(MARKET)
+    async with (
+        Bus(broker.url, "coord", **broker.login("coord")) as coord,
+        Bus(broker.url, "reader", **broker.login("reader")) as reader,
+    ):
+        await reader.subscribe(public)  # someone subscribes: the filter exists at the broker
+        await coord.publish(public, b"round 1", retain=True)
+        async with Bus(broker.url, "other", **broker.login("other")) as other:
+            await other.subscribe("elsewhere/topic")
+            await coord.publish("elsewhere/topic", b"ping")
+            async with asyncio.timeout(BOUND):
+                delivery = await anext(aiter(other.messages()))
+    assert Delivery("elsewhere/topic", b"ping") == delivery
