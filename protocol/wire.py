@@ -93,9 +93,10 @@ class Wire:
         """The recipient (None for a public message) and the event, or None if refused.
 
         A `retained` round announcement (the broker kept it for late subscribers) whose
-        bid deadline has passed at `now` is dropped: it is an old round of this market,
-        perhaps of an earlier run under the same coordinator key, and bidding in it
-        could only be refused. An announcement heard live is passed on as ever.
+        bid deadline has passed at `now` is dropped: it is an old round of this market
+        (its last, if the market ended), perhaps of an earlier run under the same
+        coordinator key; the round to bid in is announced next. An announcement heard
+        live is passed on as ever.
         """
         try:
             parsed = topics.parse(topic)
