@@ -516,9 +516,7 @@ class CoordinatorService:
             if last is not None:
                 self._published_through = last
 
-    async def _publish(
-        self, outgoing: list[_Outgoing], later: Sequence[Publish] = ()
-    ) -> None:
+    async def _publish(self, outgoing: list[_Outgoing], later: Sequence[Publish] = ()) -> None:
         """Send `outgoing`, then seal and send `later` a chunk at a time.
 
         Sealing thousands of receipts in one go would hold the event loop, and with it
