@@ -50,6 +50,7 @@ from coordinator.state import (
     TaskStatus,
     wire_task_id,
 )
+from coordinator.status import QueryRation, account_status
 from coordinator.track_record import note_failed, note_proved, note_won, published, suspended
 from coordinator.views import comparable_state
 from protocol.events import MessageReceived, Publish, Record, Resumed, Tick, WakeAt
@@ -68,6 +69,7 @@ from protocol.messages import (
     Reject,
     RoundAnnouncement,
     SettlementNotice,
+    StatusQuery,
     TaskBidMessage,
     UserReceipt,
     Withdrawal,
@@ -159,6 +161,8 @@ class Coordinator:
         # Task proofs checked, by verdict, for operators' metrics (not part of the state:
         # a restored core counts from where it was rebuilt).
         self.proofs_checked: dict[str, int] = {"valid": 0, "invalid": 0}
+        # Status answers given this round: soft state, not recorded (coordinator.status).
+        self.queries = QueryRation()
 
     # -- the interface ----------------------------------------------------------------
 
@@ -284,6 +288,8 @@ class Coordinator:
                 return self._on_withdrawal(event, msg)
             if isinstance(msg, FaucetGrant):
                 return self._on_faucet_grant(event, msg)
+            if isinstance(msg, StatusQuery):
+                return self._on_status_query(event, msg)
             raise Refusal(
                 RejectCode.UNEXPECTED_MESSAGE, f"a coordinator does not take {type(msg).__name__}"
             )
@@ -539,6 +545,17 @@ class Coordinator:
         if msg.to != faucet:
             effects.append(Publish(notice, to=faucet))
         return effects
+
+    def _on_status_query(self, event: MessageReceived, msg: StatusQuery) -> list[CoordinatorEffect]:
+        """Answered from state and not recorded: a query changes nothing (coordinator.status)."""
+        if msg.round > self._bidding or msg.round <= self._bidding - self.seen_rounds:
+            raise Refusal(
+                RejectCode.WRONG_ROUND, f"status queries name the current round, {self._bidding}"
+            )
+        refusal = self.queries.take(event.sender, self._bidding)
+        if refusal is not None:
+            raise Refusal(RejectCode.TOO_MANY_QUERIES, refusal)
+        return [Publish(account_status(self, event.sender, event.ref), to=event.sender)]
 
     # -- time -----------------------------------------------------------------------------
 

@@ -65,6 +65,7 @@ from protocol.messages import (
     ProverWill,
     ReceiptEntry,
     Reject,
+    RoundAnnouncement,
     SettlementNotice,
 )
 from protocol.replay import ReplayGuard, round_of
@@ -164,6 +165,16 @@ def coalesce_receipts(sends: list[Publish]) -> list[Publish]:
             entries = [ReceiptEntry(r.round, r.ref, r.escrowed) for r in receipts]
             out.append(Publish(BidReceipts(market=message.market, receipts=entries), effect.to))
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class _Outgoing:
+    """One sealed envelope to publish, how many bids it acknowledges, whether it is retained."""
+
+    topic: str
+    envelope: bytes
+    acks: int
+    retain: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -526,9 +537,7 @@ class CoordinatorService:
             if last is not None:
                 self._published_through = last
 
-    async def _publish(
-        self, outgoing: list[tuple[str, bytes, int]], later: Sequence[Publish] = ()
-    ) -> None:
+    async def _publish(self, outgoing: list[_Outgoing], later: Sequence[Publish] = ()) -> None:
         """Send `outgoing`, then seal and send `later` a chunk at a time.
 
         Sealing thousands of receipts in one go would hold the event loop, and with it
@@ -543,11 +552,11 @@ class CoordinatorService:
         if later:
             self._log_progress()
 
-    async def _send(self, outgoing: list[tuple[str, bytes, int]]) -> None:
+    async def _send(self, outgoing: list[_Outgoing]) -> None:
         await asyncio.gather(
-            *(self.bus.publish(topic, envelope) for topic, envelope, _ in outgoing)
+            *(self.bus.publish(o.topic, o.envelope, retain=o.retain) for o in outgoing)
         )
-        self.stats.bids_acknowledged += sum(acks for _, _, acks in outgoing)
+        self.stats.bids_acknowledged += sum(o.acks for o in outgoing)
         self.stats.last_batch = time.monotonic()
 
     def _log_progress(self) -> None:
@@ -655,10 +664,12 @@ class CoordinatorService:
             reject = msgspec.structs.replace(reject, ref=ref)
         return [Publish(reject, to=party)]
 
-    def _outgoing(self, effect: Publish) -> list[tuple[str, bytes, int]]:
+    def _outgoing(self, effect: Publish) -> list[_Outgoing]:
         """Count, log and seal one message: topics, envelopes and how many bids each acks.
 
-        A message too large for one envelope goes out in parts (protocol.split).
+        A message too large for one envelope goes out in parts (protocol.split). A round
+        announcement is retained by the broker, so a party that subscribes while the
+        round is open still hears of it.
         """
         message = effect.message
         changed = self.tally.note(message)
@@ -679,11 +690,12 @@ class CoordinatorService:
             if effect.to is None
             else topics.outbox(self.market, effect.to)
         )
-        out: list[tuple[str, bytes, int]] = []
+        out: list[_Outgoing] = []
+        retain = isinstance(message, RoundAnnouncement)
         try:
             for part in split_to_fit(message):
                 envelope = seal(self.identity, part, self.market, effect.to)
-                out.append((topic, envelope, _acks(part)))
+                out.append(_Outgoing(topic, envelope, _acks(part), retain))
         except ProtocolError as exc:  # a message our own schema refuses: a bug, not input
             self.log.error("coordinator.unsendable", code=exc.code, reason=exc.reason)
             return []

@@ -18,10 +18,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from deploy.genesis import MarketGenesis
-from deploy.passwd import write_password_file
+from deploy.passwd import hash_password, read_password_file, write_password_file
 from protocol import topics
+from protocol.identity import valid_public_key
 
-__all__ = ["BrokerFiles", "acl_text", "party_password", "write_broker_files"]
+__all__ = [
+    "AdmitError",
+    "BrokerFiles",
+    "acl_text",
+    "admit_party",
+    "party_password",
+    "write_broker_files",
+]
 
 SECRET_FILE = "broker-secret"
 
@@ -100,3 +108,41 @@ def write_broker_files(
     files.acl_file.write_text(acl_text(genesis))
     _private_write(files.credentials, json.dumps(users, indent=2, sort_keys=True) + "\n")
     return files
+
+
+class AdmitError(ValueError):
+    """A party that cannot be admitted: a bad key, or a directory `deploy acl` never wrote."""
+
+
+def admit_party(out_dir: Path, key: str) -> str:
+    """Let `key` log in to the broker whose files `write_broker_files` put in `out_dir`.
+
+    Adds the key's line to ``passwd`` and its password to ``credentials.json`` (both
+    rewritten whole, then renamed into place, so a broker reloading mid-way reads the old
+    file or the new one), and returns the password. The ACL needs no line: its
+    ``pattern`` rules are keyed on the login username, so they cover a new key as they
+    cover the genesis's. Admitting a key twice changes nothing. Mosquitto rereads both
+    files on SIGHUP; the embedded broker reads them when it starts.
+    """
+    if not valid_public_key(key):
+        raise AdmitError(f"not a public key (64 lowercase hex, an Ed25519 point): {key!r}")
+    secret_path, credentials = out_dir / SECRET_FILE, out_dir / "credentials.json"
+    passwd = out_dir / "passwd"
+    if not secret_path.exists() or not passwd.exists():
+        raise AdmitError(f"{out_dir} holds no broker files: run `proofmarket deploy acl` first")
+    password = party_password(_load_or_make_secret(secret_path), key)
+    if key not in read_password_file(passwd):
+        line = f"{key}:{hash_password(password)}\n"
+        _replace_private(passwd, passwd.read_text() + line)
+    users = json.loads(credentials.read_text()) if credentials.exists() else {}
+    if users.get(key) != password:
+        users[key] = password
+        _replace_private(credentials, json.dumps(users, indent=2, sort_keys=True) + "\n")
+    return password
+
+
+def _replace_private(path: Path, text: str) -> None:
+    """Write `text` to `path` (owner-only) through a temporary file renamed over it."""
+    tmp = path.with_name(f".{path.name}.new")
+    _private_write(tmp, text)
+    os.replace(tmp, path)

@@ -189,6 +189,41 @@ def _recancel_readers() -> None:
             task.cancel()
 
 
+class _RetainingBroker(Broker):  # type: ignore[misc]
+    """amqtt's broker, handing out retained messages as MQTT says.
+
+    amqtt 0.12.1, when any client connects, walks every topic filter any client has
+    subscribed to and sends the connecting client the retained messages matching each,
+    whether it subscribed to them or not, awaiting each send inside that walk, so a
+    subscription made meanwhile ends the walk with "dictionary changed size during
+    iteration" and the connection with it. Here a client gets only the retained messages
+    of filters it subscribed to itself, and they are sent without suspending the walk.
+    """
+
+    async def _publish_retained_messages_for_subscription(
+        self, subscription: tuple[str, int], session: Any
+    ) -> None:
+        topic_filter, qos = subscription
+        subscribers = self._subscriptions.get(topic_filter, ())
+        if all(s.client_id != session.client_id for s, _ in subscribers):
+            return
+        handler = self._get_handler(session)
+        if handler is None:
+            return
+        for topic, retained in list(self._retained_messages.items()):
+            if self._matches(topic, topic_filter):
+                send = handler.mqtt_publish(
+                    retained.topic, retained.data, min(qos, retained.qos or qos), retain=True
+                )
+                task = asyncio.ensure_future(send)
+                _SENDING.add(task)
+                task.add_done_callback(_SENDING.discard)
+
+
+_SENDING: set[asyncio.Future[Any]] = set()
+"""Retained sends in flight, held so the loop does not drop them half-way."""
+
+
 @dataclass
 class EmbeddedBroker:
     """amqtt broker in this event loop, on a free loopback port unless one is given.
@@ -234,7 +269,7 @@ class EmbeddedBroker:
         }
 
     async def start(self, timeout: float = 10.0) -> None:
-        broker = Broker(self.config())
+        broker = _RetainingBroker(self.config())
         async with asyncio.timeout(timeout):
             await broker.start()
         self._broker = broker
@@ -392,6 +427,12 @@ class MosquittoBroker:
         """Stop and start on the same port; persisted sessions and queues survive."""
         await self.stop()
         await self.start()
+
+    def reload(self) -> None:
+        """SIGHUP: mosquitto rereads its password and ACL files; connections stay up."""
+        if self._process is None or self._process.returncode is not None:
+            raise BrokerStartError("mosquitto is not running")
+        self._process.send_signal(signal.SIGHUP)
 
     def cleanup(self) -> None:
         if self._tmp is not None:

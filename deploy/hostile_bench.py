@@ -106,7 +106,9 @@ async def _attack(plan: Plan, url: str, count: int, seed: int, attack: _Attack) 
     async with Bus(url, client_id=key, username=key, max_payload=big) as bus:
         await bus.subscribe(topics.outbox(market, attacker.public_hex), topics.public(market))
         announced: list[RoundAnnouncement] = []
-        listen = asyncio.create_task(_listen(bus, attacker, market, attack, announced))
+        listen = asyncio.create_task(
+            _listen(bus, attacker, plan.coordinator, market, attack, announced)
+        )
         try:
             async with asyncio.timeout(SETTLE_S):
                 while not announced:
@@ -143,6 +145,7 @@ async def _attack(plan: Plan, url: str, count: int, seed: int, attack: _Attack) 
 async def _listen(
     bus: Bus,
     attacker: Identity,
+    coordinator: str,
     market: str,
     attack: _Attack,
     announced: list[RoundAnnouncement],
@@ -150,7 +153,12 @@ async def _listen(
     public = topics.public(market)
     async for delivery in bus.messages():
         reader = None if delivery.topic == public else attacker
-        message = open_envelope(reader, delivery.payload, market=market).message
+        opened = open_envelope(reader, delivery.payload, market=market)
+        message = opened.message
+        if isinstance(message, RoundAnnouncement) and opened.sender != coordinator:
+            # Retained on the broker by the peaceful run's coordinator (same market name):
+            # its round is no round of this market's.
+            continue
         if isinstance(message, RoundAnnouncement):
             announced.append(message)
         elif isinstance(message, Reject):

@@ -17,6 +17,7 @@ from proofmarket.commands import (
     services,
     sim,
     testnet,
+    wallet_cmd,
 )
 
 
@@ -38,6 +39,7 @@ cli.add_command(services.user)
 cli.add_command(deploy_cmd.deploy)
 cli.add_command(ledger_cmd.ledger)
 cli.add_command(scenario.scenario)
+cli.add_command(wallet_cmd.wallet)
 
 
 def main() -> None:

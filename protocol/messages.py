@@ -33,6 +33,8 @@ ProofBytes = Annotated[bytes, Meta(max_length=4096)]
 Digest = Annotated[bytes, Meta(min_length=16, max_length=32)]
 Version = Annotated[int, Meta(ge=SCHEMA_VERSION, le=SCHEMA_VERSION)]
 Text = Annotated[str, Meta(max_length=512)]
+STATUS_TASKS: Final = 1000
+"""Most open tasks one `account_status` lists; the count covers the rest."""
 
 
 class _Body(
@@ -340,6 +342,57 @@ class FundingNotice(_Body, tag="funding_notice", frozen=True):
     nonce: Nonce
 
 
+class StatusQuery(_Body, tag="status_query", frozen=True):
+    """User or prover -> coordinator: what the market holds for me (an `account_status`).
+
+    `round` is the round open for bids when asked, as for a withdrawal: it binds the query
+    to its round, so a copy is a `replay` while the round is open and refused after.
+    Answered from the coordinator's state and never recorded: it changes nothing.
+    """
+
+    market: MarketId
+    round: Round
+
+
+class OpenTask(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One of the asker's task bids still escrowed: bid, or assigned and not yet settled."""
+
+    task_id: TaskId
+    round: Round
+    fee: Money
+    status: Literal["open", "assigned"]
+
+
+class EpochCapacity(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A capacity the asker declared for an epoch that is current or ahead."""
+
+    epoch: Round
+    capacity: Positive
+
+
+class AccountStatus(_Body, tag="account_status", frozen=True, kw_only=True):
+    """Coordinator -> asker: its accounts and open work, answering the query `ref`.
+
+    `round` is the round open for bids (or the next to open) when answered; `epoch` is
+    that round's capacity-lock epoch. `open_tasks` lists at most STATUS_TASKS of them,
+    oldest round first; `open_task_count` counts them all.
+    """
+
+    market: MarketId
+    round: Round
+    epoch: Round
+    ref: Digest
+    balance: Money  # spendable: bids escrow from it, withdrawals pay out of it
+    escrow: Money  # fees of task bids not yet settled
+    deposit: Money  # a prover's free deposit
+    locked: Money  # a prover's deposit locked by its declared capacity
+    capacities: Annotated[list[EpochCapacity], Meta(max_length=4)]
+    open_batches: Annotated[list[Round], Meta(max_length=1024)]  # rounds of unsettled batches
+    open_tasks: Annotated[list[OpenTask], Meta(max_length=STATUS_TASKS)]
+    open_task_count: Count
+    faucet: PublicKeyHex | None = None  # the market's faucet key, if it has one
+
+
 class ProverWill(_Body, tag="prover_will", frozen=True):
     """Prover -> coordinator, by the broker: the prover's connection made at `connected_at` died.
 
@@ -369,6 +422,8 @@ Message = (
     | WithdrawalReceipt
     | FaucetGrant
     | FundingNotice
+    | StatusQuery
+    | AccountStatus
     | ProverWill
 )
 
@@ -391,6 +446,8 @@ KINDS: Final[dict[str, type[Message]]] = {
         WithdrawalReceipt,
         FaucetGrant,
         FundingNotice,
+        StatusQuery,
+        AccountStatus,
         ProverWill,
     )
 }

@@ -60,6 +60,7 @@ class RejectCode(StrEnum):
     DUPLICATE_GRANT = "duplicate_grant"
     PROVER_SUSPENDED = "prover_suspended"
     RESCUE_EXCLUDED = "rescue_excluded"
+    TOO_MANY_QUERIES = "too_many_queries"
 
 
 C = RejectCode
@@ -83,7 +84,9 @@ MEANINGS: Final[Mapping[RejectCode, str]] = MappingProxyType(
         C.OVER_CAPACITY: "the replay guard's memory bound is reached; retry in a later round",
         C.BAD_TOPIC: "not a protocol topic",
         C.UNEXPECTED_MESSAGE: "a kind the coordinator does not take (receipts, results, ...)",
-        C.WRONG_ROUND: "a bid for a round not open yet, or a withdrawal naming another round",
+        C.WRONG_ROUND: (
+            "a bid for a round not open yet, or a withdrawal or status query naming another round"
+        ),
         C.LATE_BID: "a bid after its round's bid deadline, or for a round already cleared",
         C.WRONG_EPOCH: "a capacity declaration more than one epoch ahead",
         C.CAPACITY_NOT_DECLARED: "a cost bid without a capacity declared for its epoch",
@@ -105,6 +108,7 @@ MEANINGS: Final[Mapping[RejectCode, str]] = MappingProxyType(
         C.DUPLICATE_GRANT: "a faucet grant whose nonce already names another grant",
         C.PROVER_SUSPENDED: "a cost bid from a prover suspended: it failed K of its last W batches",
         C.RESCUE_EXCLUDED: "at clearing: the round rescues a task this prover failed",
+        C.TOO_MANY_QUERIES: "a status query past the asker's or the round's ration of answers",
     }
 )
 del C

@@ -21,7 +21,7 @@ from protocol.envelope import open_envelope, seal
 from protocol.errors import ProtocolError
 from protocol.events import MessageReceived
 from protocol.identity import Identity
-from protocol.messages import Message, ProverWill
+from protocol.messages import Message, ProverWill, RoundAnnouncement
 from protocol.split import split_to_fit
 
 SEEN_REFS: Final = 65_536
@@ -88,9 +88,16 @@ class Wire:
         return [(topic, seal(identity, part, self.market, to)) for part in split_to_fit(message)]
 
     def open(
-        self, topic: str, payload: bytes, now: int
+        self, topic: str, payload: bytes, now: int, *, retained: bool = False
     ) -> tuple[str | None, MessageReceived] | None:
-        """The recipient (None for a public message) and the event, or None if refused."""
+        """The recipient (None for a public message) and the event, or None if refused.
+
+        A `retained` round announcement (the broker kept it for late subscribers) whose
+        bid deadline has passed at `now` is dropped: it is an old round of this market
+        (its last, if the market ended), perhaps of an earlier run under the same
+        coordinator key; the round to bid in is announced next. An announcement heard
+        live is passed on as ever.
+        """
         try:
             parsed = topics.parse(topic)
             if parsed.market != self.market:
@@ -118,6 +125,12 @@ class Wire:
             return None
         if opened.ref in self._seen:
             self.duplicates += 1
+            return None
+        message = opened.message
+        if retained and isinstance(message, RoundAnnouncement) and message.bid_deadline < now:
+            self._log.info(
+                "wire.stale_announcement", round=message.round, bid_deadline=message.bid_deadline
+            )
             return None
         self._seen[opened.ref] = None
         if len(self._seen) > SEEN_REFS:

@@ -138,7 +138,9 @@ class ProverService:
 
     async def _read(self) -> None:
         async for delivery in self.bus.messages():
-            opened = self.wire.open(delivery.topic, delivery.payload, now=self.clock())
+            opened = self.wire.open(
+                delivery.topic, delivery.payload, now=self.clock(), retained=delivery.retained
+            )
             if opened is not None:
                 self._events.put_nowait(opened[1])
 

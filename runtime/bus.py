@@ -110,6 +110,9 @@ class Delivery:
     digest: bytes = b""
     # When this process received it, by the bus's clock (ms); not part of what it says.
     arrived: int = field(default=0, compare=False)
+    # The broker kept it for late subscribers and sent it because we subscribed (MQTT
+    # retain flag): it may be old, from before this party, or this run, came along.
+    retained: bool = field(default=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -192,9 +195,11 @@ def _inbox_type(
             if len(payload) > max_payload:
                 stats.dropped_oversized += 1
                 digest = hashlib.blake2b(payload, digest_size=16).digest()
-                inbox.put_nowait(Delivery(item.topic.value, b"", len(payload), digest, clock()))
+                inbox.put_nowait(
+                    Delivery(item.topic.value, b"", len(payload), digest, clock(), item.retain)
+                )
             else:
-                inbox.put_nowait(Delivery(item.topic.value, payload, 0, b"", clock()))
+                inbox.put_nowait(Delivery(item.topic.value, payload, 0, b"", clock(), item.retain))
 
     return _HandOver
 
@@ -467,18 +472,19 @@ class Bus:
 
             await self._with_connection(drop)
 
-    async def publish(self, topic: str, payload: bytes) -> None:
+    async def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
         """Publish at QoS 1 and wait for the broker's acknowledgement.
 
         Waits out a reconnect within ``op_timeout``; a message may then arrive
-        twice (QoS 1 is at-least-once).
+        twice (QoS 1 is at-least-once). With ``retain`` the broker keeps it as the
+        topic's last retained message and hands it to every later subscriber.
         """
         _check_topic(topic, wildcards=False)
         if len(payload) > self._max_payload:
             raise PayloadTooLargeError(f"{len(payload)} bytes > max_payload {self._max_payload}")
 
         async def send(client: aiomqtt.Client) -> None:
-            await client.publish(topic, payload, qos=QOS, timeout=math.inf)
+            await client.publish(topic, payload, qos=QOS, retain=retain, timeout=math.inf)
 
         await self._with_connection(send)
         self.stats.published += 1

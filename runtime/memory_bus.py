@@ -3,7 +3,8 @@
 For testing a service's sequencing (batching, watermark, wind-down) without a broker,
 where the broker is not the point; the real-broker tests stay. What the market relies on
 from MQTT is kept: topic filters with `+` and `#`, persistent sessions (what a client
-subscribed to is queued for it while it is away, keyed by client id), last wills sent
+subscribed to is queued for it while it is away, keyed by client id), retained messages
+(the newest per topic, handed to each new subscription, flagged `retained`), last wills sent
 when a client vanishes without a goodbye, and one bounded inbox per bus that counts
 what it drops. Delivery is immediate and in order; nothing is lost unless a bound says so.
 
@@ -69,10 +70,22 @@ class MemoryBroker:
 
     def __init__(self) -> None:
         self._sessions: dict[str, _Session] = {}
+        self._retained: dict[str, bytes] = {}  # topic -> its newest retained payload
         self.published = 0
 
     def session(self, client_id: str) -> _Session:
         return self._sessions.setdefault(client_id, _Session())
+
+    def retain(self, topic: str, payload: bytes) -> None:
+        """Keep `payload` as `topic`'s retained message; an empty one clears it (MQTT)."""
+        if payload:
+            self._retained[topic] = payload
+        else:
+            self._retained.pop(topic, None)
+
+    def retained(self, pattern: str) -> list[tuple[str, bytes]]:
+        """The retained messages a new subscription to `pattern` is handed."""
+        return [(t, p) for t, p in sorted(self._retained.items()) if topic_matches(pattern, t)]
 
     def route(self, topic: str, payload: bytes) -> None:
         self.published += 1
@@ -208,6 +221,8 @@ class MemoryBus(Bus):
             session.filters.add(topic)
             if topic not in self._topics:
                 self._topics.append(topic)
+            for retained_topic, payload in self.broker.retained(topic):
+                self._deliver(retained_topic, payload, retained=True)
 
     async def unsubscribe(self, *topics: str) -> None:
         """Remove `topics` from this client's session."""
@@ -217,17 +232,22 @@ class MemoryBus(Bus):
             if topic in self._topics:
                 self._topics.remove(topic)
 
-    async def publish(self, topic: str, payload: bytes) -> None:
-        """Hand `payload` to the broker, which delivers it before this returns."""
+    async def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
+        """Hand `payload` to the broker, which delivers it before this returns.
+
+        With `retain` the broker also keeps it for later subscribers, as MQTT's does.
+        """
         _check_topic(topic, wildcards=False)
         if len(payload) > self._max_payload:
             raise PayloadTooLargeError(f"{len(payload)} bytes > max_payload {self._max_payload}")
         self._raise_if_dead()
+        if retain:
+            self.broker.retain(topic, payload)
         self.broker.route(topic, payload)
         self.stats.published += 1
         await asyncio.sleep(0)  # a publish is a suspension point, as on a real broker
 
-    def _deliver(self, topic: str, payload: bytes) -> None:
+    def _deliver(self, topic: str, payload: bytes, *, retained: bool = False) -> None:
         self.stats.received += 1
         self._stats_changed.set()
         if self._inbox.full():
@@ -237,9 +257,11 @@ class MemoryBus(Bus):
         if len(payload) > self._max_payload:
             self.stats.dropped_oversized += 1
             digest = hashlib.blake2b(payload, digest_size=16).digest()
-            self._inbox.put_nowait(Delivery(topic, b"", len(payload), digest, self._clock()))
+            self._inbox.put_nowait(
+                Delivery(topic, b"", len(payload), digest, self._clock(), retained)
+            )
         else:
-            self._inbox.put_nowait(Delivery(topic, payload, 0, b"", self._clock()))
+            self._inbox.put_nowait(Delivery(topic, payload, 0, b"", self._clock(), retained))
 
 
 def open_bus(url: str, client_id: str, **options: Any) -> Bus:

@@ -105,6 +105,22 @@ SAMPLES: list[m.Message] = [
     ),
     m.FaucetGrant(market=MARKET, to=USER.public_hex, account="balance", amount=500, nonce=1),
     m.FundingNotice(market=MARKET, to=USER.public_hex, account="balance", amount=500, nonce=1),
+    m.StatusQuery(market=MARKET, round=3),
+    m.AccountStatus(
+        market=MARKET,
+        round=3,
+        epoch=0,
+        ref=b"q" * 16,
+        balance=70,
+        escrow=30,
+        deposit=80,
+        locked=20,
+        capacities=[m.EpochCapacity(epoch=0, capacity=2)],
+        open_batches=[2],
+        open_tasks=[m.OpenTask(task_id="t1", round=3, fee=30, status="open")],
+        open_task_count=1,
+        faucet=USER.public_hex,
+    ),
     m.ProverWill(market=MARKET, connected_at=1_700_000_000_000),
 ]
 

@@ -151,7 +151,9 @@ class UserService:
 
     async def _read(self, bus: Bus) -> None:
         async for delivery in bus.messages():
-            opened = self.wire.open(delivery.topic, delivery.payload, now=self.clock())
+            opened = self.wire.open(
+                delivery.topic, delivery.payload, now=self.clock(), retained=delivery.retained
+            )
             if opened is not None:
                 self._last_heard = self.clock()
                 self._events.put_nowait(opened)

@@ -50,6 +50,33 @@ def acl(genesis_path: Path, out_dir: Path) -> None:
 
 
 @deploy.command()
+@click.option("--key", required=True, help="The newcomer's public key (64 hex).")
+@click.option(
+    "--dir",
+    "out_dir",
+    required=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="The directory `deploy acl --out` wrote (passwd, credentials.json, broker-secret).",
+)
+def admit(key: str, out_dir: Path) -> None:
+    """Let a new party (user or prover) log in to a running market's broker.
+
+    Adds KEY to DIR/passwd and DIR/credentials.json and prints its password; the ACL's
+    per-username patterns already cover it. Then reload the broker: Mosquitto rereads
+    its files on SIGHUP (`systemctl reload mosquitto`); the embedded broker must restart.
+    Fund the newcomer with `proofmarket wallet grant` from the market's faucet.
+    """
+    from deploy.acl import AdmitError, admit_party
+
+    try:
+        password = admit_party(out_dir, key)
+    except (AdmitError, OSError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"admitted {key}")
+    click.echo(f"password {password}")
+
+
+@deploy.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=0, type=int, help="0 picks a free port.")
 @click.option(
