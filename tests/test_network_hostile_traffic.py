@@ -82,9 +82,10 @@ def honest_parties(broker: RunningBroker, stop: asyncio.Event) -> list[Any]:
 
 
 async def test_every_hostile_input_gets_its_reject_and_the_market_settles(
-    broker: RunningBroker,
+    mosquitto: RunningBroker,
 ) -> None:
     """2,000 inputs of 19 classes: each attributable one answered with its code; all settle."""
+    broker = mosquitto  # the embedded broker takes the same classes in tests/test_bench_hostile.py
     config = coordinator_config(broker, rounds=ROUNDS, start_delay_ms=2500, params=LONG)
     stop = asyncio.Event()
     attacker_topics = (topics.outbox(LONG.market, ATTACKER.public_hex), topics.public(LONG.market))

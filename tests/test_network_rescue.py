@@ -32,9 +32,10 @@ ROUNDS = 10
 
 
 async def test_a_dropped_batch_is_rescued_by_other_provers_and_settled(
-    broker: RunningBroker, tmp_path: Path
+    mosquitto: RunningBroker, tmp_path: Path
 ) -> None:
     """prover-0 drops its batches; their tasks are proven by others, charged once, money kept."""
+    broker = mosquitto  # a rule of the core: one broker is enough
     config = NetConfig(provers=4, users=6, rounds=ROUNDS, params=RESCUE)
     async with local_market(config, broker.url, tmp_path) as market:
         faulty = dataclasses.replace(market.plan.provers[0], fault="drop")
@@ -86,11 +87,11 @@ GRACE = msgspec.structs.replace(QUICK, market="gracenet", failures=FailureRules(
 
 
 async def test_a_proof_inside_the_grace_is_paid_less_a_penalty(
-    broker: RunningBroker, tmp_path: Path
+    mosquitto: RunningBroker, tmp_path: Path
 ) -> None:
     """prover-0 proves just after each deadline: never slashed, its late batches on record."""
     config = NetConfig(provers=4, users=6, rounds=ROUNDS, params=GRACE)
-    async with local_market(config, broker.url, tmp_path) as market:
+    async with local_market(config, mosquitto.url, tmp_path) as market:
         late = dataclasses.replace(market.plan.provers[0], fault="late")
         market.plan = dataclasses.replace(market.plan, provers=[late, *market.plan.provers[1:]])
         await market.start_parties()
