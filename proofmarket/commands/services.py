@@ -34,9 +34,9 @@ def _parse_fee_range(_ctx: click.Context, _param: click.Parameter, value: str) -
     return parsed
 
 
-def _participant_options(command: Callable[..., None]) -> Callable[..., None]:
-    """The options every participant service shares: broker, key, market, logging."""
-    options = [
+def connection_options(key_help: str) -> list[Callable[..., object]]:
+    """How a party reaches its market: broker, key, coordinator, market and credentials."""
+    return [
         click.option(
             "--broker", required=True, help="Broker URL: mqtt[s]://[user:pw@]host[:port]."
         ),
@@ -45,7 +45,7 @@ def _participant_options(command: Callable[..., None]) -> Callable[..., None]:
             "key_file",
             required=True,
             type=click.Path(exists=True, dir_okay=False),
-            help="This party's key file (see `proofmarket keygen`).",
+            help=key_help,
         ),
         click.option(
             "--coordinator",
@@ -67,6 +67,13 @@ def _participant_options(command: Callable[..., None]) -> Callable[..., None]:
             help="credentials.json (public key -> broker password) to find passwords in.",
         ),
         click.option("--ca-file", default=None, help="CA bundle for mqtts:// brokers."),
+    ]
+
+
+def _participant_options(command: Callable[..., None]) -> Callable[..., None]:
+    """The options every participant service shares: broker, key, market, logging."""
+    options = [
+        *connection_options("This party's key file (see `proofmarket keygen`)."),
         click.option(
             "--log-format",
             type=click.Choice(["console", "json"]),

@@ -12,7 +12,12 @@ from typing import TYPE_CHECKING
 
 import click
 
-from proofmarket.commands.services import _check_key, _load_credentials, _load_identity
+from proofmarket.commands.services import (
+    _check_key,
+    _load_credentials,
+    _load_identity,
+    connection_options,
+)
 
 if TYPE_CHECKING:
     from user_client.wallet import Answer, Request
@@ -21,32 +26,7 @@ if TYPE_CHECKING:
 def _wallet_options(command: Callable[..., None]) -> Callable[..., None]:
     """Broker, key, market and output options every wallet command shares."""
     options = [
-        click.option(
-            "--broker", required=True, help="Broker URL: mqtt[s]://[user:pw@]host[:port]."
-        ),
-        click.option(
-            "--key",
-            "key_file",
-            required=True,
-            type=click.Path(exists=True, dir_okay=False),
-            help="The party's key file (the faucet's, for `grant`).",
-        ),
-        click.option("--coordinator", required=True, help="The coordinator's public key (64 hex)."),
-        click.option("--market", default="zk-default", show_default=True, help="Market id."),
-        click.option(
-            "--password",
-            envvar="PROOFMARKET_BROKER_PASSWORD",
-            default=None,
-            help="Broker password (or $PROOFMARKET_BROKER_PASSWORD); the username is the key.",
-        ),
-        click.option(
-            "--credentials",
-            "credentials_file",
-            type=click.Path(exists=True, dir_okay=False),
-            default=None,
-            help="credentials.json (public key -> broker password) to find the password in.",
-        ),
-        click.option("--ca-file", default=None, help="CA bundle for mqtts:// brokers."),
+        *connection_options("The party's key file (the faucet's, for `grant`)."),
         click.option(
             "--timeout",
             type=click.FloatRange(min=0.1),
