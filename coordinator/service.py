@@ -446,6 +446,10 @@ class CoordinatorService:
                 self._held = _Intake(items, valid)
             finally:
                 self._verifying = False
+            if self._stop_intake:
+                # Winding down: the loop no longer takes from `verified`, so a put could
+                # wait for ever on a full pipeline. The batch stays `_held` and is applied.
+                return
             await verified.put(self._held)
             self._held = None
 

@@ -20,7 +20,7 @@ from conftest import RunningBroker, with_bad_signature
 
 from coordinator.core import Coordinator
 from coordinator.records import decode_record
-from coordinator.service import CoordinatorService
+from coordinator.service import PIPELINE_DEPTH, CoordinatorService, _Intake
 from coordinator.state import OpeningBalances
 from coordinator.store import MemoryStore
 from coordinator.verifier import (
@@ -170,6 +170,58 @@ async def test_stop_during_verification_still_applies_the_batch(broker: RunningB
     assert 1 <= taken
     assert taken == len(bids)
     assert {envelope_ref(e) for e in envelopes[:taken]} == {b.ref for b in bids}
+
+
+class CountingGate(InlineVerifier):
+    """Checks the first `free` batches at once, then waits at the gate for the test."""
+
+    def __init__(self, free: int) -> None:
+        self.free = free
+        self.calls = 0
+        self.called = asyncio.Event()
+        self.entered = asyncio.Event()
+        self.gate = asyncio.Event()
+
+    async def verify(self, items: Sequence[tuple[bytes, bytes]]) -> list[bool]:
+        self.calls += 1
+        self.called.set()
+        if self.calls > self.free:
+            self.entered.set()
+            await self.gate.wait()
+        return signatures_valid(items)
+
+
+async def test_winding_down_with_a_full_pipeline_applies_every_batch(
+    broker: RunningBroker,
+) -> None:
+    """A stop with a full pipeline and a batch still verifying neither hangs nor drops it."""
+    gate = CountingGate(free=PIPELINE_DEPTH)
+    envelopes = [sealed_bid(f"w{n}") for n in range(PIPELINE_DEPTH + 1)]
+    async with market(broker, InlineVerifier()) as (service, stop, running, user_bus, _):
+        # The running loop is stopped first: this test plays the loop, batch by batch.
+        stop.set()
+        async with asyncio.timeout(WAIT):
+            await running
+        service.verifier = gate
+        verified: asyncio.Queue[_Intake] = asyncio.Queue(maxsize=PIPELINE_DEPTH)
+        intake = asyncio.create_task(service._intake(verified))
+        inbox = topics.inbox(MARKET, USER.public_hex)
+        for n, envelope in enumerate(envelopes):
+            await user_bus.publish(inbox, envelope)
+            async with asyncio.timeout(WAIT):
+                while gate.calls <= n:  # one batch each: the next is sent once this is taken
+                    gate.called.clear()
+                    await gate.called.wait()
+        async with asyncio.timeout(WAIT):
+            await gate.entered.wait()
+        assert verified.full()
+        winding = asyncio.create_task(service._wind_down(intake, None, verified))
+        gate.gate.set()
+        async with asyncio.timeout(WAIT):
+            await winding
+    recorded = [decode_record(r) for r in service.store.replay()]
+    refs = {e.ref for e in recorded if isinstance(e, MessageReceived)}
+    assert {envelope_ref(e) for e in envelopes} <= refs
 
 
 async def test_a_full_inbox_is_logged_with_what_it_dropped(broker: RunningBroker) -> None:
