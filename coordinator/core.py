@@ -24,6 +24,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Final, Literal
 
+import msgspec
+
 from coordinator.accounts import (
     TREASURY,
     Accounts,
@@ -53,6 +55,7 @@ from coordinator.state import (
 from coordinator.status import QueryRation, account_status
 from coordinator.track_record import note_failed, note_proved, note_won, published, suspended
 from coordinator.views import comparable_state
+from protocol.envelope import bid_ref
 from protocol.events import MessageReceived, Publish, Record, Resumed, Tick, WakeAt
 from protocol.mechanism import Outcome, market_mechanism
 from protocol.messages import (
@@ -67,10 +70,13 @@ from protocol.messages import (
     ProofSubmission,
     ProverCostBid,
     Reject,
+    RejectEntry,
+    Rejects,
     RoundAnnouncement,
     SettlementNotice,
     StatusQuery,
     TaskBidMessage,
+    TaskBids,
     UserReceipt,
     Withdrawal,
     WithdrawalReceipt,
@@ -278,6 +284,8 @@ class Coordinator:
                 )
             if isinstance(msg, TaskBidMessage):
                 return self._on_task_bid(event, msg)
+            if isinstance(msg, TaskBids):
+                return self._on_task_bids(event, msg)
             if isinstance(msg, ProverCostBid):
                 return self._on_cost_bid(event, msg)
             if isinstance(msg, CapacityDeclaration):
@@ -294,12 +302,15 @@ class Coordinator:
                 RejectCode.UNEXPECTED_MESSAGE, f"a coordinator does not take {type(msg).__name__}"
             )
         except Refusal as refused:
-            counts = self._refusals.setdefault(self._bidding, {})
-            counts[refused.code.value] = counts.get(refused.code.value, 0) + 1
+            self._count_refusal(refused)
             reject = self._reject(
                 refused.code, refused.reason, event.ref, getattr(msg, "round", None)
             )
             return [Publish(reject, to=event.sender)]
+
+    def _count_refusal(self, refused: Refusal) -> None:
+        counts = self._refusals.setdefault(self._bidding, {})
+        counts[refused.code.value] = counts.get(refused.code.value, 0) + 1
 
     @staticmethod
     def _replay() -> Refusal:
@@ -381,6 +392,39 @@ class Coordinator:
             market=self.params.market, round=r.number, ref=event.ref, escrowed=msg.fee
         )
         return [Record(event), Publish(receipt, to=event.sender)]
+
+    def _on_task_bids(self, event: MessageReceived, msg: TaskBids) -> list[CoordinatorEffect]:
+        """Each entry judged as the task bid it stands for, in order; one record for them all.
+
+        What the entries share (market, round, lateness) is judged once, and a refusal of
+        it names the envelope; an entry's own refusal names its bid reference.
+        """
+        if event.ref in self._seen(msg.round) or event.ref in self._seen(self._bidding):
+            raise self._replay()
+        r = self._round_for_task_bid(msg.entry(0), event.now)
+        effects: list[CoordinatorEffect] = []
+        refused: list[RejectEntry] = []
+        for index in range(len(msg.bids)):
+            bid = msg.entry(index)
+            single = MessageReceived(event.sender, bid, bid_ref(event.ref, index), event.now)
+            try:
+                taken = self._on_task_bid(single, bid)
+            except Refusal as refusal:
+                self._count_refusal(refusal)
+                refused.append(RejectEntry(refusal.code, refusal.reason, single.ref, msg.round))
+                continue
+            effects.extend(e for e in taken if not isinstance(e, Record))
+        if len(refused) < len(msg.bids):
+            self._remember(r.number, event.ref)
+            effects.insert(0, Record(event))
+        if len(refused) == 1:
+            (only,) = refused
+            reject = Reject(market=self.params.market, **msgspec.structs.asdict(only))
+            effects.append(Publish(reject, to=event.sender))
+        elif refused:
+            rejects = Rejects(market=self.params.market, rejects=refused)
+            effects.append(Publish(rejects, to=event.sender))
+        return effects
 
     def _on_cost_bid(self, event: MessageReceived, msg: ProverCostBid) -> list[CoordinatorEffect]:
         if event.ref in self._seen(msg.round):

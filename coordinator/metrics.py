@@ -21,8 +21,10 @@ from protocol.messages import (
     ClearingResult,
     Message,
     Reject,
+    Rejects,
     RoundAnnouncement,
     SettlementNotice,
+    TaskBids,
 )
 from protocol.rejects import RejectCode
 from runtime.bus import Bus
@@ -117,7 +119,12 @@ class CoordinatorMetrics:
 
     def recorded(self, event: MessageReceived) -> None:
         """An input the core accepted and the service is about to write down."""
-        self.accepted.labels(kind_of(event.message)).inc()
+        message = event.message
+        if isinstance(message, TaskBids):
+            # counted as the task bids it carries (an entry it refused is counted there too)
+            self.accepted.labels("task_bid").inc(len(message.bids))
+        else:
+            self.accepted.labels(kind_of(message)).inc()
 
     def refused_unanswered(self, code: str) -> None:
         """A refusal with nobody to send a Reject to (the others are counted as sent)."""
@@ -132,6 +139,9 @@ class CoordinatorMetrics:
             and row.get("phase") == "settled"
         ):
             self._settled(message.round, now)
+        if isinstance(message, Rejects):
+            for entry in message.rejects:
+                self.refused.labels(entry.code).inc()
         if isinstance(message, Reject):
             self.refused.labels(message.code).inc()
             if message.code == RejectCode.LATE_PROOF:

@@ -65,6 +65,7 @@ from protocol.messages import (
     ProverWill,
     ReceiptEntry,
     Reject,
+    Rejects,
     RoundAnnouncement,
     SettlementNotice,
 )
@@ -688,6 +689,15 @@ class CoordinatorService:
                 code=message.code,
                 reason=message.reason,
                 round=message.round,
+            )
+        elif isinstance(message, Rejects):
+            codes = collections.Counter(entry.code for entry in message.rejects)
+            self.log.warning(
+                "coordinator.rejected_bids",
+                to=effect.to,
+                codes=dict(codes),
+                reason=message.rejects[0].reason,
+                round=message.rejects[0].round,
             )
         topic = (
             topics.public(self.market)

@@ -34,7 +34,7 @@ from deploy.market import DEFAULT_MARKET
 from protocol import topics
 from protocol.envelope import seal
 from protocol.identity import Identity
-from protocol.messages import TaskBidMessage
+from protocol.messages import TASK_BIDS_MAX, TaskBidEntry, TaskBidMessage, TaskBids
 from runtime.bus import DEFAULT_QUEUE_SIZE, Bus, bare_receive
 
 MARKET = "bench-ingest"
@@ -56,26 +56,31 @@ class BenchError(RuntimeError):
 
 
 def make_bids(
-    coordinator: Identity, count: int, seed: int
+    coordinator: Identity, count: int, seed: int, bulk: int = 1
 ) -> tuple[list[tuple[str, bytes]], OpeningBalances]:
-    """`count` sealed task bids for round 0 from USERS funded users."""
+    """`count` task bids for round 0 from USERS funded users, sealed `bulk` to an envelope
+    (a `task_bid` each when bulk is 1, `task_bids` otherwise)."""
     rng = random.Random(seed)
-    users = [Identity.from_seed(rng.randbytes(32)) for _ in range(min(USERS, count))]
+    envelopes = -(-count // bulk)
+    users = [Identity.from_seed(rng.randbytes(32)) for _ in range(min(USERS, envelopes))]
     params = DEFAULT_MARKET
-    bids = []
-    for i in range(count):
-        user = users[i % len(users)]
-        bid = TaskBidMessage(
-            market=MARKET,
-            round=0,
-            task_id=f"t{i}",
-            fee=rng.randint(1, params.p_max),
-            task_input=rng.randbytes(32),
-        )
-        envelope = seal(user, bid, MARKET, coordinator.public_hex)
-        bids.append((topics.inbox(MARKET, user.public_hex), envelope))
+    sealed = []
+    for n in range(envelopes):
+        user = users[n % len(users)]
+        entries = [
+            TaskBidEntry(f"t{i}", rng.randint(1, params.p_max), rng.randbytes(32))
+            for i in range(n * bulk, min(count, (n + 1) * bulk))
+        ]
+        message: TaskBidMessage | TaskBids = TaskBids(market=MARKET, round=0, bids=entries)
+        if bulk == 1:
+            (e,) = entries
+            message = TaskBidMessage(
+                market=MARKET, round=0, task_id=e.task_id, fee=e.fee, task_input=e.task_input
+            )
+        envelope = seal(user, message, MARKET, coordinator.public_hex)
+        sealed.append((topics.inbox(MARKET, user.public_hex), envelope))
     genesis = OpeningBalances(balances={u.public_hex: params.p_max * count for u in users})
-    return bids, genesis
+    return sealed, genesis
 
 
 async def publish_all(url: str, path: Path, topic_override: str | None) -> None:
@@ -254,15 +259,23 @@ async def run_bench(
     timeout: float = 300.0,
     verify_workers: int | None = None,
     mode: str = "live",
+    bulk: int = 1,
 ) -> dict[str, object]:
     """Best of `repeat` runs of each side, alternated so that load from elsewhere on the
-    machine falls on both alike."""
+    machine falls on both alike.
+
+    With `bulk` > 1 the bids go `bulk` to an envelope: the baseline receives the same
+    envelopes, so `ratio` compares envelopes handled per second on both sides, while
+    `coordinator_per_s` counts task bids.
+    """
     if mode not in MODES:
         raise BenchError(f"mode is one of {', '.join(MODES)}, not {mode!r}")
+    if not 1 <= bulk <= TASK_BIDS_MAX:
+        raise BenchError(f"bulk is 1 to {TASK_BIDS_MAX}, not {bulk}")
     if verify_workers is None:
         verify_workers = default_workers()
     coordinator = Identity.from_seed(random.Random(seed).randbytes(32))
-    bids, genesis = make_bids(coordinator, count, seed)
+    bids, genesis = make_bids(coordinator, count, seed, bulk)
     bare: list[float] = []
     measured: list[float] = []
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
@@ -272,7 +285,7 @@ async def run_bench(
             workdir = Path(tmp) / f"run-{n}"
             workdir.mkdir()
             async with asyncio.timeout(timeout):
-                bare.append(await measure_bare(url, path, count, timeout, mode))
+                bare.append(await measure_bare(url, path, len(bids), timeout, mode))
                 measured.append(
                     await measure_coordinator(
                         url,
@@ -286,13 +299,17 @@ async def run_bench(
                     )
                 )
     coordinator_rate = count / min(measured)
-    bare_rate = count / min(bare)
+    envelope_rate = len(bids) / min(measured)
+    bare_rate = len(bids) / min(bare)
     return {
         "bids": count,
+        "bulk": bulk,
+        "envelopes": len(bids),
         "bytes": len(bids[0][1]),
         "coordinator_per_s": round(coordinator_rate, 1),
+        "coordinator_envelopes_per_s": round(envelope_rate, 1),
         "bare_per_s": round(bare_rate, 1),
-        "ratio": round(coordinator_rate / bare_rate, 3),
+        "ratio": round(envelope_rate / bare_rate, 3),
         "verify_workers": verify_workers,
         "mode": mode,
     }

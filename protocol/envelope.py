@@ -141,6 +141,17 @@ def envelope_ref(data: bytes) -> bytes:
     return hashlib.blake2b(data, digest_size=REF_SIZE).digest()
 
 
+def bid_ref(envelope: bytes, index: int) -> bytes:
+    """The reference of entry `index` of the `task_bids` envelope referenced `envelope`.
+
+    Sender and coordinator both derive it, so each task of a bulk envelope is receipted
+    or refused on its own without the envelope carrying a reference per entry.
+    """
+    return hashlib.blake2b(
+        envelope + index.to_bytes(4, "big"), digest_size=REF_SIZE, person=b"task_bids"
+    ).digest()
+
+
 def kind_of(message: Message) -> str:
     """The wire kind (tag) of a message."""
     tag: str = type(message).__struct_config__.tag  # type: ignore[assignment]

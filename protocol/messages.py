@@ -140,6 +140,48 @@ class TaskBidMessage(_Body, tag="task_bid", frozen=True):
     late_to_next: bool = False
 
 
+TASK_BIDS_MAX: Final = 1024
+"""The most task bids one `task_bids` envelope may carry (its bytes are bounded by the
+envelope limit): a bound on what one signature check can make the coordinator do."""
+
+
+class TaskBidEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One task of a `task_bids` envelope: what a `task_bid` says besides market and round."""
+
+    task_id: TaskId
+    fee: Money
+    task_input: TaskInput
+    carry_over: bool = False
+
+
+class TaskBids(_Body, tag="task_bids", frozen=True):
+    """User -> coordinator: many task bids for one round under one signature.
+
+    Each entry is judged as the `task_bid` it stands for would be, in order, and answered
+    on its own under its bid reference (`protocol.envelope.bid_ref` of the envelope's
+    reference and the entry's index): receipts and rejects stay per task. A refusal of
+    the whole envelope (wrong market, round not open, bad signature) names the envelope.
+    """
+
+    market: MarketId
+    round: Round
+    bids: Annotated[list[TaskBidEntry], Meta(min_length=1, max_length=TASK_BIDS_MAX)]
+    late_to_next: bool = False
+
+    def entry(self, index: int) -> TaskBidMessage:
+        """Entry `index` as the single task bid it stands for."""
+        e = self.bids[index]
+        return TaskBidMessage(
+            market=self.market,
+            round=self.round,
+            task_id=e.task_id,
+            fee=e.fee,
+            task_input=e.task_input,
+            carry_over=e.carry_over,
+            late_to_next=self.late_to_next,
+        )
+
+
 class BidReceipt(_Body, tag="bid_receipt", frozen=True):
     """Coordinator -> bidder: the bid referenced by `ref` is accepted (and escrowed)."""
 
@@ -291,6 +333,23 @@ class Reject(_Body, tag="reject", frozen=True):
     round: Round | None = None
 
 
+class RejectEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    code: Annotated[str, Meta(min_length=1, max_length=48)]
+    reason: Text
+    ref: Digest
+    round: Round | None = None
+
+
+class Rejects(_Body, tag="rejects", frozen=True):
+    """Coordinator -> bidder: several task bids of one `task_bids` envelope refused.
+
+    Means exactly what one `reject` per entry would, in one envelope.
+    """
+
+    market: MarketId
+    rejects: Annotated[list[RejectEntry], Meta(min_length=1, max_length=TASK_BIDS_MAX)]
+
+
 # The two accounts of a party that money can be paid into from outside or out of.
 FundsAccount = Literal["balance", "deposit"]
 
@@ -410,6 +469,7 @@ Message = (
     | CapacityDeclaration
     | ProverCostBid
     | TaskBidMessage
+    | TaskBids
     | BidReceipt
     | BidReceipts
     | ClearingResult
@@ -418,6 +478,7 @@ Message = (
     | ProofSubmission
     | SettlementNotice
     | Reject
+    | Rejects
     | Withdrawal
     | WithdrawalReceipt
     | FaucetGrant
@@ -434,6 +495,7 @@ KINDS: Final[dict[str, type[Message]]] = {
         CapacityDeclaration,
         ProverCostBid,
         TaskBidMessage,
+        TaskBids,
         BidReceipt,
         BidReceipts,
         ClearingResult,
@@ -442,6 +504,7 @@ KINDS: Final[dict[str, type[Message]]] = {
         ProofSubmission,
         SettlementNotice,
         Reject,
+        Rejects,
         Withdrawal,
         WithdrawalReceipt,
         FaucetGrant,

@@ -1,11 +1,13 @@
 """Messages cut to fit the envelope size limit, so no party decides what it cannot send.
 
-Three kinds carry a list that grows with the market: an assignment's tasks (capacity
-times task input), a bidder's coalesced receipts and a prover's proofs. When one of them
+Five kinds carry a list that grows with the market: an assignment's tasks (capacity
+times task input), a bidder's coalesced receipts and rejects, a user's bulk task bids
+and a prover's proofs. When one of them
 would seal to more than the limit, it is sent as several messages of the same kind, each
 with a share of the list; every other field is repeated. An assignment's parts are
 numbered (`part` of `parts`) so the prover knows when its batch is whole; receipts and
-proofs mean the same in any number of messages, so they need no numbering.
+proofs (and bids, rejects) mean the same in any number of messages, so they need no
+numbering.
 
 Sizes are computed from the encoded body and the envelope's fixed overhead (header,
 nonce, MAC, signature): pure arithmetic, no sealing.
@@ -27,7 +29,7 @@ from protocol.envelope import (
     kind_of,
 )
 from protocol.errors import TooLarge
-from protocol.messages import Assignment, BidReceipts, Message, ProofSubmission
+from protocol.messages import Assignment, BidReceipts, Message, ProofSubmission, Rejects, TaskBids
 
 _ENCODER: Final = msgspec.msgpack.Encoder()
 _LIST_HEADER: Final = 5  # the largest MessagePack array header (array 32)
@@ -64,6 +66,12 @@ def split_to_fit(message: Message, max_size: int = MAX_ENVELOPE_SIZE) -> list[Me
     if isinstance(message, ProofSubmission):
         proofs = _chunks(message, message.proofs, max_size)
         return [msgspec.structs.replace(message, proofs=chunk) for chunk in proofs]
+    if isinstance(message, TaskBids):
+        bids = _chunks(message, message.bids, max_size)
+        return [msgspec.structs.replace(message, bids=chunk) for chunk in bids]
+    if isinstance(message, Rejects):
+        rejects = _chunks(message, message.rejects, max_size)
+        return [msgspec.structs.replace(message, rejects=chunk) for chunk in rejects]
     raise TooLarge(f"a {kind_of(message)} of {envelope_size(message)} bytes cannot be split")
 
 
@@ -92,5 +100,9 @@ def _empty(message: Message) -> Message:
         return msgspec.structs.replace(message, tasks=[])
     if isinstance(message, BidReceipts):
         return msgspec.structs.replace(message, receipts=[])
+    if isinstance(message, TaskBids):
+        return msgspec.structs.replace(message, bids=[])
+    if isinstance(message, Rejects):
+        return msgspec.structs.replace(message, rejects=[])
     assert isinstance(message, ProofSubmission)
     return msgspec.structs.replace(message, proofs=[])

@@ -83,9 +83,17 @@ class Wire:
 
         A proof submission too large for one envelope becomes several (protocol.split).
         """
+        return [(topic, payload) for _, topic, payload in self.seal_parts(message, to, sender)]
+
+    def seal_parts(
+        self, message: Message, to: str | None, sender: str | None = None
+    ) -> list[tuple[Message, str, bytes]]:
+        """As `seal`, with the message each envelope carries (a part, when it was split)."""
         identity = self.identities[sender] if sender is not None else self.first
         topic = topics.inbox(self.market, identity.public_hex)
-        return [(topic, seal(identity, part, self.market, to)) for part in split_to_fit(message)]
+        return [
+            (part, topic, seal(identity, part, self.market, to)) for part in split_to_fit(message)
+        ]
 
     def open(
         self, topic: str, payload: bytes, now: int, *, retained: bool = False

@@ -11,11 +11,11 @@ from conftest import RunningBroker
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mode", ["live", "drain"])
+@pytest.mark.parametrize(("mode", "bulk"), [("live", 1), ("drain", 1), ("drain", 25)])
 async def test_bench_ingest_reports_both_rates_and_their_ratio(
-    broker: RunningBroker, mode: str
+    broker: RunningBroker, mode: str, bulk: int
 ) -> None:
-    """The JSON line carries the bid count, both rates and ratio = coordinator / bare."""
+    """The JSON line carries the bid count, both rates and ratio of envelopes handled per s."""
     args = [
         "bench",
         "ingest",
@@ -29,6 +29,8 @@ async def test_bench_ingest_reports_both_rates_and_their_ratio(
         mode,
         "--verify-workers",
         "1",
+        "--bulk",
+        str(bulk),
         "--json",
     ]
     # The embedded broker runs in this event loop, so the child must be awaited, not blocked on.
@@ -39,9 +41,18 @@ async def test_bench_ingest_reports_both_rates_and_their_ratio(
         out, _ = await process.communicate()
     assert 0 == process.returncode
     result = json.loads(out.decode().strip().splitlines()[-1])
-    keys = ["bids", "bytes", "coordinator_per_s", "bare_per_s", "ratio", "verify_workers", "mode"]
+    keys = ["bids", "bulk", "envelopes", "bytes", "coordinator_per_s"]
+    keys += ["coordinator_envelopes_per_s", "bare_per_s", "ratio", "verify_workers", "mode"]
     assert keys == list(result)
-    assert (200, 1, mode) == (result["bids"], result["verify_workers"], result["mode"])
+    assert (200, bulk, 200 // bulk, 1, mode) == (
+        result["bids"],
+        result["bulk"],
+        result["envelopes"],
+        result["verify_workers"],
+        result["mode"],
+    )
     assert result["coordinator_per_s"] > 0 and result["bare_per_s"] > 0
+    envelopes_per_s = result["coordinator_envelopes_per_s"]
+    assert abs(result["coordinator_per_s"] / bulk - envelopes_per_s) < 0.2
     # the rates are rounded to 0.1/s and the ratio to 0.001, so compare within that
-    assert abs(result["coordinator_per_s"] / result["bare_per_s"] - result["ratio"]) < 0.01
+    assert abs(envelopes_per_s / result["bare_per_s"] - result["ratio"]) < 0.01

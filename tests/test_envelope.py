@@ -63,6 +63,12 @@ SAMPLES: list[m.Message] = [
     m.TaskBidMessage(
         market=MARKET, round=7, task_id="t-1", fee=40, task_input=b"\x01" * 64, carry_over=True
     ),
+    m.TaskBids(
+        market=MARKET,
+        round=7,
+        bids=[m.TaskBidEntry("t-2", 40, b"\x03" * 32), m.TaskBidEntry("t-3", 0, b"", True)],
+        late_to_next=True,
+    ),
     m.BidReceipt(market=MARKET, round=7, ref=DIGEST, escrowed=40),
     m.BidReceipts(
         market=MARKET,
@@ -99,6 +105,13 @@ SAMPLES: list[m.Message] = [
         market=MARKET, round=7, outcome="charged", amount=9, task_id="t-1", proof=b"\x02" * 32
     ),
     m.Reject(market=MARKET, code="bad_signature", reason="no", ref=DIGEST, round=7),
+    m.Rejects(
+        market=MARKET,
+        rejects=[
+            m.RejectEntry("duplicate_task", "twice", DIGEST, 7),
+            m.RejectEntry("fee_above_p_max", "high", DIGEST[::-1], 7),
+        ],
+    ),
     m.Withdrawal(market=MARKET, round=7, account="deposit", amount=30),
     m.WithdrawalReceipt(
         market=MARKET, round=7, ref=DIGEST, account="deposit", amount=30, remaining=70
@@ -132,7 +145,7 @@ def _sealed_by(message: m.Message) -> tuple[Identity, Identity | None]:
         return COORDINATOR, None
     if kind in {"capacity_declaration", "prover_bid", "proof_submission", "withdrawal"}:
         return PROVER, COORDINATOR
-    if kind in {"task_bid", "faucet_grant"}:
+    if kind in {"task_bid", "task_bids", "faucet_grant"}:
         return USER, COORDINATOR
     return COORDINATOR, PROVER
 

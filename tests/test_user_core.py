@@ -17,6 +17,7 @@ from protocol.messages import (
     RoundAnnouncement,
     SettlementNotice,
     TaskBidMessage,
+    TaskBids,
     UserReceipt,
 )
 from user_client.core import UserCore, UserFleet
@@ -72,11 +73,16 @@ def make(
 
 
 def bids(effects: list[Publish]) -> list[TaskBidMessage]:
+    """The task bids `effects` send, a bulk envelope's entries as the bids they stand for."""
     out = []
     for effect in effects:
         assert COORD == effect.to
-        assert isinstance(effect.message, TaskBidMessage)
-        out.append(effect.message)
+        message = effect.message
+        if isinstance(message, TaskBids):
+            out.extend(message.entry(i) for i in range(len(message.bids)))
+        else:
+            assert isinstance(message, TaskBidMessage)
+            out.append(message)
     return out
 
 
@@ -280,8 +286,8 @@ def test_fleet_broadcast_reaches_every_identity() -> None:
     """A fleet answers an announcement with each identity's bids, signed by that identity."""
     fleet = UserFleet([USER, USER2], COORD, MARKET, random.Random(3), 2, (1, 9))
     effects = fleet.handle(received(announce(0)))
-    assert [USER, USER, USER2, USER2] == [key for key, _ in effects]
-    ids = [e.message.task_id for _, e in effects if isinstance(e.message, TaskBidMessage)]
+    assert [USER, USER2] == [key for key, _ in effects]  # each identity's bids in one bulk
+    ids = [b.task_id for _, e in effects for b in bids([e])]
     assert 4 == len(set(ids))
     assert (4, 1) == (fleet.summary().tasks_bid, fleet.summary().rounds_seen)
 

@@ -16,16 +16,21 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields
 from typing import Final, Literal, TypeAlias
 
+from protocol.envelope import bid_ref
 from protocol.events import MessageReceived, Publish, Tick
 from protocol.horizon import discard_below, drop_below
 from protocol.messages import (
+    TASK_BIDS_MAX,
     BidReceipt,
     BidReceipts,
     ClearingResult,
     Reject,
+    Rejects,
     RoundAnnouncement,
     SettlementNotice,
+    TaskBidEntry,
     TaskBidMessage,
+    TaskBids,
     UserReceipt,
 )
 from protocol.rejects import RejectCode
@@ -151,9 +156,14 @@ class UserCore:
         self._tasks: dict[str, _Task] = {}  # held tasks: open, or refused and not yet forgotten
         self._by_round: dict[int, dict[str, None]] = {}  # round -> its held task ids, in bid order
         self._open = 0  # held tasks neither settled nor refused
-        # Envelope refs of task bids sent and not yet acknowledged: a Reject names the
-        # envelope it refuses, not the task.
+        # Bid refs of task bids sent and not yet acknowledged: a Reject names the bid it
+        # refuses (a single bid's envelope, or an entry of a bulk one), not the task.
         self._unacknowledged: dict[bytes, str] = {}
+        # Bulk envelopes with entries still unacknowledged: a refusal of the whole
+        # envelope names it, and refuses each entry it still holds.
+        self._entries: dict[bytes, tuple[bytes, ...]] = {}  # envelope ref -> its bid refs
+        self._outstanding: dict[bytes, int] = {}  # envelope ref -> entries unacknowledged
+        self._envelope_of: dict[bytes, bytes] = {}  # bid ref -> its bulk envelope's ref
         self._receipted: dict[int, set[bytes]] = {}  # round -> refs of bids receipted
         self._floor = 0
         self._first_round: int | None = None
@@ -182,12 +192,17 @@ class UserCore:
         elif isinstance(msg, SettlementNotice):
             self._on_settlement(msg)
         elif isinstance(msg, Reject):
-            self._on_reject(msg)
+            self.summary.rejects += 1
+            self._on_reject(msg.code, msg.ref)
+        elif isinstance(msg, Rejects):
+            self.summary.rejects += len(msg.rejects)
+            for refused in msg.rejects:
+                self._on_reject(refused.code, refused.ref)
         return []
 
     def _on_bid_receipt(self, round: int, ref: bytes) -> None:
         """Count each bid accepted once: a restarted coordinator may send a receipt again."""
-        self._unacknowledged.pop(ref, None)
+        self._acknowledge(ref)
         if round < self._floor:
             return
         receipted = self._receipted.setdefault(round, set())
@@ -196,30 +211,60 @@ class UserCore:
             self.summary.bids_accepted += 1
 
     def awaiting(self, ref: bytes) -> bool:
-        """Whether the bid sent as `ref` has had neither a receipt nor a reject yet."""
-        return ref in self._unacknowledged
+        """Whether the envelope sent as `ref` holds a bid with neither receipt nor reject."""
+        return ref in self._unacknowledged or ref in self._outstanding
 
-    def sent(self, message: TaskBidMessage, ref: bytes) -> None:
-        """Note the envelope reference `ref` under which a task bid went out.
+    def _acknowledge(self, ref: bytes) -> str | None:
+        """Bid `ref` is answered (or given up on): the task it was, if still awaited."""
+        task_id = self._unacknowledged.pop(ref, None)
+        envelope = self._envelope_of.pop(ref, None)
+        if envelope is not None:
+            left = self._outstanding[envelope] - 1
+            if left:
+                self._outstanding[envelope] = left
+            else:
+                del self._outstanding[envelope], self._entries[envelope]
+        return task_id
+
+    def sent(self, message: TaskBidMessage | TaskBids, ref: bytes) -> None:
+        """Note the envelope reference `ref` under which a task bid (or bulk) went out.
 
         The adapter seals, so only it knows the reference; with it a Reject of the bid
         closes the task at once instead of leaving it open until the user gives up.
         """
-        task = self._tasks.get(message.task_id)
-        if task is not None:
-            self._unacknowledged[ref] = message.task_id
-            task.refs += (ref,)
+        if isinstance(message, TaskBidMessage):
+            self._note_sent(message.task_id, ref)
+            return
+        refs = tuple(bid_ref(ref, index) for index in range(len(message.bids)))
+        awaited = [
+            r
+            for entry, r in zip(message.bids, refs, strict=True)
+            if self._note_sent(entry.task_id, r)
+        ]
+        if awaited:
+            self._entries[ref] = refs
+            self._outstanding[ref] = len(awaited)
+            self._envelope_of.update((r, ref) for r in awaited)
 
-    def _on_reject(self, msg: Reject) -> None:
-        self.summary.rejects += 1
-        if msg.code == RejectCode.REPLAY:
+    def _note_sent(self, task_id: str, ref: bytes) -> bool:
+        task = self._tasks.get(task_id)
+        if task is None or ref in self._unacknowledged:
+            return False
+        self._unacknowledged[ref] = task_id
+        task.refs += (ref,)
+        return True
+
+    def _on_reject(self, code: str, ref: bytes) -> None:
+        if code == RejectCode.REPLAY:
             return  # a second copy of a bid already taken: the first one stands
-        task_id = self._unacknowledged.pop(msg.ref, None)
-        task = None if task_id is None else self._tasks.get(task_id)
-        if task is not None and task.state == "bid":
-            task.state = "rejected"
-            self._open -= 1
-            self.summary.bids_rejected += 1
+        entries = self._entries.get(ref)
+        for bid in entries if entries is not None else (ref,):
+            task_id = self._acknowledge(bid)
+            task = None if task_id is None else self._tasks.get(task_id)
+            if task is not None and task.state == "bid":
+                task.state = "rejected"
+                self._open -= 1
+                self.summary.bids_rejected += 1
 
     @property
     def open_tasks(self) -> int:
@@ -289,7 +334,7 @@ class UserCore:
         self.summary.rounds_seen += 1
         self.last_prove_deadline = msg.prove_deadline
         low, high = self.fee_range
-        effects: list[UserEffect] = []
+        entries: list[TaskBidEntry] = []
         for i in range(self.tasks_per_round):
             fee = min(self.rng.randint(low, high), msg.params.p_max)
             task_input = self.rng.randbytes(TASK_INPUT_BYTES)
@@ -299,18 +344,35 @@ class UserCore:
             self._open += 1
             self.summary.tasks_bid += 1
             self.summary.fees_bid += fee
-            bid = TaskBidMessage(
+            entries.append(TaskBidEntry(task_id, fee, task_input, self.carry_over))
+        return [Publish(bid, to=self.coordinator) for bid in self._bids(msg.round, entries)]
+
+    def _bids(self, number: int, entries: list[TaskBidEntry]) -> list[TaskBidMessage | TaskBids]:
+        """One task bid alone; several in bulk envelopes (one signature per envelope).
+
+        A bid that misses its deadline asks to stand for the next round, not be refused.
+        """
+        if len(entries) == 1:
+            (e,) = entries
+            single = TaskBidMessage(
                 market=self.market,
-                round=msg.round,
-                task_id=task_id,
-                fee=fee,
-                task_input=task_input,
-                carry_over=self.carry_over,
-                # A bid that misses its deadline stands for the next round, not refused.
+                round=number,
+                task_id=e.task_id,
+                fee=e.fee,
+                task_input=e.task_input,
+                carry_over=e.carry_over,
                 late_to_next=True,
             )
-            effects.append(Publish(bid, to=self.coordinator))
-        return effects
+            return [single]
+        return [
+            TaskBids(
+                market=self.market,
+                round=number,
+                bids=entries[start : start + TASK_BIDS_MAX],
+                late_to_next=True,
+            )
+            for start in range(0, len(entries), TASK_BIDS_MAX)
+        ]
 
     def _on_receipt(self, msg: UserReceipt) -> None:
         task = self._tasks.get(msg.task_id)
@@ -365,7 +427,7 @@ class UserCore:
         if task.state not in _CLOSED:
             self._open -= 1
         for ref in task.refs:
-            self._unacknowledged.pop(ref, None)
+            self._acknowledge(ref)
         bucket = self._by_round.get(task.round)
         if bucket is not None:
             bucket.pop(task_id, None)
@@ -382,7 +444,7 @@ class UserCore:
                 if task.state not in _CLOSED:
                     self._open -= 1
                 for ref in task.refs:
-                    self._unacknowledged.pop(ref, None)
+                    self._acknowledge(ref)
         drop_below(self._receipted, self._floor, floor)
         self._floor = floor
 
@@ -393,6 +455,7 @@ class UserCore:
             "tasks": len(self._tasks),
             "round_buckets": len(self._by_round),
             "unacknowledged": len(self._unacknowledged),
+            "bulk_envelopes": len(self._entries),
             "receipted_rounds": len(self._receipted),
         }
 
@@ -450,7 +513,7 @@ class UserFleet:
             return [] if user is None else [(recipient, e) for e in user.handle(event)]
         return [(key, e) for key, user in self.users.items() for e in user.handle(event)]
 
-    def sent(self, key: str, message: TaskBidMessage, ref: bytes) -> None:
+    def sent(self, key: str, message: TaskBidMessage | TaskBids, ref: bytes) -> None:
         """Tell identity `key` the envelope reference of a task bid it sent."""
         user = self.users.get(key)
         if user is not None:

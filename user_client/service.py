@@ -24,7 +24,7 @@ from protocol import topics
 from protocol.envelope import envelope_ref
 from protocol.events import MessageReceived, Publish
 from protocol.identity import Identity
-from protocol.messages import Reject, RoundAnnouncement, TaskBidMessage
+from protocol.messages import Message, Reject, Rejects, RoundAnnouncement, TaskBidMessage, TaskBids
 from protocol.wire import Wire
 from runtime.bus import Bus
 from runtime.memory_bus import open_bus
@@ -118,17 +118,14 @@ class UserService:
                     getter.cancel()
                     break
                 recipient, event = getter.result()
-                if isinstance(event.message, Reject):
-                    self.log.warning(
-                        "user.rejected",
-                        user=recipient,
-                        code=event.message.code,
-                        reason=event.message.reason,
-                    )
+                self._log_reject(recipient, event.message)
                 effects = self.fleet.handle(event, recipient)
                 await self._publish_all(effects)
                 if effects and isinstance(event.message, RoundAnnouncement):
-                    self.log.info("user.bid", round=event.message.round, tasks=len(effects))
+                    tasks = sum(_tasks_in(e.message) for _, e in effects)
+                    self.log.info(
+                        "user.bid", round=event.message.round, tasks=tasks, envelopes=len(effects)
+                    )
                     self._resend_later(event.message.round, event.message.bid_deadline)
                 elif isinstance(event.message, RoundAnnouncement):
                     self._resend_now(event.message.round)
@@ -149,6 +146,23 @@ class UserService:
             if error is not None:
                 raise error
 
+    def _log_reject(self, recipient: str | None, message: Message) -> None:
+        """One line per refusal the coordinator sent, with its code and reason."""
+        if isinstance(message, Reject):
+            self.log.warning(
+                "user.rejected", user=recipient, code=message.code, reason=message.reason
+            )
+        elif isinstance(message, Rejects):
+            codes: dict[str, int] = {}
+            for entry in message.rejects:
+                codes[entry.code] = codes.get(entry.code, 0) + 1
+            self.log.warning(
+                "user.rejected_bids",
+                user=recipient,
+                codes=codes,
+                reason=message.rejects[0].reason,
+            )
+
     async def _read(self, bus: Bus) -> None:
         async for delivery in bus.messages():
             opened = self.wire.open(
@@ -163,12 +177,16 @@ class UserService:
             await asyncio.gather(*(self._publish(sender, e) for sender, e in effects))
 
     async def _publish(self, sender: str, effect: Publish) -> None:
-        # A task bid is small: it always seals to one envelope.
-        ((topic, payload),) = self.wire.seal(effect.message, effect.to, sender=sender)
-        if isinstance(effect.message, TaskBidMessage):
-            ref = envelope_ref(payload)
-            self.fleet.sent(sender, effect.message, ref)
-            self._sent.setdefault(effect.message.round, {})[ref] = (sender, topic, payload)
+        # Bulk task bids too large for one envelope go as several, each its own bulk.
+        sealed = self.wire.seal_parts(effect.message, effect.to, sender=sender)
+        for part, topic, payload in sealed:
+            if isinstance(part, TaskBidMessage | TaskBids):
+                ref = envelope_ref(payload)
+                self.fleet.sent(sender, part, ref)
+                self._sent.setdefault(part.round, {})[ref] = (sender, topic, payload)
+        await asyncio.gather(*(self._send(sender, topic, payload) for _, topic, payload in sealed))
+
+    async def _send(self, sender: str, topic: str, payload: bytes) -> None:
         async with self._slots:
             await publish_retrying(
                 self._buses[sender], topic, payload, stopping=self._stopping, log=self.log
@@ -205,13 +223,7 @@ class UserService:
         self.resent += len(again)
         self.log.info("user.resent", bids=len(again))
 
-        async def send(sender: str, topic: str, payload: bytes) -> None:
-            async with self._slots:
-                await publish_retrying(
-                    self._buses[sender], topic, payload, stopping=self._stopping, log=self.log
-                )
-
-        await asyncio.gather(*(send(*entry) for entry in again))
+        await asyncio.gather(*(self._send(*entry) for entry in again))
 
     def _check_finished(self) -> None:
         if self.fleet.finished:
@@ -284,6 +296,10 @@ async def run_user(
         )
         await service.run(stop)
     return fleet
+
+
+def _tasks_in(message: Message) -> int:
+    return len(message.bids) if isinstance(message, TaskBids) else 1
 
 
 def _subscriptions(wire: Wire, identity: Identity, *, public: bool) -> list[str]:

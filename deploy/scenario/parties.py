@@ -26,6 +26,7 @@ from protocol.messages import (
     Message,
     RoundAnnouncement,
     TaskBidMessage,
+    TaskBids,
     Withdrawal,
 )
 from prover_node.core import ProverCore, ProverEffect, ProverEvent, ProvingDone
@@ -205,6 +206,9 @@ class ScriptedUser(UserCore):
         for effect in effects:
             if isinstance(effect.message, TaskBidMessage):
                 self.observer.bid(self.name, self.key, effect.message.task_id)
+            elif isinstance(effect.message, TaskBids):
+                for entry in effect.message.bids:
+                    self.observer.bid(self.name, self.key, entry.task_id)
         extra = [Publish(m, to=self.coordinator) for m in self.script.messages(msg.round, 1)]
         return [*effects, *extra]
 

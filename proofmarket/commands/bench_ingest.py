@@ -25,6 +25,13 @@ from proofmarket.commands.coordinator_cmd import verify_workers_option
     help="live: a publisher sends while each side receives. drain: the bids wait at the "
     "broker and each side takes them in with the CPU to itself.",
 )
+@click.option(
+    "--bulk",
+    type=click.IntRange(1, 1024),
+    default=1,
+    show_default=True,
+    help="Task bids per envelope: 1 sends task_bid envelopes, more sends task_bids bulks.",
+)
 @verify_workers_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON line.")
 def bench_ingest(
@@ -33,6 +40,7 @@ def bench_ingest(
     repeat: int,
     seed: int,
     mode: str,
+    bulk: int,
     verify_workers: int | None,
     as_json: bool,
 ) -> None:
@@ -45,7 +53,13 @@ def bench_ingest(
 
     configure_logging("console", "warning")  # stdout carries the result line only
     bench = functools.partial(
-        run_bench, count=bids, repeat=repeat, seed=seed, mode=mode, verify_workers=verify_workers
+        run_bench,
+        count=bids,
+        repeat=repeat,
+        seed=seed,
+        mode=mode,
+        verify_workers=verify_workers,
+        bulk=bulk,
     )
 
     try:
@@ -56,8 +70,9 @@ def bench_ingest(
         click.echo(json.dumps(result))
     else:
         click.echo(
-            f"{result['bids']} task bids of {result['bytes']} bytes: coordinator "
-            f"{result['coordinator_per_s']}/s, bare subscriber {result['bare_per_s']}/s, "
-            f"ratio {result['ratio']} ({result['mode']}, "
+            f"{result['bids']} task bids in {result['envelopes']} envelopes of "
+            f"{result['bytes']} bytes: coordinator {result['coordinator_per_s']} bids/s "
+            f"({result['coordinator_envelopes_per_s']} envelopes/s), bare subscriber "
+            f"{result['bare_per_s']} envelopes/s, ratio {result['ratio']} ({result['mode']}, "
             f"{result['verify_workers']} verify workers)"
         )
