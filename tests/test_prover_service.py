@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import hashlib
 import json
 import os
 import signal
@@ -19,7 +18,7 @@ from conftest import RunningBroker
 
 from deploy.broker import EmbeddedBroker
 from protocol import topics, workload
-from protocol.envelope import open_envelope, seal
+from protocol.envelope import bid_ref, open_envelope, seal
 from protocol.identity import Identity
 from protocol.messages import (
     AssignedTask,
@@ -33,6 +32,7 @@ from protocol.messages import (
     RoundAnnouncement,
     SettlementNotice,
     TaskBidMessage,
+    TaskBids,
 )
 from prover_node.service import ProverConfig, run_prover
 from runtime.bus import Bus, BusError
@@ -65,6 +65,8 @@ class FakeCoordinator:
 
     def __init__(self, bus: Bus) -> None:
         self.bus = bus
+        self.bid_refs: dict[str, bytes] = {}  # task id -> the bid ref it came under
+        self._entries: list[tuple[str, Message, int]] = []  # of a bulk, not yet returned
 
     async def announce(self, round: int, prove_deadline: int = 10**15) -> None:
         msg = RoundAnnouncement(
@@ -81,14 +83,27 @@ class FakeCoordinator:
         await self.bus.publish(topics.outbox(MARKET, to), seal(COORD, msg, MARKET, to))
 
     async def receive(self) -> tuple[str, Message, int]:
-        """The next message from a participant: sender, message, arrival wall time."""
+        """The next message from a participant: sender, message, arrival wall time.
+
+        A bulk of task bids comes out as the task bids it carries, one per call.
+        """
+        if self._entries:
+            return self._entries.pop(0)
         async with asyncio.timeout(WAIT):
             async for delivery in self.bus.messages():
                 if topics.parse(delivery.topic).channel == "will":
                     continue  # a broker restart may fire wills; those tests read them raw
                 opened = open_envelope(COORD, delivery.payload, market=MARKET)
                 assert topics.inbox(MARKET, opened.sender) == delivery.topic
-                return opened.sender, opened.message, wall_ms()
+                message, now = opened.message, wall_ms()
+                if isinstance(message, TaskBidMessage):
+                    self.bid_refs[message.task_id] = opened.ref
+                if not isinstance(message, TaskBids):
+                    return opened.sender, message, now
+                for i in range(len(message.bids)):
+                    self.bid_refs[message.bids[i].task_id] = bid_ref(opened.ref, i)
+                    self._entries.append((opened.sender, message.entry(i), now))
+                return self._entries.pop(0)
         raise AssertionError("bus closed")
 
 
@@ -247,8 +262,8 @@ async def run_fleet(broker: RunningBroker, connections: Connections) -> None:
         assert 6 == len(bids)
         assert {i.public_hex for i in identities} == {s for s, _ in bids}
         for sender, bid in bids:
-            # one receipt per bid, each naming its own (stand-in) envelope reference
-            ref = hashlib.blake2b(bid.task_id.encode(), digest_size=16).digest()
+            # one receipt per bid, naming the bid ref it came under
+            ref = fake.bid_refs[bid.task_id]
             await fake.send(sender, BidReceipt(market=MARKET, round=0, ref=ref))
             proof = workload.prove(bid.task_input, difficulty=PARAMS.difficulty)
             notice = SettlementNotice(
