@@ -269,6 +269,10 @@ class Coordinator:
     def locked(self, owner: str) -> int:
         return self.accounts.balance(locked_of(owner))
 
+    def is_prover(self, key: str) -> bool:
+        """Whether `key` has declared capacity or holds a deposit: a prover of this market."""
+        return key in self._provers or self.deposit(key) + self.locked(key) > 0
+
     def state(self) -> dict[str, object]:
         """Everything that defines the market's state, in a comparable, ordered form."""
         return comparable_state(self)

@@ -57,6 +57,7 @@ from protocol.errors import BadEncoding, BadPublicKey, BadTopic, ProtocolError, 
 from protocol.events import MessageReceived, Publish, Record, Resumed, Tick, WakeAt
 from protocol.identity import Identity, valid_public_key
 from protocol.messages import (
+    TASK_BIDS_MAX,
     Assignment,
     BidReceipt,
     BidReceipts,
@@ -65,10 +66,12 @@ from protocol.messages import (
     ProverWill,
     ReceiptEntry,
     Reject,
+    RejectEntry,
     Rejects,
     RoundAnnouncement,
     SettlementNotice,
 )
+from protocol.rejects import RejectCode
 from protocol.replay import ReplayGuard, round_of
 from protocol.split import split_to_fit
 from runtime.bus import Bus, Delivery
@@ -188,6 +191,10 @@ class _Unverified:
     arrived: int  # when the bus received it (ms): deadlines judge it by this
 
 
+class _Overloaded(list[Publish]):
+    """Rejects for deliveries the bus left out of a full inbox: answers, not deliveries."""
+
+
 @dataclass(frozen=True, slots=True)
 class _Intake:
     """What the loop applies at once: ticks, refusals, and envelopes with their verdicts."""
@@ -198,7 +205,7 @@ class _Intake:
     @property
     def deliveries(self) -> int:
         """How many broker deliveries the batch holds (a tick is none)."""
-        return sum(not isinstance(item, Tick | Resumed) for item in self.items)
+        return sum(not isinstance(item, Tick | Resumed | _Overloaded) for item in self.items)
 
 
 class CoordinatorService:
@@ -250,6 +257,9 @@ class CoordinatorService:
         self._stop_intake = False
         self.subscribed = False  # every topic granted once (the bus renews them)
         self._wills: collections.OrderedDict[str, int] = collections.OrderedDict()
+        # Provers' declarations, cost bids and proofs are never dropped for a full inbox.
+        bus.admission.priority = self._from_prover
+        bus.admission.noting = True  # what is dropped anyway is answered `overloaded`
         # The guard's window is the restored core's before the first intake, so what queued
         # at the broker while the coordinator was away is judged against the rounds open.
         self._after_batch()
@@ -432,11 +442,12 @@ class CoordinatorService:
             deliveries = await self.bus.receive_batch(BATCH_MAX)
             if not deliveries:
                 return
-            self._note_overflow()
+            overloaded = self._note_overflow()
             self._verifying = True
             try:
                 self._count(deliveries)
-                items = [self._prepare(delivery) for delivery in deliveries]
+                items: list[_Unverified | list[Publish]] = [*([overloaded] if overloaded else [])]
+                items += [self._prepare(delivery) for delivery in deliveries]
                 unverified = [item for item in items if isinstance(item, _Unverified)]
                 began = time.perf_counter()
                 valid = await self.verifier.verify(
@@ -454,8 +465,15 @@ class CoordinatorService:
             await verified.put(self._held)
             self._held = None
 
-    def _note_overflow(self) -> None:
-        """Log messages the bus dropped because its inbox was full (it acked them unread)."""
+    def _from_prover(self, topic: str) -> bool:
+        return self.core.is_prover(topic.rpartition("/")[2])
+
+    def _note_overflow(self) -> _Overloaded | None:
+        """Log what the bus dropped for a full inbox (acked unread), and answer each sender.
+
+        Each gets a signed `overloaded` reject naming the envelope (one `rejects` for
+        several): nothing of it was read or recorded, and the sender may send it again.
+        """
         dropped = self.bus.stats.dropped_full
         if dropped > self._dropped_seen:
             self.log.warning(
@@ -465,6 +483,29 @@ class CoordinatorService:
                 bound=self.bus.queue_size,
             )
             self._dropped_seen = dropped
+        refs: dict[str, list[bytes]] = {}
+        for topic, ref in self.bus.admission.take_overflow():
+            refs.setdefault(topic, []).append(ref)
+        if not refs:
+            return None
+        reason = f"the inbox held {self.bus.queue_size} waiting: not read; send it again"
+        answers = _Overloaded()
+        for topic, party_refs in refs.items():
+            party = self._answerable(topic)
+            if party is not None:
+                answers.extend(_overloaded(self.market, party, party_refs, reason))
+        self.stats.refused += sum(len(r) for r in refs.values())
+        return answers
+
+    def _answerable(self, topic: str) -> str | None:
+        """The party a delivery on `topic` can be answered on, if any."""
+        try:
+            parsed = topics.parse(topic)
+        except ProtocolError:
+            return None
+        if parsed.channel != "in" or parsed.market != self.market or parsed.party is None:
+            return None
+        return parsed.party if valid_public_key(parsed.party) else None
 
     def _count(self, deliveries: list[Delivery]) -> None:
         if deliveries and self.stats.first_delivery is None:
@@ -734,6 +775,18 @@ class CoordinatorService:
             self._arm(at)  # the loop's timer ran ahead of the wall clock
             return
         self._ticks.put_nowait(Tick(now))
+
+
+def _overloaded(market: str, party: str, refs: list[bytes], reason: str) -> list[Publish]:
+    """One `reject` for one envelope, a `rejects` per TASK_BIDS_MAX for more."""
+    code = RejectCode.OVERLOADED
+    if len(refs) == 1:
+        return [Publish(Reject(market=market, code=code, reason=reason, ref=refs[0]), to=party)]
+    entries = [RejectEntry(code, reason, ref) for ref in refs]
+    return [
+        Publish(Rejects(market=market, rejects=entries[i : i + TASK_BIDS_MAX]), to=party)
+        for i in range(0, len(entries), TASK_BIDS_MAX)
+    ]
 
 
 def _unforeseen(exc: Exception) -> ProtocolError:

@@ -36,6 +36,7 @@ class RejectCode(StrEnum):
     FUTURE_ROUND = "future_round"
     OVER_CAPACITY = "over_capacity"
     BAD_TOPIC = "bad_topic"
+    OVERLOADED = "overloaded"
     # -- market rules: the coordinator core ----------------------------------------------
     UNEXPECTED_MESSAGE = "unexpected_message"
     WRONG_ROUND = "wrong_round"
@@ -83,6 +84,7 @@ MEANINGS: Final[Mapping[RejectCode, str]] = MappingProxyType(
         C.FUTURE_ROUND: "the message is for a round too far ahead",
         C.OVER_CAPACITY: "the replay guard's memory bound is reached; retry in a later round",
         C.BAD_TOPIC: "not a protocol topic",
+        C.OVERLOADED: "the coordinator's inbox was full: the envelope was not read; send again",
         C.UNEXPECTED_MESSAGE: "a kind the coordinator does not take (receipts, results, ...)",
         C.WRONG_ROUND: (
             "a bid for a round not open yet, or a withdrawal or status query naming another round"

@@ -35,6 +35,7 @@ import aiomqtt
 from aiomqtt.exceptions import MqttConnectError
 
 from protocol.envelope import MAX_ENVELOPE_SIZE
+from runtime.inbox import InboxAdmission
 
 __all__ = [
     "DEFAULT_MAX_PAYLOAD",
@@ -169,6 +170,7 @@ def _inbox_type(
     inbox: asyncio.Queue[Delivery],
     changed: asyncio.Event,
     clock: Callable[[], int],
+    admission: InboxAdmission,
 ) -> type[asyncio.Queue[aiomqtt.Message]]:
     """A queue class for aiomqtt that hands each message straight to the bus's inbox.
 
@@ -188,8 +190,9 @@ def _inbox_type(
             if not isinstance(payload, bytes):
                 stats.dropped_oversized += 1
                 return
-            if inbox.full():
+            if not admission.admits(inbox.qsize(), item.topic.value):
                 stats.dropped_full += 1
+                admission.dropped(item.topic.value, payload)
                 return
             stats.enqueued += 1
             if len(payload) > max_payload:
@@ -271,7 +274,8 @@ class Bus:
         self._clock = clock
         self._topics: list[str] = []
         self._client: aiomqtt.Client | None = None
-        self._inbox: asyncio.Queue[Delivery] = asyncio.Queue(maxsize=queue_size)
+        self._inbox: asyncio.Queue[Delivery] = asyncio.Queue()  # bounded by `admission`
+        self.admission = InboxAdmission(queue_size)
         self._connected = asyncio.Event()
         self._stats_changed = asyncio.Event()
         self._fatal: BusError | None = None
@@ -306,7 +310,12 @@ class Bus:
             tls_params=tls,
             will=aiomqtt.Will(will[0], will[1], qos=QOS) if will else None,
             queue_type=_inbox_type(
-                self.stats, self._max_payload, self._inbox, self._stats_changed, self._clock
+                self.stats,
+                self._max_payload,
+                self._inbox,
+                self._stats_changed,
+                self._clock,
+                self.admission,
             ),
         )
         # many QoS 1 publishes in flight is normal for a market; do not warn about it

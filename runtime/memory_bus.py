@@ -40,6 +40,7 @@ from runtime.bus import (
     _check_topic,
     _wall_ms,
 )
+from runtime.inbox import InboxAdmission
 
 MEMORY_SCHEME = "memory://"
 SESSION_BACKLOG = 100_000
@@ -149,7 +150,8 @@ class MemoryBus(Bus):
         self._op_timeout = 10.0
         self._clock = clock
         self._topics: list[str] = []
-        self._inbox: asyncio.Queue[Delivery] = asyncio.Queue(maxsize=queue_size)
+        self._inbox: asyncio.Queue[Delivery] = asyncio.Queue()  # bounded by `admission`
+        self.admission = InboxAdmission(queue_size)
         self._connected = asyncio.Event()
         self._stats_changed = asyncio.Event()
         self._fatal = None
@@ -250,8 +252,9 @@ class MemoryBus(Bus):
     def _deliver(self, topic: str, payload: bytes, *, retained: bool = False) -> None:
         self.stats.received += 1
         self._stats_changed.set()
-        if self._inbox.full():
+        if not self.admission.admits(self._inbox.qsize(), topic):
             self.stats.dropped_full += 1
+            self.admission.dropped(topic, payload)
             return
         self.stats.enqueued += 1
         if len(payload) > self._max_payload:

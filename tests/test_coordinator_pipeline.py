@@ -8,6 +8,7 @@ drive a real CoordinatorService with real crypto against a real broker.
 from __future__ import annotations
 
 import asyncio
+import collections
 import os
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -34,7 +35,7 @@ from protocol import topics
 from protocol.envelope import envelope_ref, open_envelope, seal, signatures_valid, unseal
 from protocol.events import MessageReceived, Tick
 from protocol.identity import Identity
-from protocol.messages import BidReceipt, BidReceipts, Message, Reject, TaskBidMessage
+from protocol.messages import BidReceipt, BidReceipts, Message, Reject, Rejects, TaskBidMessage
 from runtime.bus import DEFAULT_QUEUE_SIZE, Bus
 from runtime.process import wall_ms
 
@@ -71,6 +72,8 @@ class Outbox:
             self.receipts.update(entry.ref for entry in message.receipts)
         elif isinstance(message, Reject):
             self.rejects[message.ref] = message.code
+        elif isinstance(message, Rejects):
+            self.rejects.update((entry.ref, entry.code) for entry in message.rejects)
         self.changed.set()
 
     async def until_answered(self, count: int) -> None:
@@ -224,8 +227,8 @@ async def test_winding_down_with_a_full_pipeline_applies_every_batch(
     assert {envelope_ref(e) for e in envelopes} <= refs
 
 
-async def test_a_full_inbox_is_logged_with_what_it_dropped(broker: RunningBroker) -> None:
-    """Bids dropped by a full inbox are counted in one structured warning, not lost silently."""
+async def test_a_full_inbox_is_logged_and_answers_what_it_dropped(broker: RunningBroker) -> None:
+    """Bids a full inbox dropped get one warning and a signed `overloaded` each; none is kept."""
     gated = GatedVerifier()
     envelopes = [sealed_bid(f"f{n}") for n in range(30)]
     with structlog.testing.capture_logs() as logs:
@@ -238,13 +241,16 @@ async def test_a_full_inbox_is_logged_with_what_it_dropped(broker: RunningBroker
             await service.bus.wait_until(lambda stats: stats.received >= 30, WAIT)
             gated.gate.set()
             dropped = service.bus.stats.dropped_full
-            await outbox.until_answered(30 - dropped)
+            await outbox.until_answered(30)
     warnings = [e for e in logs if e["event"] == "coordinator.inbox_full"]
     assert dropped > 0
     assert [(dropped, dropped, 5)] == [
         (e["dropped"], e["dropped_total"], e["bound"]) for e in warnings
     ]
     assert 30 - dropped == service.stats.deliveries == len(outbox.receipts)
+    assert {"overloaded": dropped} == collections.Counter(outbox.rejects.values())
+    recorded = {e.ref for e in map(decode_record, service.store.replay()) if hasattr(e, "ref")}
+    assert set() == recorded & set(outbox.rejects)
 
 
 def test_inline_and_pool_verifiers_agree() -> None:
