@@ -35,7 +35,15 @@ from protocol import topics
 from protocol.envelope import envelope_ref, open_envelope, seal, signatures_valid, unseal
 from protocol.events import MessageReceived, Tick
 from protocol.identity import Identity
-from protocol.messages import BidReceipt, BidReceipts, Message, Reject, Rejects, TaskBidMessage
+from protocol.messages import (
+    BidReceipt,
+    BidReceipts,
+    CapacityDeclaration,
+    Message,
+    Reject,
+    Rejects,
+    TaskBidMessage,
+)
 from runtime.bus import DEFAULT_QUEUE_SIZE, Bus
 from runtime.process import wall_ms
 
@@ -45,6 +53,7 @@ MARKET = "pipeline"
 WAIT = 30.0
 COORDINATOR = Identity.from_seed(b"\x60" * 32)
 USER = Identity.from_seed(b"\x61" * 32)
+PROVER = Identity.from_seed(b"\x62" * 32)
 PARAMS = msgspec.structs.replace(
     DEFAULT_MARKET, market=MARKET, bid_window_ms=3_600_000, prove_window_ms=3_600_000
 )
@@ -89,7 +98,9 @@ async def market(
 ) -> AsyncIterator[tuple[CoordinatorService, asyncio.Event, asyncio.Task[None], Bus, Outbox]]:
     """A coordinator service in round 0 and USER's bus, following what USER is sent."""
     now = wall_ms()
-    genesis = OpeningBalances(balances={USER.public_hex: 10_000})
+    genesis = OpeningBalances(
+        balances={USER.public_hex: 10_000}, deposits={PROVER.public_hex: 10_000}
+    )
     core = Coordinator(PARAMS, genesis, COORDINATOR.public_hex, now)
     core.handle(Tick(now))  # opens round 0, for an hour
     store = MemoryStore()
@@ -251,6 +262,35 @@ async def test_a_full_inbox_is_logged_and_answers_what_it_dropped(broker: Runnin
     assert {"overloaded": dropped} == collections.Counter(outbox.rejects.values())
     recorded = {e.ref for e in map(decode_record, service.store.replay()) if hasattr(e, "ref")}
     assert set() == recorded & set(outbox.rejects)
+
+
+async def test_a_full_inbox_still_takes_in_a_provers_message(broker: RunningBroker) -> None:
+    """Past the bound a user's bid is dropped, but a prover's declaration joins the reserve."""
+    gated = GatedVerifier()
+    envelopes = [sealed_bid(f"p{n}") for n in range(12)]
+    declaration = CapacityDeclaration(market=MARKET, epoch=0, capacity=2)
+    declared = seal(PROVER, declaration, MARKET, COORDINATOR.public_hex)
+    async with (
+        market(broker, gated, queue_size=5) as (service, _, _, user_bus, outbox),
+        Bus(broker.url, PROVER.public_hex, **broker.login(PROVER.public_hex)) as prover_bus,
+    ):
+        inbox = topics.inbox(MARKET, USER.public_hex)
+        await user_bus.publish(inbox, envelopes[0])
+        async with asyncio.timeout(WAIT):
+            await gated.entered.wait()  # the intake holds the first bid; the rest pile up
+        await asyncio.gather(*(user_bus.publish(inbox, e) for e in envelopes[1:]))
+        await service.bus.wait_until(lambda stats: stats.received >= 12, WAIT)
+        await prover_bus.publish(topics.inbox(MARKET, PROVER.public_hex), declared)
+        await service.bus.wait_until(lambda stats: stats.received >= 13, WAIT)
+        gated.gate.set()
+        await outbox.until_answered(12)
+        dropped = service.bus.stats.dropped_full
+    recorded = [decode_record(r) for r in service.store.replay()]
+    costs = [
+        e for e in recorded if isinstance(e, MessageReceived) and e.sender == PROVER.public_hex
+    ]
+    assert (True, 1) == (dropped > 0, len(costs))
+    assert dropped == list(outbox.rejects.values()).count("overloaded")
 
 
 def test_inline_and_pool_verifiers_agree() -> None:
