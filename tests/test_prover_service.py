@@ -394,6 +394,9 @@ async def test_user_command_runs_its_rounds_and_exits_with_a_summary(
         summary["released"],
         summary["released_total"],
     )
+    lines = [json.loads(line) for line in err.decode().splitlines() if line.startswith("{")]
+    [stopped] = [line for line in lines if line.get("event") == "user.stopped"]
+    assert (4, True) == (stopped["bids_sent"], stopped["bids_per_s"] > 0)
 
 
 async def test_prover_answers_announcements_while_proving(

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import os
 import random
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
@@ -92,6 +93,10 @@ class UserService:
         self._resending: set[asyncio.Task[None]] = set()
         self._resend_timers: set[asyncio.TimerHandle] = set()
         self.resent = 0
+        # The load generator's own pace: task bids sealed and handed to the broker, and the
+        # time from each announcement to the last of its bids acknowledged by the broker.
+        self.bids_sent = 0
+        self.send_seconds = 0.0
         self.log = structlog.get_logger("user").bind(
             user=wire.first.public_hex[:12], identities=len(fleet.users), market=wire.market
         )
@@ -119,10 +124,13 @@ class UserService:
                     break
                 recipient, event = getter.result()
                 self._log_reject(recipient, event.message)
+                began = time.perf_counter()
                 effects = self.fleet.handle(event, recipient)
                 await self._publish_all(effects)
                 if effects and isinstance(event.message, RoundAnnouncement):
                     tasks = sum(_tasks_in(e.message) for _, e in effects)
+                    self.bids_sent += tasks
+                    self.send_seconds += time.perf_counter() - began
                     self.log.info(
                         "user.bid", round=event.message.round, tasks=tasks, envelopes=len(effects)
                     )
@@ -140,7 +148,7 @@ class UserService:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
-            self.log.info("user.stopped", **self.fleet.summary().as_dict())
+            self.log.info("user.stopped", **self.fleet.summary().as_dict(), **self.pace())
         for reader in readers:
             error = None if reader.cancelled() else reader.exception()
             if error is not None:
@@ -162,6 +170,15 @@ class UserService:
                 codes=codes,
                 reason=message.rejects[0].reason,
             )
+
+    def pace(self) -> dict[str, float | int]:
+        """Task bids sent, the seconds spent sending them, and bids per second."""
+        rate = self.bids_sent / self.send_seconds if self.send_seconds > 0 else 0.0
+        return {
+            "bids_sent": self.bids_sent,
+            "send_s": round(self.send_seconds, 3),
+            "bids_per_s": round(rate, 1),
+        }
 
     async def _read(self, bus: Bus) -> None:
         async for delivery in bus.messages():
