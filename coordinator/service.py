@@ -63,6 +63,7 @@ from protocol.messages import (
     BidReceipts,
     MarketParams,
     Message,
+    Notices,
     ProverWill,
     ReceiptEntry,
     Reject,
@@ -70,6 +71,7 @@ from protocol.messages import (
     Rejects,
     RoundAnnouncement,
     SettlementNotice,
+    UserReceipt,
 )
 from protocol.rejects import RejectCode
 from protocol.replay import ReplayGuard, round_of
@@ -150,24 +152,49 @@ def coalesce_receipts(sends: list[Publish]) -> list[Publish]:
     Every other message, and a lone receipt, goes out as it is: the batch only changes
     how many envelopes carry the receipts, never what they say.
     """
-    grouped: dict[str, list[BidReceipt]] = {}
+
+    def together(market: str, receipts: list[Message]) -> Message:
+        entries = [
+            ReceiptEntry(r.round, r.ref, r.escrowed) for r in receipts if isinstance(r, BidReceipt)
+        ]
+        return BidReceipts(market=market, receipts=entries)
+
+    return _coalesce(sends, (BidReceipt,), together)
+
+
+def coalesce_notices(sends: list[Publish]) -> list[Publish]:
+    """One `notices` per user with several user receipts or settlements in `sends`."""
+
+    def together(market: str, notices: list[Message]) -> Message:
+        kept = [n for n in notices if isinstance(n, UserReceipt | SettlementNotice)]
+        return Notices(market=market, notices=kept)
+
+    return _coalesce(sends, (UserReceipt, SettlementNotice), together)
+
+
+def _coalesce(
+    sends: list[Publish],
+    kinds: tuple[type[Message], ...],
+    together: Callable[[str, list[Message]], Message],
+) -> list[Publish]:
+    """Each recipient's messages of `kinds` as one message, where its first one was."""
+    grouped: dict[str, list[Message]] = {}
     for effect in sends:
-        if isinstance(effect.message, BidReceipt) and effect.to is not None:
+        if isinstance(effect.message, kinds) and effect.to is not None:
             grouped.setdefault(effect.to, []).append(effect.message)
     out: list[Publish] = []
     for effect in sends:
         message = effect.message
-        if not isinstance(message, BidReceipt) or effect.to is None:
+        if not isinstance(message, kinds) or effect.to is None:
             out.append(effect)
             continue
-        receipts = grouped.pop(effect.to, None)
-        if receipts is None:
-            continue  # already sent with this bidder's first receipt
-        if len(receipts) == 1:
+        group = grouped.pop(effect.to, None)
+        if group is None:
+            continue  # already sent with this recipient's first one
+        if len(group) == 1:
             out.append(effect)
         else:
-            entries = [ReceiptEntry(r.round, r.ref, r.escrowed) for r in receipts]
-            out.append(Publish(BidReceipts(market=message.market, receipts=entries), effect.to))
+            out.append(Publish(together(message.market, group), effect.to))
     return out
 
 
@@ -551,6 +578,7 @@ class CoordinatorService:
         sending: asyncio.Task[None] | None = None
         if sends:
             urgent, rest = by_urgency(coalesce_receipts(sends))
+            rest = coalesce_notices(rest)
             outgoing = [o for e in urgent for o in self._outgoing(e)]
             self._log_progress()
             # Published in the background: waiting here for the broker's acknowledgements
@@ -718,11 +746,13 @@ class CoordinatorService:
         round is open still hears of it.
         """
         message = effect.message
-        changed = self.tally.note(message)
-        if changed is not None:
-            self._changed_rounds.add(changed)
-        if self.metrics is not None:
-            self.metrics.sent(message, None if changed is None else self.tally.rows.get(changed))
+        for each in message.notices if isinstance(message, Notices) else (message,):
+            changed = self.tally.note(each)
+            if changed is not None:
+                self._changed_rounds.add(changed)
+            if self.metrics is not None:
+                row = None if changed is None else self.tally.rows.get(changed)
+                self.metrics.sent(each, row)
         if isinstance(message, Reject):
             self.log.warning(
                 "coordinator.rejected",

@@ -33,7 +33,7 @@ from deploy.broker import EmbeddedBroker, MosquittoBroker, mosquitto_binary
 from deploy.genesis import MarketGenesis, dump_genesis
 from deploy.market import DEFAULT_MARKET, dump_market, load_market
 from protocol.identity import Identity
-from protocol.messages import MarketParams
+from protocol.messages import TASK_BIDS_MAX, MarketParams
 from user_client.identities import fleet_identities
 
 FAULTS = ("drop", "corrupt", "late")
@@ -42,12 +42,15 @@ STOP_TIMEOUT_S = 10.0
 
 
 BASE_BID_WINDOW_MS = 1000
-SEND_MS_PER_BID = 3
-"""What one user process takes to sign, seal and send a task bid on this 2-core machine
-(1,000 bids took it 1.1 to 2.2 s beside a busy coordinator), with room."""
+SEND_MS_PER_ENVELOPE = 3
+"""What one user process takes to sign, seal and send an envelope of task bids on this
+2-core machine (1,000 single bids took it 1.1 to 2.2 s beside a busy coordinator), with room."""
+TASKS_PER_MS = 5
+"""Task bids a bulk envelope adds per ms, from drawing them to the coordinator's receipt."""
 EMBEDDED_MS_PER_BID = 10
-"""What a task bid's messages (bid, receipt, user receipt, settlement) cost the embedded
-amqtt broker, which carries about 400 messages a second here."""
+"""What a single task bid's messages (bid, receipt, user receipt, settlement) cost the
+embedded amqtt broker, which carries about 400 messages a second here; in a bulk the bid
+and its receipt are shared, so a task costs half of that and each envelope the rest."""
 
 
 class TestnetError(RuntimeError):
@@ -81,8 +84,14 @@ class TestnetConfig:
 
     @property
     def bids_per_process(self) -> int:
-        """Task bids each user process signs and sends every round."""
+        """Task bids each user process sends every round."""
         return -(-self.users * self.tasks_per_user // self.user_processes)
+
+    @property
+    def envelopes_per_process(self) -> int:
+        """Envelopes each user process signs every round: one per identity and bulk."""
+        identities = -(-self.users // self.user_processes)
+        return identities * -(-self.tasks_per_user // TASK_BIDS_MAX)
 
     def bid_window_needed(self) -> int:
         """A bid window (ms) in which each user process gets its bids in, with room.
@@ -91,8 +100,15 @@ class TestnetConfig:
         paces its rounds by what the broker can carry, not by the users.
         """
         if broker_kind(self.broker) == "embedded":
-            return BASE_BID_WINDOW_MS + EMBEDDED_MS_PER_BID * self.users * self.tasks_per_user
-        return BASE_BID_WINDOW_MS + SEND_MS_PER_BID * self.bids_per_process
+            if self.tasks_per_user == 1:
+                return BASE_BID_WINDOW_MS + EMBEDDED_MS_PER_BID * self.users
+            envelopes = self.envelopes_per_process * self.user_processes
+            per_task = EMBEDDED_MS_PER_BID // 2
+            return BASE_BID_WINDOW_MS + per_task * (envelopes + self.users * self.tasks_per_user)
+        sending = SEND_MS_PER_ENVELOPE * self.envelopes_per_process
+        if self.tasks_per_user > 1:
+            sending += self.bids_per_process // TASKS_PER_MS
+        return BASE_BID_WINDOW_MS + sending
 
     def sized(self) -> TestnetConfig:
         """This config with a bid window long enough for the load it launches."""

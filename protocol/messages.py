@@ -350,6 +350,18 @@ class Rejects(_Body, tag="rejects", frozen=True):
     rejects: Annotated[list[RejectEntry], Meta(min_length=1, max_length=TASK_BIDS_MAX)]
 
 
+class Notices(_Body, tag="notices", frozen=True):
+    """Coordinator -> user: several user receipts and settlements in one envelope.
+
+    Means exactly what each of them would alone, in order. A round's clearing and
+    settlement send one per task; a busy coordinator coalesces a bidder's into one
+    envelope per batch, so a user with a hundred tasks costs one signature, not a hundred.
+    """
+
+    market: MarketId
+    notices: Annotated[list[UserReceipt | SettlementNotice], Meta(min_length=1, max_length=100_000)]
+
+
 # The two accounts of a party that money can be paid into from outside or out of.
 FundsAccount = Literal["balance", "deposit"]
 
@@ -479,6 +491,7 @@ Message = (
     | SettlementNotice
     | Reject
     | Rejects
+    | Notices
     | Withdrawal
     | WithdrawalReceipt
     | FaucetGrant
@@ -505,6 +518,7 @@ KINDS: Final[dict[str, type[Message]]] = {
         SettlementNotice,
         Reject,
         Rejects,
+        Notices,
         Withdrawal,
         WithdrawalReceipt,
         FaucetGrant,

@@ -1,8 +1,8 @@
 """Messages cut to fit the envelope size limit, so no party decides what it cannot send.
 
-Five kinds carry a list that grows with the market: an assignment's tasks (capacity
-times task input), a bidder's coalesced receipts and rejects, a user's bulk task bids
-and a prover's proofs. When one of them
+Six kinds carry a list that grows with the market: an assignment's tasks (capacity
+times task input), a bidder's coalesced receipts, rejects and notices, a user's bulk task
+bids and a prover's proofs. When one of them
 would seal to more than the limit, it is sent as several messages of the same kind, each
 with a share of the list; every other field is repeated. An assignment's parts are
 numbered (`part` of `parts`) so the prover knows when its batch is whole; receipts and
@@ -29,7 +29,15 @@ from protocol.envelope import (
     kind_of,
 )
 from protocol.errors import TooLarge
-from protocol.messages import Assignment, BidReceipts, Message, ProofSubmission, Rejects, TaskBids
+from protocol.messages import (
+    Assignment,
+    BidReceipts,
+    Message,
+    Notices,
+    ProofSubmission,
+    Rejects,
+    TaskBids,
+)
 
 _ENCODER: Final = msgspec.msgpack.Encoder()
 _LIST_HEADER: Final = 5  # the largest MessagePack array header (array 32)
@@ -72,6 +80,9 @@ def split_to_fit(message: Message, max_size: int = MAX_ENVELOPE_SIZE) -> list[Me
     if isinstance(message, Rejects):
         rejects = _chunks(message, message.rejects, max_size)
         return [msgspec.structs.replace(message, rejects=chunk) for chunk in rejects]
+    if isinstance(message, Notices):
+        notices = _chunks(message, message.notices, max_size)
+        return [msgspec.structs.replace(message, notices=chunk) for chunk in notices]
     raise TooLarge(f"a {kind_of(message)} of {envelope_size(message)} bytes cannot be split")
 
 
@@ -104,5 +115,7 @@ def _empty(message: Message) -> Message:
         return msgspec.structs.replace(message, bids=[])
     if isinstance(message, Rejects):
         return msgspec.structs.replace(message, rejects=[])
+    if isinstance(message, Notices):
+        return msgspec.structs.replace(message, notices=[])
     assert isinstance(message, ProofSubmission)
     return msgspec.structs.replace(message, proofs=[])

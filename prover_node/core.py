@@ -17,6 +17,7 @@ from protocol.messages import (
     AssignedTask,
     Assignment,
     CapacityDeclaration,
+    Notices,
     ProofSubmission,
     ProverCostBid,
     Reject,
@@ -175,6 +176,10 @@ class ProverCore:
             return self._on_assignment(msg)
         if isinstance(msg, SettlementNotice):
             self._on_settlement(msg)
+        elif isinstance(msg, Notices):  # a prover that also bids as a user gets these
+            for notice in msg.notices:
+                if isinstance(notice, SettlementNotice):
+                    self._on_settlement(notice)
         elif isinstance(msg, Reject):
             self.stats.rejects += 1
             self.stats.reject_codes[msg.code] = self.stats.reject_codes.get(msg.code, 0) + 1

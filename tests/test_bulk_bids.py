@@ -22,21 +22,25 @@ from test_coordinator_helpers import (
 )
 
 from coordinator.core import Coordinator
+from coordinator.service import coalesce_notices
 from protocol.envelope import bid_ref
-from protocol.events import MessageReceived, Record
+from protocol.events import MessageReceived, Publish, Record
 from protocol.messages import (
     TASK_BIDS_MAX,
     BidReceipt,
     BidReceipts,
     Message,
+    Notices,
     ReceiptEntry,
     Reject,
     RejectEntry,
     Rejects,
     RoundAnnouncement,
+    SettlementNotice,
     TaskBidEntry,
     TaskBidMessage,
     TaskBids,
+    UserReceipt,
 )
 from protocol.split import envelope_size, split_to_fit
 from user_client.core import UserCore
@@ -214,3 +218,32 @@ def test_a_reject_of_the_whole_envelope_closes_every_task_it_held() -> None:
     reject = Reject(market=MARKET, code="bad_signature", reason="no", ref=REF)
     user.handle(from_coordinator(reject))
     assert (2, 1, False) == (user.summary.bids_rejected, user.open_tasks, user.awaiting(REF))
+
+
+def test_a_users_notices_of_a_batch_go_in_one_envelope() -> None:
+    """Two users' receipts and settlements: one `notices` each, where its first one was."""
+    a, b = "a" * 64, "b" * 64
+    notes = [
+        UserReceipt(market=MARKET, round=0, task_id="1", allocated=True, price=3),
+        UserReceipt(market=MARKET, round=0, task_id="2", allocated=False),
+        SettlementNotice(market=MARKET, round=0, outcome="charged", amount=3, task_id="1"),
+    ]
+    sends = [Publish(notes[0], to=a), Publish(notes[1], to=b), Publish(notes[2], to=a)]
+    out = coalesce_notices(sends)
+    assert [Publish(Notices(market=MARKET, notices=[notes[0], notes[2]]), to=a), sends[1]] == out
+
+
+def test_a_user_takes_notices_as_the_notices_they_carry() -> None:
+    """A `notices` leaves a user exactly where its receipts and settlements one by one do."""
+    one_by_one, together = user_with_bulk(2)[0], user_with_bulk(2)[0]
+    ids = [f"{'b' * 8}-0-{i}" for i in range(2)]
+    notes: list[UserReceipt | SettlementNotice] = [
+        UserReceipt(market=MARKET, round=0, task_id=ids[0], allocated=True, price=3),
+        UserReceipt(market=MARKET, round=0, task_id=ids[1], allocated=False),
+        SettlementNotice(market=MARKET, round=0, outcome="released", amount=2, task_id=ids[1]),
+    ]
+    for note in notes:
+        one_by_one.handle(from_coordinator(note))
+    together.handle(from_coordinator(Notices(market=MARKET, notices=notes)))
+    assert one_by_one.summary == together.summary
+    assert (1, 1) == (together.summary.allocated, together.summary.released)

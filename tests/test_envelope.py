@@ -112,6 +112,15 @@ SAMPLES: list[m.Message] = [
             m.RejectEntry("fee_above_p_max", "high", DIGEST[::-1], 7),
         ],
     ),
+    m.Notices(
+        market=MARKET,
+        notices=[
+            m.UserReceipt(market=MARKET, round=7, task_id="t-2", allocated=False, carried_to=8),
+            m.SettlementNotice(
+                market=MARKET, round=7, outcome="released", amount=40, task_id="t-3"
+            ),
+        ],
+    ),
     m.Withdrawal(market=MARKET, round=7, account="deposit", amount=30),
     m.WithdrawalReceipt(
         market=MARKET, round=7, ref=DIGEST, account="deposit", amount=30, remaining=70

@@ -24,6 +24,7 @@ from protocol.messages import (
     BidReceipt,
     BidReceipts,
     ClearingResult,
+    Notices,
     Reject,
     Rejects,
     RoundAnnouncement,
@@ -191,6 +192,9 @@ class UserCore:
             self._on_receipt(msg)
         elif isinstance(msg, SettlementNotice):
             self._on_settlement(msg)
+        elif isinstance(msg, Notices):
+            for notice in msg.notices:
+                self._on_notice(notice)
         elif isinstance(msg, Reject):
             self.summary.rejects += 1
             self._on_reject(msg.code, msg.ref)
@@ -199,6 +203,12 @@ class UserCore:
             for refused in msg.rejects:
                 self._on_reject(refused.code, refused.ref)
         return []
+
+    def _on_notice(self, notice: UserReceipt | SettlementNotice) -> None:
+        if isinstance(notice, UserReceipt):
+            self._on_receipt(notice)
+        else:
+            self._on_settlement(notice)
 
     def _on_bid_receipt(self, round: int, ref: bytes) -> None:
         """Count each bid accepted once: a restarted coordinator may send a receipt again."""

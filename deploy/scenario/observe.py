@@ -19,7 +19,9 @@ from protocol.messages import (
     Assignment,
     ClearingResult,
     Message,
+    Notices,
     Reject,
+    Rejects,
     SettlementNotice,
     WithdrawalReceipt,
 )
@@ -110,6 +112,21 @@ class Observer:
         return True
 
     def note(self, party: str, message: Message) -> None:
+        if isinstance(message, Notices):
+            for notice in message.notices:
+                self.note(party, notice)
+            return
+        if isinstance(message, Rejects):
+            for entry in message.rejects:
+                reject = Reject(
+                    market=message.market,
+                    code=entry.code,
+                    reason=entry.reason,
+                    ref=entry.ref,
+                    round=entry.round,
+                )
+                self.note(party, reject)
+            return
         if isinstance(message, ClearingResult) and self._once("clearing", message.round):
             self._round(message.round).figures = {f: getattr(message, f) for f in FIGURES}
         elif isinstance(message, Assignment) and self._once(
