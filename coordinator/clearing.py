@@ -1,8 +1,9 @@
 """Clearing a round, as plans: pure functions from the round's state to what should change.
 
 The core applies a plan; nothing here touches the ledger or the state it is given.
-`plan_admission` decides which cost bids take part, `plan_task_fates` what becomes of each
-task bid once the mechanism has spoken.
+`plan_admission` decides which cost bids take part, `plan_subsidy` what a deficit outcome
+draws, `plan_batches` each winner's batch and `plan_task_fates` what becomes of each task
+bid once the mechanism has spoken.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from coordinator.state import ProverState, Round, TaskKey, TaskState
+from coordinator.state import Batch, ProverState, Round, TaskKey, TaskState
 from protocol.mechanism import Outcome, ProverBid, TaskBid
 from protocol.rejects import RejectCode
 
@@ -145,3 +146,30 @@ def subsidy_draw(outcome: Outcome) -> int:
         max(0, pay - sum(outcome.charges[t] for t in outcome.assignments[p]))
         for p, pay in outcome.payments.items()
     )
+
+
+def plan_subsidy(outcome: Outcome, available: int) -> tuple[Outcome, int]:
+    """The outcome to settle on, and what it draws from a subsidy account holding `available`.
+
+    A subsidy account too poor for the draw clears nothing.
+    """
+    draw = subsidy_draw(outcome)
+    if draw == 0:
+        return outcome, 0
+    if available < draw:
+        return Outcome(mechanism=outcome.mechanism), 0
+    return outcome, draw
+
+
+def plan_batches(r: Round, outcome: Outcome, wire: Mapping[str, TaskKey], now: int) -> list[Batch]:
+    """Each winner's batch of round `r` under `outcome`, assigned at `now`, by prover key."""
+    return [
+        Batch(
+            prover=key,
+            round=r.number,
+            tasks=tuple(wire[w] for w in outcome.assignments[key]),
+            payment=outcome.payments[key],
+            assigned_ms=now,
+        )
+        for key in sorted(outcome.assignments)
+    ]

@@ -22,21 +22,31 @@ coordinator/track_record.py); the core applies them.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Final, Literal
+from typing import Final
 
-from coordinator.accounts import (
-    TREASURY,
-    Accounts,
-    balance_of,
-    deposit_of,
-    escrow_of,
-    locked_of,
+from coordinator.accounts import TREASURY, balance_of, deposit_of, escrow_of, locked_of
+from coordinator.bids import plan_cost_bid, plan_task_bid, round_for_task_bid, round_open_for_bid
+from coordinator.capacity import lock_excess, lock_top_up, plan_declaration
+from coordinator.clearing import (
+    TaskFate,
+    plan_admission,
+    plan_batches,
+    plan_subsidy,
+    plan_task_fates,
 )
-from coordinator.capacity import plan_declaration
-from coordinator.clearing import Admission, TaskFate, plan_admission, plan_task_fates, subsidy_draw
-from coordinator.funds import check_withdrawal, plan_grant
+from coordinator.funds import check_withdrawal, funds_account, opening_accounts, plan_grant
+from coordinator.notices import (
+    announcement,
+    assignment,
+    batch_notices,
+    clearing_result,
+    released,
+    task_notices,
+    user_receipt,
+)
+from coordinator.proofs import batch_for_proofs, check_proofs
 from coordinator.records import CoordinatorEffect, CoordinatorEvent
-from coordinator.settlement import SettlementPlan, TaskSettlement, plan_settlement
+from coordinator.settlement import TaskSettlement, plan_settlement
 from coordinator.state import (
     Batch,
     CostBid,
@@ -50,34 +60,27 @@ from coordinator.state import (
     TaskStatus,
     wire_task_id,
 )
-from coordinator.status import QueryRation, account_status
-from coordinator.track_record import note_failed, note_proved, note_won, published, suspended
-from coordinator.views import comparable_state
+from coordinator.status import QueryRation, account_status, admit_query
+from coordinator.track_record import note_settled, note_won, published
+from coordinator.views import comparable_state, state_size
 from protocol.events import MessageReceived, Publish, Record, Resumed, Tick, WakeAt
-from protocol.mechanism import Outcome, market_mechanism
+from protocol.mechanism import market_mechanism
 from protocol.messages import (
-    AssignedTask,
-    Assignment,
     BidReceipt,
     CapacityDeclaration,
-    ClearingResult,
     FaucetGrant,
     FundingNotice,
     MarketParams,
     ProofSubmission,
     ProverCostBid,
     Reject,
-    RoundAnnouncement,
-    SettlementNotice,
     StatusQuery,
     TaskBidMessage,
-    UserReceipt,
     Withdrawal,
     WithdrawalReceipt,
 )
 from protocol.rejects import RejectCode
 from protocol.tie_proof import plain_seed, seed_from_proof, tie_message
-from protocol.workload import verify_batch
 
 __all__ = [
     "SEEN_ROUNDS",
@@ -130,13 +133,7 @@ class Coordinator:
         # Signing is deterministic: replaying a record log with the same key re-derives
         # every seed, so the core stays a pure function of its inputs and its key.
         self.tie_signer = tie_signer if params.signed_ties else None
-        self.accounts = Accounts()
-        for owner, amount in sorted(genesis.balances.items()):
-            if amount:
-                self.accounts.fund(balance_of(owner), amount)
-        for owner, amount in sorted(genesis.deposits.items()):
-            if amount:
-                self.accounts.fund(deposit_of(owner), amount)
+        self.accounts = opening_accounts(genesis)
         self._started = False
         self._bidding: int = 0  # the round open for bids (or the next to open)
         self._rounds: dict[int, Round] = {}
@@ -277,7 +274,7 @@ class Coordinator:
                     RejectCode.WRONG_MARKET, f"this coordinator runs {self.params.market!r}"
                 )
             if isinstance(msg, TaskBidMessage):
-                return self._on_task_bid(event, msg)
+                return self._take_task_bid(event, msg)
             if isinstance(msg, ProverCostBid):
                 return self._on_cost_bid(event, msg)
             if isinstance(msg, CapacityDeclaration):
@@ -309,98 +306,40 @@ class Coordinator:
     def _reject(self, code: RejectCode, reason: str, ref: bytes, number: int | None) -> Reject:
         return Reject(market=self.params.market, code=code, reason=reason, ref=ref, round=number)
 
-    def _open_round_for_bid(self, number: int, now: int) -> Round:
-        """The round a bid names, if it is open for bids at `now`; else a specific refusal."""
-        r = self._rounds.get(number)
-        if r is None:
-            if number < self._bidding:
-                raise Refusal(RejectCode.LATE_BID, f"round {number} has closed{self._open_now()}")
-            raise Refusal(RejectCode.WRONG_ROUND, f"round {number} is not open for bids")
-        if r.phase is not Phase.BID or now > r.bid_deadline:
-            raise Refusal(
-                RejectCode.LATE_BID,
-                f"round {number} closed for bids at {r.bid_deadline}{self._open_now()}",
-            )
-        return r
-
-    def _open_now(self) -> str:
-        """For a late bid's reason: the round a bid could still stand in."""
-        r = self._rounds.get(self._bidding)
-        if r is None or r.phase is not Phase.BID:
-            return ""
-        return f"; round {r.number} is open until {r.bid_deadline}"
-
-    def _round_for_task_bid(self, msg: TaskBidMessage, now: int) -> Round:
-        """The round a task bid stands in: the one it names, or, late, the one open now."""
-        try:
-            return self._open_round_for_bid(msg.round, now)
-        except Refusal as refusal:
-            open_now = self._rounds.get(self._bidding)
-            if (
-                refusal.code is not RejectCode.LATE_BID
-                or not msg.late_to_next
-                or open_now is None
-                or open_now.phase is not Phase.BID
-                or now > open_now.bid_deadline
-            ):
-                raise
-            return open_now
-
-    def _on_task_bid(self, event: MessageReceived, msg: TaskBidMessage) -> list[CoordinatorEffect]:
+    def _take_task_bid(
+        self, event: MessageReceived, msg: TaskBidMessage
+    ) -> list[CoordinatorEffect]:
+        """One task bid: its fee escrowed in the round it stands in (coordinator.bids)."""
         if event.ref in self._seen(msg.round) or event.ref in self._seen(self._bidding):
             raise self._replay()
-        r = self._round_for_task_bid(msg, event.now)
-        if msg.fee > self.params.p_max:
-            raise Refusal(
-                RejectCode.FEE_ABOVE_P_MAX, f"fee {msg.fee} exceeds P_max {self.params.p_max}"
-            )
-        key = (event.sender, msg.task_id)
-        wire_id = wire_task_id(event.sender, msg.task_id)
-        if key in self._tasks or wire_id in self._wire:
-            raise Refusal(RejectCode.DUPLICATE_TASK, f"you already bid task {msg.task_id!r}")
-        available = self.accounts.balance(balance_of(event.sender))
-        if available < msg.fee:
-            raise Refusal(
-                RejectCode.INSUFFICIENT_BALANCE, f"fee {msg.fee} exceeds balance {available}"
-            )
-        if msg.fee:
-            self.accounts.move(balance_of(event.sender), escrow_of(event.sender), msg.fee)
-        self._tasks[key] = TaskState(
-            task_id=msg.task_id,
-            user=event.sender,
-            wire_id=wire_id,
-            fee=msg.fee,
-            task_input=msg.task_input,
-            carry_over=msg.carry_over,
-            round=r.number,
+        r = round_for_task_bid(self._rounds, self._bidding, msg, event.now)
+        task = plan_task_bid(
+            msg,
+            event.sender,
+            r,
+            tasks=self._tasks,
+            wire=self._wire,
+            available=self.balance(event.sender),
+            p_max=self.params.p_max,
         )
-        self._wire[wire_id] = key
+        if task.fee:
+            self.accounts.move(balance_of(task.user), escrow_of(task.user), task.fee)
+        key = (task.user, task.task_id)
+        self._tasks[key] = task
+        self._wire[task.wire_id] = key
         r.tasks.append(key)
         self._remember(r.number, event.ref)
         receipt = BidReceipt(
-            market=self.params.market, round=r.number, ref=event.ref, escrowed=msg.fee
+            market=self.params.market, round=r.number, ref=event.ref, escrowed=task.fee
         )
         return [Record(event), Publish(receipt, to=event.sender)]
 
     def _on_cost_bid(self, event: MessageReceived, msg: ProverCostBid) -> list[CoordinatorEffect]:
         if event.ref in self._seen(msg.round):
             raise self._replay()
-        r = self._open_round_for_bid(msg.round, event.now)
-        if msg.cost > self.params.p_max:
-            raise Refusal(
-                RejectCode.COST_ABOVE_P_MAX, f"cost {msg.cost} exceeds P_max {self.params.p_max}"
-            )
-        prover = self._provers.get(event.sender)
-        capacity = None if prover is None else prover.capacities.get(r.epoch)
-        if prover is None or capacity is None:
-            raise Refusal(
-                RejectCode.CAPACITY_NOT_DECLARED, f"no capacity declared for epoch {r.epoch}"
-            )
-        if event.sender in r.cost_bids:
-            raise Refusal(RejectCode.DUPLICATE_BID, f"already bid in round {r.number}")
-        if suspended(prover.record, r.number, self.params):
-            raise Refusal(RejectCode.PROVER_SUSPENDED, "suspended for failed batches")
-        self._top_up_lock(event.sender, self.params.p_max * capacity)
+        r = round_open_for_bid(self._rounds, self._bidding, msg.round, event.now)
+        need = plan_cost_bid(msg, event.sender, r, self._provers.get(event.sender), self.params)
+        self._top_up_lock(event.sender, need)
         r.cost_bids[event.sender] = CostBid(cost=msg.cost, ref=event.ref)
         self._remember(r.number, event.ref)
         receipt = BidReceipt(market=self.params.market, round=r.number, ref=event.ref)
@@ -437,52 +376,30 @@ class Coordinator:
 
     def _top_up_lock(self, prover: str, need: int) -> None:
         """Lock free deposit until `need` is locked, or refuse without changing anything."""
-        extra = need - self.accounts.balance(locked_of(prover))
-        if extra <= 0:
-            return
-        free = self.accounts.balance(deposit_of(prover))
-        if free < extra:
-            raise Refusal(
-                RejectCode.INSUFFICIENT_DEPOSIT, f"needs {need} locked deposit; {free} free to add"
-            )
-        self.accounts.move(deposit_of(prover), locked_of(prover), extra)
+        extra = lock_top_up(need, self.locked(prover), self.deposit(prover))
+        if extra:
+            self.accounts.move(deposit_of(prover), locked_of(prover), extra)
 
     def _on_proofs(self, event: MessageReceived, msg: ProofSubmission) -> list[CoordinatorEffect]:
-        r = self._rounds.get(msg.round)
-        batch = None if r is None else r.batches.get(event.sender)
-        if r is None and msg.round < self._floor:
-            raise Refusal(RejectCode.LATE_PROOF, f"round {msg.round} settled long ago")
-        if r is None or batch is None:
-            raise Refusal(RejectCode.NOT_ASSIGNED, f"no batch assigned to you in round {msg.round}")
+        r, batch = batch_for_proofs(msg, event.sender, self._rounds, self._floor)
         if event.ref in self._seen(r.number):
             raise self._replay()  # proofs already taken, even if the batch has settled
-        if batch.settled or event.now > self._settle_at(r):
-            raise Refusal(
-                RejectCode.LATE_PROOF, f"round {msg.round} proofs were due by {r.prove_deadline}"
-            )
-        assigned = {self._tasks[k].wire_id: k for k in batch.tasks}
-        stray = [p.task_id for p in msg.proofs if p.task_id not in assigned]
-        if stray:
-            raise Refusal(RejectCode.NOT_ASSIGNED, f"task {stray[0]!r} is not in your batch")
-        # The first proof given for a task is final, so a prover cannot grind for a valid one.
-        fresh: dict[TaskKey, bytes] = {}
-        for p in msg.proofs:
-            key = assigned[p.task_id]
-            if key not in batch.proofs and key not in fresh:
-                fresh[key] = p.proof
-        if not fresh:
-            return []
-        ids = list(fresh)
-        valid = verify_batch(
-            [self._tasks[t].task_input for t in ids],
-            [fresh[t] for t in ids],
+        checked = check_proofs(
+            msg,
+            r,
+            batch,
+            self._tasks,
+            now=event.now,
+            settle_at=self._settle_at(r),
             difficulty=self.params.difficulty,
         )
-        for key, ok in zip(ids, valid, strict=True):
-            batch.proofs[key] = fresh[key] if ok else None
-            self.proofs_checked["valid" if ok else "invalid"] += 1
+        if not checked:
+            return []
+        for key, proof in checked.items():
+            batch.proofs[key] = proof
+            self.proofs_checked["invalid" if proof is None else "valid"] += 1
         if event.now > r.prove_deadline:  # within the grace: taken, and graded
-            batch.late.extend(ids)
+            batch.late.extend(checked)
         self._remember(r.number, event.ref)
         effects: list[CoordinatorEffect] = [Record(event)]
         if len(batch.proofs) == len(batch.tasks):
@@ -500,14 +417,14 @@ class Coordinator:
         if event.ref in self._seen(msg.round):
             raise self._replay()
         owner = event.sender
-        account = balance_of(owner) if msg.account == "balance" else deposit_of(owner)
+        account = funds_account(owner, msg.account)
         free = self.accounts.balance(account)
         check_withdrawal(
             msg,
             bidding=self._bidding,
             seen_rounds=self.seen_rounds,
             free=free,
-            locked=self.accounts.balance(locked_of(owner)),
+            locked=self.locked(owner),
         )
         self.accounts.pay_out(account, msg.amount)
         self._remember(msg.round, event.ref)
@@ -537,8 +454,7 @@ class Coordinator:
             if event.ref in self._grant_refs:
                 raise self._replay()
             return [Publish(notice, to=faucet)]
-        account = balance_of(msg.to) if msg.account == "balance" else deposit_of(msg.to)
-        self.accounts.fund(account, msg.amount)
+        self.accounts.fund(funds_account(msg.to, msg.account), msg.amount)
         self._grants[msg.nonce] = (msg.to, msg.account, msg.amount)
         self._grant_refs.add(event.ref)
         effects: list[CoordinatorEffect] = [Record(event), Publish(notice, to=msg.to)]
@@ -548,13 +464,13 @@ class Coordinator:
 
     def _on_status_query(self, event: MessageReceived, msg: StatusQuery) -> list[CoordinatorEffect]:
         """Answered from state and not recorded: a query changes nothing (coordinator.status)."""
-        if msg.round > self._bidding or msg.round <= self._bidding - self.seen_rounds:
-            raise Refusal(
-                RejectCode.WRONG_ROUND, f"status queries name the current round, {self._bidding}"
-            )
-        refusal = self.queries.take(event.sender, self._bidding)
-        if refusal is not None:
-            raise Refusal(RejectCode.TOO_MANY_QUERIES, refusal)
+        admit_query(
+            self.queries,
+            event.sender,
+            msg.round,
+            bidding=self._bidding,
+            seen_rounds=self.seen_rounds,
+        )
         return [Publish(account_status(self, event.sender, event.ref), to=event.sender)]
 
     # -- time -----------------------------------------------------------------------------
@@ -600,7 +516,7 @@ class Coordinator:
         if bidding is not None and bidding.phase is Phase.BID:
             # Everyone learns the open round's new deadline; a user that hears its round
             # announced again sends once more the bids the outage may have lost.
-            effects.append(Publish(self._announcement(bidding)))
+            effects.append(Publish(announcement(self.params, bidding)))
         wake = self.next_wake()
         return [*effects, *([WakeAt(wake)] if wake is not None else [])]
 
@@ -631,17 +547,7 @@ class Coordinator:
         self._rounds[number] = Round(
             number=number, epoch=epoch, bid_deadline=bid_deadline, prove_deadline=prove_deadline
         )
-        return [Publish(self._announcement(self._rounds[number]))]
-
-    def _announcement(self, r: Round) -> RoundAnnouncement:
-        return RoundAnnouncement(
-            market=self.params.market,
-            round=r.number,
-            epoch=r.epoch,
-            bid_deadline=r.bid_deadline,
-            prove_deadline=r.prove_deadline,
-            params=self.params,
-        )
+        return [Publish(announcement(self.params, self._rounds[number]))]
 
     def _forget(self, bidding: int) -> None:
         """Forget settled rounds older than `seen_rounds`: their refs, tasks and batches.
@@ -681,17 +587,7 @@ class Coordinator:
 
     def size(self) -> dict[str, int]:
         """How many entries the state holds, by kind: what must stay bounded over time."""
-        return {
-            "rounds": len(self._rounds),
-            "tasks": len(self._tasks),
-            "wire_ids": len(self._wire),
-            "refs": sum(len(refs) for refs in self._refs.values()),
-            "declaration_refs": sum(len(refs) for refs in self._declaration_refs.values()),
-            "capacities": sum(len(p.capacities) for p in self._provers.values()),
-            "provers": len(self._provers),
-            "accounts": len(self.accounts.snapshot()),
-            "grants": len(self._grants),
-        }
+        return state_size(self)
 
     # -- clearing -------------------------------------------------------------------------
 
@@ -713,15 +609,26 @@ class Coordinator:
             proof = self.tie_signer(tie_message(self.params.market, r.number))
             seed = seed_from_proof(proof)
         outcome = self.mechanism.clear(admission.task_bids, admission.prover_bids, seed=seed)
-        outcome, subsidy = self._subsidise(outcome)
+        subsidy_account = balance_of(self.params.subsidy_account or "")
+        outcome, subsidy = plan_subsidy(outcome, self.accounts.balance(subsidy_account))
+        if subsidy:
+            self.accounts.move(subsidy_account, TREASURY, subsidy)
         fates = plan_task_fates(
             r, self._tasks, self._wire, outcome, can_carry=next_round is not None
         )
-        carried = sum(f.fate == "carried" for f in fates)
-        batches = self._assign_batches(r, outcome, now)  # first: the record counts the wins
-        result = self._clearing_result(r, admission, outcome, subsidy, proof, carried)
-        effects.append(Publish(result))
-        effects.extend(batches)
+        batches = self._assign_batches(r, plan_batches(r, outcome, self._wire, now))
+        result = clearing_result(  # after the batches: its track records count the wins
+            self.params.market,
+            r,
+            admission,
+            outcome,
+            subsidy=subsidy,
+            tie_proof=proof,
+            carried=sum(f.fate == "carried" for f in fates),
+            refused=self._refusals.pop(r.number, {}),
+            track_record=published(self._provers, list(r.cost_bids)),
+        )
+        effects += [Publish(result), *batches]
         for fate in fates:
             effects.extend(self._apply_fate(fate, r.number, next_round))
         if not r.batches:
@@ -731,66 +638,17 @@ class Coordinator:
             # declaration needs.
             for key in sorted(self._provers):
                 self._release_lock(key)
-        effects.extend(announce_next)
-        return effects
+        return effects + announce_next
 
-    def _clearing_result(
-        self,
-        r: Round,
-        admission: Admission,
-        outcome: Outcome,
-        subsidy: int,
-        tie_proof: bytes | None,
-        carried: int,
-    ) -> ClearingResult:
-        return ClearingResult(
-            market=self.params.market,
-            round=r.number,
-            mechanism=outcome.mechanism,
-            tasks_bid=len(admission.task_bids),
-            provers_bid=len(admission.prover_bids),
-            allocated_provers=outcome.allocated_provers,
-            allocated_tasks=outcome.allocated_tasks,
-            user_price=outcome.user_price,
-            prover_price=outcome.prover_price,
-            winners=sorted(outcome.assignments),
-            surplus=outcome.surplus + subsidy,
-            prove_deadline=r.prove_deadline,
-            tie_proof=tie_proof,
-            offers=len(r.cost_bids),
-            carried=carried,
-            refused=dict(sorted(self._refusals.pop(r.number, {}).items())),
-            track_record=published(self._provers, list(r.cost_bids)),
-        )
-
-    def _assign_batches(self, r: Round, outcome: Outcome, now: int) -> list[CoordinatorEffect]:
+    def _assign_batches(self, r: Round, batches: list[Batch]) -> list[CoordinatorEffect]:
         """Open each winner's batch and hand it its assignment."""
         effects: list[CoordinatorEffect] = []
-        for key in sorted(outcome.assignments):
-            task_keys = tuple(self._wire[w] for w in outcome.assignments[key])
-            batch = Batch(
-                prover=key,
-                round=r.number,
-                tasks=task_keys,
-                payment=outcome.payments[key],
-                assigned_ms=now,
-            )
-            r.batches[key] = batch
-            self._provers[key].open_rounds.add(r.number)
-            note_won(self._provers[key].record)
-            assignment = Assignment(
-                market=self.params.market,
-                round=r.number,
-                prove_deadline=r.prove_deadline,
-                difficulty=self.params.difficulty,
-                setup=self.params.setup,
-                payment=batch.payment,
-                tasks=[
-                    AssignedTask(self._tasks[t].wire_id, self._tasks[t].task_input)
-                    for t in task_keys
-                ],
-            )
-            effects.append(Publish(assignment, to=key))
+        for batch in batches:
+            r.batches[batch.prover] = batch
+            prover = self._provers[batch.prover]
+            prover.open_rounds.add(r.number)
+            note_won(prover.record)
+            effects.append(Publish(assignment(self.params, r, batch, self._tasks), to=batch.prover))
         return effects
 
     def _apply_fate(
@@ -801,28 +659,17 @@ class Coordinator:
         market = self.params.market
         if fate.fate == "assigned":
             task.status, task.prover, task.price = "assigned", fate.prover, fate.price
-            receipt = UserReceipt(
-                market=market,
-                round=number,
-                task_id=task.task_id,
-                allocated=True,
-                price=task.price,
-                prover=task.prover,
+            receipt = user_receipt(
+                market, number, task.task_id, prover=task.prover, price=task.price
             )
             return [Publish(receipt, to=task.user)]
         if fate.fate == "carried" and next_round is not None:
             task.carried_from = task.round
             task.round = next_round.number
             next_round.tasks.append(fate.key)
-            receipt = UserReceipt(
-                market=market,
-                round=number,
-                task_id=task.task_id,
-                allocated=False,
-                carried_to=next_round.number,
-            )
+            receipt = user_receipt(market, number, task.task_id, carried_to=next_round.number)
             return [Publish(receipt, to=task.user)]
-        receipt = UserReceipt(market=market, round=number, task_id=task.task_id, allocated=False)
+        receipt = user_receipt(market, number, task.task_id)
         return [Publish(receipt, to=task.user), self._release(task)]
 
     # -- settlement -----------------------------------------------------------------------
@@ -831,32 +678,11 @@ class Coordinator:
         if task.fee:
             self.accounts.move(escrow_of(task.user), balance_of(task.user), task.fee)
         self._mark(task, "released")
-        notice = SettlementNotice(
-            market=self.params.market,
-            round=task.round,
-            outcome="released",
-            amount=task.fee,
-            task_id=task.task_id,
-        )
-        return Publish(notice, to=task.user)
+        return Publish(released(self.params.market, task), to=task.user)
 
     def _mark(self, task: TaskState, status: TaskStatus) -> None:
         task.status = status
         task.settlements += 1
-
-    def _subsidise(self, outcome: Outcome) -> tuple[Outcome, int]:
-        """A deficit outcome (VCG) and the subsidy moved to the treasury to pay it.
-
-        A subsidy account too poor for the draw clears nothing.
-        """
-        draw = subsidy_draw(outcome)
-        if draw == 0:
-            return outcome, 0
-        account = balance_of(self.params.subsidy_account or "")
-        if self.accounts.balance(account) < draw:
-            return Outcome(mechanism=outcome.mechanism), 0
-        self.accounts.move(account, TREASURY, draw)
-        return outcome, draw
 
     def _settle_round(self, r: Round) -> list[CoordinatorEffect]:
         effects: list[CoordinatorEffect] = []
@@ -884,8 +710,14 @@ class Coordinator:
         effects: list[CoordinatorEffect] = []
         for settled in plan.tasks:
             effects.extend(self._settle_task(r, batch, settled, into))
-        effects.extend(self._prover_notices(r, batch, plan))
-        self._provers[batch.prover].open_rounds.discard(r.number)
+        if not plan.proven:
+            self.slashes[batch.prover] = self.slashes.get(batch.prover, 0) + 1
+        prover = self._provers[batch.prover]
+        note_settled(prover.record, batch, proven=plan.proven, window=self.params.suspend_window)
+        effects += [
+            Publish(n, to=batch.prover) for n in batch_notices(self.params.market, r.number, plan)
+        ]
+        prover.open_rounds.discard(r.number)
         self._release_lock(batch.prover)
         if all(b.settled for b in r.batches.values()):
             self._settled(r)
@@ -896,62 +728,22 @@ class Coordinator:
     ) -> list[Publish]:
         """Close (or, rescued, reopen) one task of a settled batch, and tell its user."""
         task = self._tasks[settled.key]
-        market = self.params.market
-        effects: list[Publish] = []
-        if settled.compensation or settled.outcome == "rescued":
-            notice = SettlementNotice(
-                market=market,
-                round=r.number,
-                outcome="rescued" if settled.outcome == "rescued" else "compensated",
-                amount=settled.compensation or settled.amount,
-                task_id=task.task_id,
-            )
-            effects.append(Publish(notice, to=task.user))
-        if settled.outcome == "rescued" and into is not None:
+        reopen = into if settled.outcome == "rescued" else None
+        notices = task_notices(
+            self.params.market,
+            r.number,
+            task.task_id,
+            settled,
+            None if reopen is None else reopen.number,
+        )
+        if reopen is not None:
             task.status, task.prover, task.price = "open", None, None
             task.rescued_from, task.failed_by = r.number, batch.prover
-            task.round = into.number
-            into.tasks.append(settled.key)
-            receipt = UserReceipt(
-                market=market,
-                round=r.number,
-                task_id=task.task_id,
-                allocated=False,
-                carried_to=into.number,
-            )
-            return [*effects, Publish(receipt, to=task.user)]
-        self._mark(task, "charged" if settled.outcome == "charged" else "refunded")
-        notice = SettlementNotice(
-            market=market,
-            round=r.number,
-            outcome="charged" if settled.outcome == "charged" else "refunded",
-            amount=settled.amount,
-            task_id=task.task_id,
-            proof=settled.proof,
-        )
-        return [*effects, Publish(notice, to=task.user)]
-
-    def _prover_notices(self, r: Round, batch: Batch, plan: SettlementPlan) -> list[Publish]:
-        """The prover's notices of a settled batch; its track record notes the outcome."""
-        market, record = self.params.market, self._provers[batch.prover].record
-        window = self.params.suspend_window
-        effects: list[Publish] = []
-        if not plan.proven:
-            self.slashes[batch.prover] = self.slashes.get(batch.prover, 0) + 1
-            note_failed(record, r.number, window=window)
+            task.round = reopen.number
+            reopen.tasks.append(settled.key)
         else:
-            took = (batch.finished_ms or batch.assigned_ms) - batch.assigned_ms
-            note_proved(record, r.number, took, late=bool(batch.late), window=window)
-        if plan.penalty:
-            notice = SettlementNotice(
-                market=market, round=r.number, outcome="penalty", amount=plan.penalty
-            )
-            effects.append(Publish(notice, to=batch.prover))
-        outcome: Literal["paid", "slashed"] = "paid" if plan.proven else "slashed"
-        notice = SettlementNotice(
-            market=market, round=r.number, outcome=outcome, amount=plan.prover_amount
-        )
-        return [*effects, Publish(notice, to=batch.prover)]
+            self._mark(task, "charged" if settled.outcome == "charged" else "refunded")
+        return [Publish(n, to=task.user) for n in notices]
 
     def _settled(self, r: Round) -> None:
         r.phase = Phase.SETTLED
@@ -959,12 +751,8 @@ class Coordinator:
 
     def _release_lock(self, key: str) -> None:
         """Unlock deposit no longer backing any open batch or current/future epoch."""
-        prover = self._provers[key]
-        if prover.open_rounds:
-            return
-        current = self._bidding // self.params.epoch_rounds
-        caps = [c for e, c in prover.capacities.items() if e >= current]
-        target = self.params.p_max * max(caps, default=0)
-        excess = self.accounts.balance(locked_of(key)) - target
-        if excess > 0:
+        excess = lock_excess(
+            self._provers[key], self.locked(key), bidding=self._bidding, params=self.params
+        )
+        if excess:
             self.accounts.move(locked_of(key), deposit_of(key), excess)

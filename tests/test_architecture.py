@@ -29,9 +29,12 @@ ENTRY_POINT_LAYER = LAYER["proofmarket"] + 1  # `python -m prover_node` opens th
 PURE_MODULES = {
     "coordinator.core",
     "coordinator.accounts",
+    "coordinator.bids",
     "coordinator.capacity",
     "coordinator.clearing",
     "coordinator.funds",
+    "coordinator.notices",
+    "coordinator.proofs",
     "coordinator.views",
     "coordinator.settlement",
     "coordinator.track_record",
