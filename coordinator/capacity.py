@@ -75,3 +75,11 @@ def lock_excess(prover: ProverState, locked: int, *, bidding: int, params: Marke
     current = bidding // params.epoch_rounds
     caps = [c for e, c in prover.capacities.items() if e >= current]
     return max(0, locked - params.p_max * max(caps, default=0))
+
+
+def stale_capacities(prover: ProverState, kept: int) -> list[int]:
+    """The epochs before `kept` whose declared capacity no rule reads any more.
+
+    All but the latest: the factor-m rule compares a new declaration with that one.
+    """
+    return sorted(e for e in prover.capacities if e < kept)[:-1]

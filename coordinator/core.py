@@ -7,16 +7,10 @@ clock or does IO, so the same inputs always give the same outputs and the same s
 that is what lets `coordinator.record_log.fold` rebuild a crashed coordinator from its
 record log.
 
-Round r of a market started at `start_ms`, with bid window B and prove window P:
-
-    opens at          start + r*B                    (announced to everyone)
-    bid deadline      start + (r+1)*B   -> CLEAR r, and round r+1 opens (pipelining)
-    prove deadline    start + (r+1)*B + P -> SETTLE whatever of r is still open
-                                               (after the grace, `late_grace_ms`, if any)
-
-A batch settles as soon as every task in it has a proof, or at the prove deadline.
-Lateness, rescue and the track record are plans too (coordinator/settlement.py,
-coordinator/track_record.py); the core applies them.
+The round schedule is coordinator/schedule.py; admission of bids, proofs, clearing,
+settlement, lateness, rescue and the track record are plans in their own modules
+(coordinator/bids.py, proofs.py, clearing.py, settlement.py, track_record.py), and what
+the core says is built in coordinator/notices.py: the core applies them.
 """
 
 from __future__ import annotations
@@ -24,9 +18,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Final
 
+from coordinator import notices
 from coordinator.accounts import TREASURY, balance_of, deposit_of, escrow_of, locked_of
 from coordinator.bids import plan_cost_bid, plan_task_bid, round_for_task_bid, round_open_for_bid
-from coordinator.capacity import lock_excess, lock_top_up, plan_declaration
+from coordinator.capacity import lock_excess, lock_top_up, plan_declaration, stale_capacities
 from coordinator.clearing import (
     TaskFate,
     plan_admission,
@@ -35,17 +30,16 @@ from coordinator.clearing import (
     plan_task_fates,
 )
 from coordinator.funds import check_withdrawal, funds_account, opening_accounts, plan_grant
-from coordinator.notices import (
-    announcement,
-    assignment,
-    batch_notices,
-    clearing_result,
-    released,
-    task_notices,
-    user_receipt,
-)
 from coordinator.proofs import batch_for_proofs, check_proofs
 from coordinator.records import CoordinatorEffect, CoordinatorEvent
+from coordinator.schedule import (
+    forget_below,
+    next_deadline,
+    next_due,
+    outage_moves,
+    round_deadlines,
+    settle_at,
+)
 from coordinator.settlement import TaskSettlement, plan_settlement
 from coordinator.state import (
     Batch,
@@ -69,7 +63,6 @@ from protocol.messages import (
     BidReceipt,
     CapacityDeclaration,
     FaucetGrant,
-    FundingNotice,
     MarketParams,
     ProofSubmission,
     ProverCostBid,
@@ -77,7 +70,6 @@ from protocol.messages import (
     StatusQuery,
     TaskBidMessage,
     Withdrawal,
-    WithdrawalReceipt,
 )
 from protocol.rejects import RejectCode
 from protocol.tie_proof import plain_seed, seed_from_proof, tie_message
@@ -181,11 +173,8 @@ class Coordinator:
         """When the next deadline falls, so an adapter (re)arms its timer after a restore."""
         if not self._started:
             return self.start_ms
-        times = [self._settle_at(self._rounds[n]) for n in self._proving]
-        bidding = self._rounds.get(self._bidding)
-        if bidding is not None and bidding.phase is Phase.BID:
-            times.append(bidding.bid_deadline)
-        return min(times) if times else None
+        grace = self.params.late_grace_ms
+        return next_deadline(self._rounds, self._proving, self._bidding, grace)
 
     @property
     def finished(self) -> bool:
@@ -216,13 +205,11 @@ class Coordinator:
         return self._floor
 
     def _settle_at(self, r: Round) -> int:
-        """When round `r`'s open batches settle: its prove deadline, plus the grace."""
-        return r.prove_deadline + self.params.late_grace_ms
+        return settle_at(r, self.params.late_grace_ms)
 
     def round_deadlines(self, number: int) -> tuple[int, int]:
         """(bid deadline, prove deadline) of round `number`."""
-        bid = self.start_ms + self._shift + (number + 1) * self.params.bid_window_ms
-        return bid, bid + self.params.prove_window_ms
+        return round_deadlines(self.params, self.start_ms, self._shift, number)
 
     def task(self, user: str, task_id: str) -> TaskState | None:
         """The task `user` bid under its own `task_id`, if still held."""
@@ -428,26 +415,13 @@ class Coordinator:
         )
         self.accounts.pay_out(account, msg.amount)
         self._remember(msg.round, event.ref)
-        receipt = WithdrawalReceipt(
-            market=self.params.market,
-            round=msg.round,
-            ref=event.ref,
-            account=msg.account,
-            amount=msg.amount,
-            remaining=free - msg.amount,
-        )
+        receipt = notices.withdrawal_receipt(self.params.market, msg, event.ref, free - msg.amount)
         return [Record(event), Publish(receipt, to=owner)]
 
     def _on_faucet_grant(self, event: MessageReceived, msg: FaucetGrant) -> list[CoordinatorEffect]:
         faucet = self.genesis.faucet
         decision = plan_grant(msg, event.sender, faucet, self._grants.get(msg.nonce))
-        notice = FundingNotice(
-            market=self.params.market,
-            to=msg.to,
-            account=msg.account,
-            amount=msg.amount,
-            nonce=msg.nonce,
-        )
+        notice = notices.funding_notice(self.params.market, msg)
         assert faucet is not None  # plan_grant refused any other sender
         if decision == "repeat":
             # Credit nothing; a re-signed copy tells a retrying faucet that it was taken.
@@ -503,39 +477,27 @@ class Coordinator:
         if outage <= 0 or not self._started or self.finished:
             return []
         self._shift += outage
-        for r in self._rounds.values():
-            if r.phase is Phase.BID and r.bid_deadline > event.since:
-                r.bid_deadline += outage
-            # A round still in its grace (`late_grace_ms`) is still open to proofs.
-            if r.phase is not Phase.SETTLED and self._settle_at(r) > event.since:
-                r.prove_deadline += outage
-                for batch in r.batches.values():
-                    batch.assigned_ms += outage  # proving times leave the outage out
+        bids, proofs = outage_moves(self._rounds.values(), event.since, self.params.late_grace_ms)
+        for r in bids:
+            r.bid_deadline += outage
+        for r in proofs:
+            r.prove_deadline += outage
+            for batch in r.batches.values():
+                batch.assigned_ms += outage  # proving times leave the outage out
         effects: list[CoordinatorEffect] = [Record(event)]
         bidding = self._rounds.get(self._bidding)
         if bidding is not None and bidding.phase is Phase.BID:
             # Everyone learns the open round's new deadline; a user that hears its round
             # announced again sends once more the bids the outage may have lost.
-            effects.append(Publish(announcement(self.params, bidding)))
+            effects.append(Publish(notices.announcement(self.params, bidding)))
         wake = self.next_wake()
         return [*effects, *([WakeAt(wake)] if wake is not None else [])]
 
     def _next_due(self, now: int) -> tuple[str, int] | None:
         if not self._started:
             return ("start", 0) if now >= self.start_ms else None
-        # Settling before clearing at the same instant frees provers for the next batch.
-        due: list[tuple[int, int, str, int]] = [
-            (self._settle_at(self._rounds[n]), 0, "settle", n)
-            for n in self._proving
-            if self._settle_at(self._rounds[n]) <= now
-        ]
-        bidding = self._rounds.get(self._bidding)
-        if bidding is not None and bidding.phase is Phase.BID and bidding.bid_deadline <= now:
-            due.append((bidding.bid_deadline, 1, "clear", bidding.number))
-        if not due:
-            return None
-        _, _, kind, number = min(due)
-        return kind, number
+        grace = self.params.late_grace_ms
+        return next_due(self._rounds, self._proving, self._bidding, now, grace)
 
     def _open_round(self, number: int) -> list[CoordinatorEffect]:
         self._bidding = number
@@ -547,7 +509,7 @@ class Coordinator:
         self._rounds[number] = Round(
             number=number, epoch=epoch, bid_deadline=bid_deadline, prove_deadline=prove_deadline
         )
-        return [Publish(announcement(self.params, self._rounds[number]))]
+        return [Publish(notices.announcement(self.params, self._rounds[number]))]
 
     def _forget(self, bidding: int) -> None:
         """Forget settled rounds older than `seen_rounds`: their refs, tasks and batches.
@@ -555,34 +517,28 @@ class Coordinator:
         Redeliveries that old are refused (late, wrong round) instead of silently dropped,
         so nothing idempotency needs is lost, and a long-running market stays bounded.
         """
-        while self._floor <= bidding - self.seen_rounds:
-            r = self._rounds.get(self._floor)
-            if r is not None and r.phase is not Phase.SETTLED:
-                break
-            self._refs.pop(self._floor, None)
-            if r is not None:
-                del self._rounds[self._floor]
-                for key in r.tasks:
-                    task = self._tasks.get(key)
-                    # A carried task lives on in the next round.
-                    if task is not None and task.round == r.number:
-                        del self._tasks[key]
-                        del self._wire[task.wire_id]
-            self._floor += 1
+        floor = forget_below(self._rounds, self._floor, bidding, self.seen_rounds)
+        for number in range(self._floor, floor):
+            self._refs.pop(number, None)
+            r = self._rounds.pop(number, None)
+            for key in () if r is None else r.tasks:
+                task = self._tasks.get(key)
+                # A carried task lives on in the next round.
+                if task is not None and task.round == number:
+                    del self._tasks[key]
+                    del self._wire[task.wire_id]
+        self._floor = floor
         kept = self._floor // self.params.epoch_rounds
         if kept > self._epochs_kept:
             self._forget_epochs(kept)
             self._epochs_kept = kept
 
     def _forget_epochs(self, kept: int) -> None:
-        """Forget declarations of epochs before `kept`, all of whose rounds are forgotten.
-
-        Each prover keeps its latest older capacity, which the factor-m rule compares with.
-        """
+        """Forget declarations of epochs before `kept`, all of whose rounds are forgotten."""
         for epoch in [e for e in self._declaration_refs if e < kept]:
             del self._declaration_refs[epoch]
         for prover in self._provers.values():
-            for epoch in sorted(e for e in prover.capacities if e < kept)[:-1]:
+            for epoch in stale_capacities(prover, kept):
                 del prover.capacities[epoch]
 
     def size(self) -> dict[str, int]:
@@ -617,7 +573,7 @@ class Coordinator:
             r, self._tasks, self._wire, outcome, can_carry=next_round is not None
         )
         batches = self._assign_batches(r, plan_batches(r, outcome, self._wire, now))
-        result = clearing_result(  # after the batches: its track records count the wins
+        result = notices.clearing_result(  # after the batches: its track records count the wins
             self.params.market,
             r,
             admission,
@@ -648,7 +604,9 @@ class Coordinator:
             prover = self._provers[batch.prover]
             prover.open_rounds.add(r.number)
             note_won(prover.record)
-            effects.append(Publish(assignment(self.params, r, batch, self._tasks), to=batch.prover))
+            effects.append(
+                Publish(notices.assignment(self.params, r, batch, self._tasks), to=batch.prover)
+            )
         return effects
 
     def _apply_fate(
@@ -659,7 +617,7 @@ class Coordinator:
         market = self.params.market
         if fate.fate == "assigned":
             task.status, task.prover, task.price = "assigned", fate.prover, fate.price
-            receipt = user_receipt(
+            receipt = notices.user_receipt(
                 market, number, task.task_id, prover=task.prover, price=task.price
             )
             return [Publish(receipt, to=task.user)]
@@ -667,9 +625,11 @@ class Coordinator:
             task.carried_from = task.round
             task.round = next_round.number
             next_round.tasks.append(fate.key)
-            receipt = user_receipt(market, number, task.task_id, carried_to=next_round.number)
+            receipt = notices.user_receipt(
+                market, number, task.task_id, carried_to=next_round.number
+            )
             return [Publish(receipt, to=task.user)]
-        receipt = user_receipt(market, number, task.task_id)
+        receipt = notices.user_receipt(market, number, task.task_id)
         return [Publish(receipt, to=task.user), self._release(task)]
 
     # -- settlement -----------------------------------------------------------------------
@@ -678,7 +638,7 @@ class Coordinator:
         if task.fee:
             self.accounts.move(escrow_of(task.user), balance_of(task.user), task.fee)
         self._mark(task, "released")
-        return Publish(released(self.params.market, task), to=task.user)
+        return Publish(notices.released(self.params.market, task), to=task.user)
 
     def _mark(self, task: TaskState, status: TaskStatus) -> None:
         task.status = status
@@ -715,7 +675,8 @@ class Coordinator:
         prover = self._provers[batch.prover]
         note_settled(prover.record, batch, proven=plan.proven, window=self.params.suspend_window)
         effects += [
-            Publish(n, to=batch.prover) for n in batch_notices(self.params.market, r.number, plan)
+            Publish(n, to=batch.prover)
+            for n in notices.batch_notices(self.params.market, r.number, plan)
         ]
         prover.open_rounds.discard(r.number)
         self._release_lock(batch.prover)
@@ -729,7 +690,7 @@ class Coordinator:
         """Close (or, rescued, reopen) one task of a settled batch, and tell its user."""
         task = self._tasks[settled.key]
         reopen = into if settled.outcome == "rescued" else None
-        notices = task_notices(
+        told = notices.task_notices(
             self.params.market,
             r.number,
             task.task_id,
@@ -743,7 +704,7 @@ class Coordinator:
             reopen.tasks.append(settled.key)
         else:
             self._mark(task, "charged" if settled.outcome == "charged" else "refunded")
-        return [Publish(n, to=task.user) for n in notices]
+        return [Publish(n, to=task.user) for n in told]
 
     def _settled(self, r: Round) -> None:
         r.phase = Phase.SETTLED

@@ -17,11 +17,15 @@ from protocol.messages import (
     AssignedTask,
     Assignment,
     ClearingResult,
+    FaucetGrant,
+    FundingNotice,
     MarketParams,
     ProverRecord,
     RoundAnnouncement,
     SettlementNotice,
     UserReceipt,
+    Withdrawal,
+    WithdrawalReceipt,
 )
 
 
@@ -160,3 +164,24 @@ def batch_notices(market: str, number: int, plan: SettlementPlan) -> list[Settle
         *notices,
         SettlementNotice(market=market, round=number, outcome=outcome, amount=plan.prover_amount),
     ]
+
+
+def withdrawal_receipt(
+    market: str, msg: Withdrawal, ref: bytes, remaining: int
+) -> WithdrawalReceipt:
+    """The withdrawal `msg` (envelope `ref`) was paid; `remaining` is left in its account."""
+    return WithdrawalReceipt(
+        market=market,
+        round=msg.round,
+        ref=ref,
+        account=msg.account,
+        amount=msg.amount,
+        remaining=remaining,
+    )
+
+
+def funding_notice(market: str, msg: FaucetGrant) -> FundingNotice:
+    """The faucet grant `msg` was credited (or, repeated, had been)."""
+    return FundingNotice(
+        market=market, to=msg.to, account=msg.account, amount=msg.amount, nonce=msg.nonce
+    )

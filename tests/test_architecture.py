@@ -40,6 +40,7 @@ PURE_MODULES = {
     "coordinator.track_record",
     "coordinator.state",
     "coordinator.records",
+    "coordinator.schedule",
     "coordinator.invariants",
     "coordinator.status",
     "coordinator.report",
