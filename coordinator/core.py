@@ -7,40 +7,23 @@ clock or does IO, so the same inputs always give the same outputs and the same s
 that is what lets `coordinator.record_log.fold` rebuild a crashed coordinator from its
 record log.
 
-The round schedule is coordinator/schedule.py; admission of bids, proofs, clearing,
-settlement, lateness, rescue and the track record are plans in their own modules
-(coordinator/bids.py, proofs.py, clearing.py, settlement.py, track_record.py), and what
-the core says is built in coordinator/notices.py: the core applies them.
+The core is the rules; the state they change, and its readers, are
+`coordinator.market_state.MarketState`. Each rule reads a plan and applies it: the round
+schedule (coordinator/schedule.py), which round a bid stands in (bids.py), capacity and
+its lock (capacity.py), proofs (proofs.py), clearing (clearing.py), settlement with
+lateness and rescue (settlement.py), the track record (track_record.py), money in and
+out (funds.py) and status queries (status.py); what the core says is built in
+notices.py.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Final
+from collections.abc import Callable
 
-from coordinator import notices
+from coordinator import bids, capacity, clearing, funds, notices, proofs, schedule, settlement
 from coordinator.accounts import TREASURY, balance_of, deposit_of, escrow_of, locked_of
-from coordinator.bids import plan_cost_bid, plan_task_bid, round_for_task_bid, round_open_for_bid
-from coordinator.capacity import lock_excess, lock_top_up, plan_declaration, stale_capacities
-from coordinator.clearing import (
-    TaskFate,
-    plan_admission,
-    plan_batches,
-    plan_subsidy,
-    plan_task_fates,
-)
-from coordinator.funds import check_withdrawal, funds_account, opening_accounts, plan_grant
-from coordinator.proofs import batch_for_proofs, check_proofs
+from coordinator.market_state import SEEN_ROUNDS, MarketState
 from coordinator.records import CoordinatorEffect, CoordinatorEvent
-from coordinator.schedule import (
-    forget_below,
-    next_deadline,
-    next_due,
-    outage_moves,
-    round_deadlines,
-    settle_at,
-)
-from coordinator.settlement import TaskSettlement, plan_settlement
 from coordinator.state import (
     Batch,
     CostBid,
@@ -49,14 +32,12 @@ from coordinator.state import (
     ProverState,
     Refusal,
     Round,
-    TaskKey,
     TaskState,
     TaskStatus,
     wire_task_id,
 )
 from coordinator.status import QueryRation, account_status, admit_query
 from coordinator.track_record import note_settled, note_won, published
-from coordinator.views import comparable_state, state_size
 from protocol.events import MessageReceived, Publish, Record, Resumed, Tick, WakeAt
 from protocol.mechanism import market_mechanism
 from protocol.messages import (
@@ -83,15 +64,9 @@ __all__ = [
     "wire_task_id",
 ]
 
-# How many rounds back envelope references are remembered to drop redeliveries silently;
-# settled rounds older than this are forgotten altogether (their tasks included).
-SEEN_ROUNDS: Final = 64
 
-_NO_REFS: Final[frozenset[bytes]] = frozenset()
-
-
-class Coordinator:
-    """One market's coordinator as a pure state machine.
+class Coordinator(MarketState):
+    """One market's coordinator as a pure state machine: the rules that change its state.
 
     `params` are the market's rules, `genesis` its starting money, `key` the coordinator's
     public key (hex), `start_ms` when round 0 opens; `rounds`, when given, stops the
@@ -109,14 +84,8 @@ class Coordinator:
         seen_rounds: int = SEEN_ROUNDS,
         tie_signer: Callable[[bytes], bytes] | None = None,
     ) -> None:
-        self.params = params
-        self.genesis = genesis
+        super().__init__(params, genesis, start_ms, rounds=rounds, seen_rounds=seen_rounds)
         self.key = key
-        self.start_ms = start_ms
-        self.rounds_limit = rounds
-        if seen_rounds < 1:
-            raise ValueError(f"seen_rounds must be >= 1, got {seen_rounds}")
-        self.seen_rounds = seen_rounds
         if params.mechanism == "vcg" and params.subsidy_account is None:
             raise ValueError("a vcg market runs a deficit: its rules must name a subsidy_account")
         self.mechanism = market_mechanism(params)
@@ -125,28 +94,6 @@ class Coordinator:
         # Signing is deterministic: replaying a record log with the same key re-derives
         # every seed, so the core stays a pure function of its inputs and its key.
         self.tie_signer = tie_signer if params.signed_ties else None
-        self.accounts = opening_accounts(genesis)
-        self._started = False
-        self._bidding: int = 0  # the round open for bids (or the next to open)
-        self._rounds: dict[int, Round] = {}
-        self._tasks: dict[TaskKey, TaskState] = {}
-        self._wire: dict[str, TaskKey] = {}  # wire task id -> task
-        self._provers: dict[str, ProverState] = {}
-        self._declaration_refs: dict[int, set[bytes]] = {}  # epoch -> accepted refs
-        self._proving: set[int] = set()  # rounds cleared and not yet settled
-        self._refs: dict[int, set[bytes]] = {}  # round -> envelope refs accepted in it
-        self._floor = 0  # rounds below this are settled and forgotten
-        self._epochs_kept = 0  # declarations of epochs below this are forgotten
-        # Faucet grants taken, by nonce: (to, account, amount). Kept for good, so no grant
-        # is ever credited twice; they grow with grants made, not with rounds.
-        self._grants: dict[int, tuple[str, str, int]] = {}
-        self._grant_refs: set[bytes] = set()
-        # Batches each prover was slashed for: a counter per prover, kept for reports.
-        self.slashes: dict[str, int] = {}
-        # Inputs refused while each round took bids, by code, until it clears and publishes
-        # them. Refusals are not recorded, so a restarted core counts from its restart on.
-        self._refusals: dict[int, dict[str, int]] = {}
-        self._shift = 0  # how far outages have moved the round schedule, in ms
         # Task proofs checked, by verdict, for operators' metrics (not part of the state:
         # a restored core counts from where it was rebuilt).
         self.proofs_checked: dict[str, int] = {"valid": 0, "invalid": 0}
@@ -174,82 +121,10 @@ class Coordinator:
         if not self._started:
             return self.start_ms
         grace = self.params.late_grace_ms
-        return next_deadline(self._rounds, self._proving, self._bidding, grace)
-
-    @property
-    def finished(self) -> bool:
-        """True once a market with a round limit has settled every round."""
-        return (
-            self._started
-            and self.rounds_limit is not None
-            and self._bidding >= self.rounds_limit
-            and not self._proving
-        )
-
-    # -- state the tests and the operator read ------------------------------------------
-
-    @property
-    def bidding_round(self) -> int | None:
-        """The round currently open for bids, if any."""
-        r = self._rounds.get(self._bidding)
-        return r.number if r is not None and r.phase is Phase.BID else None
-
-    @property
-    def current_round(self) -> int:
-        """The round open for bids, or the next to open (what a snapshot records)."""
-        return self._bidding
-
-    @property
-    def floor(self) -> int:
-        """The lowest round still held; older settled rounds are forgotten."""
-        return self._floor
+        return schedule.next_deadline(self._rounds, self._proving, self._bidding, grace)
 
     def _settle_at(self, r: Round) -> int:
-        return settle_at(r, self.params.late_grace_ms)
-
-    def round_deadlines(self, number: int) -> tuple[int, int]:
-        """(bid deadline, prove deadline) of round `number`."""
-        return round_deadlines(self.params, self.start_ms, self._shift, number)
-
-    def task(self, user: str, task_id: str) -> TaskState | None:
-        """The task `user` bid under its own `task_id`, if still held."""
-        return self._tasks.get((user, task_id))
-
-    def tasks(self) -> Iterator[TaskState]:
-        return iter(self._tasks.values())
-
-    def open_bids(self) -> dict[TaskKey, int]:
-        """Escrowed task bids (open or assigned, not yet settled): (user, task id) -> fee."""
-        return {k: t.fee for k, t in self._tasks.items() if t.status in ("open", "assigned")}
-
-    def capacity(self, prover: str, epoch: int) -> int | None:
-        p = self._provers.get(prover)
-        return None if p is None else p.capacities.get(epoch)
-
-    def open_assignments(self) -> dict[str, int]:
-        """Provers with an unsettled batch -> the capacity that batch was cleared under."""
-        held: dict[str, int] = {}
-        for key, p in self._provers.items():
-            for number in p.open_rounds:
-                cap = p.capacities.get(self._rounds[number].epoch, 0)
-                held[key] = max(held.get(key, 0), cap)
-        return held
-
-    def balance(self, owner: str) -> int:
-        return self.accounts.balance(balance_of(owner))
-
-    def escrow(self, owner: str) -> int:
-        return self.accounts.balance(escrow_of(owner))
-
-    def deposit(self, owner: str) -> int:
-        return self.accounts.balance(deposit_of(owner))
-
-    def locked(self, owner: str) -> int:
-        return self.accounts.balance(locked_of(owner))
-
-    def state(self) -> dict[str, object]:
-        """Everything that defines the market's state, in a comparable, ordered form."""
-        return comparable_state(self)
+        return schedule.settle_at(r, self.params.late_grace_ms)
 
     # -- messages -----------------------------------------------------------------------
 
@@ -299,8 +174,8 @@ class Coordinator:
         """One task bid: its fee escrowed in the round it stands in (coordinator.bids)."""
         if event.ref in self._seen(msg.round) or event.ref in self._seen(self._bidding):
             raise self._replay()
-        r = round_for_task_bid(self._rounds, self._bidding, msg, event.now)
-        task = plan_task_bid(
+        r = bids.round_for_task_bid(self._rounds, self._bidding, msg, event.now)
+        task = bids.plan_task_bid(
             msg,
             event.sender,
             r,
@@ -324,8 +199,10 @@ class Coordinator:
     def _on_cost_bid(self, event: MessageReceived, msg: ProverCostBid) -> list[CoordinatorEffect]:
         if event.ref in self._seen(msg.round):
             raise self._replay()
-        r = round_open_for_bid(self._rounds, self._bidding, msg.round, event.now)
-        need = plan_cost_bid(msg, event.sender, r, self._provers.get(event.sender), self.params)
+        r = bids.round_open_for_bid(self._rounds, self._bidding, msg.round, event.now)
+        need = bids.plan_cost_bid(
+            msg, event.sender, r, self._provers.get(event.sender), self.params
+        )
         self._top_up_lock(event.sender, need)
         r.cost_bids[event.sender] = CostBid(cost=msg.cost, ref=event.ref)
         self._remember(r.number, event.ref)
@@ -339,7 +216,7 @@ class Coordinator:
             raise self._replay()
         prover = self._provers.get(event.sender)
         first = self._rounds.get(msg.epoch * self.params.epoch_rounds)
-        need = plan_declaration(
+        need = capacity.plan_declaration(
             msg,
             prover,
             self.params,
@@ -363,15 +240,15 @@ class Coordinator:
 
     def _top_up_lock(self, prover: str, need: int) -> None:
         """Lock free deposit until `need` is locked, or refuse without changing anything."""
-        extra = lock_top_up(need, self.locked(prover), self.deposit(prover))
+        extra = capacity.lock_top_up(need, self.locked(prover), self.deposit(prover))
         if extra:
             self.accounts.move(deposit_of(prover), locked_of(prover), extra)
 
     def _on_proofs(self, event: MessageReceived, msg: ProofSubmission) -> list[CoordinatorEffect]:
-        r, batch = batch_for_proofs(msg, event.sender, self._rounds, self._floor)
+        r, batch = proofs.batch_for_proofs(msg, event.sender, self._rounds, self._floor)
         if event.ref in self._seen(r.number):
             raise self._replay()  # proofs already taken, even if the batch has settled
-        checked = check_proofs(
+        checked = proofs.check_proofs(
             msg,
             r,
             batch,
@@ -394,19 +271,13 @@ class Coordinator:
             effects.extend(self._settle_batch(r, batch))
         return effects
 
-    def _seen(self, number: int) -> frozenset[bytes] | set[bytes]:
-        return self._refs.get(number, _NO_REFS)
-
-    def _remember(self, number: int, ref: bytes) -> None:
-        self._refs.setdefault(number, set()).add(ref)
-
     def _on_withdrawal(self, event: MessageReceived, msg: Withdrawal) -> list[CoordinatorEffect]:
         if event.ref in self._seen(msg.round):
             raise self._replay()
         owner = event.sender
-        account = funds_account(owner, msg.account)
+        account = funds.funds_account(owner, msg.account)
         free = self.accounts.balance(account)
-        check_withdrawal(
+        funds.check_withdrawal(
             msg,
             bidding=self._bidding,
             seen_rounds=self.seen_rounds,
@@ -420,7 +291,7 @@ class Coordinator:
 
     def _on_faucet_grant(self, event: MessageReceived, msg: FaucetGrant) -> list[CoordinatorEffect]:
         faucet = self.genesis.faucet
-        decision = plan_grant(msg, event.sender, faucet, self._grants.get(msg.nonce))
+        decision = funds.plan_grant(msg, event.sender, faucet, self._grants.get(msg.nonce))
         notice = notices.funding_notice(self.params.market, msg)
         assert faucet is not None  # plan_grant refused any other sender
         if decision == "repeat":
@@ -428,7 +299,7 @@ class Coordinator:
             if event.ref in self._grant_refs:
                 raise self._replay()
             return [Publish(notice, to=faucet)]
-        self.accounts.fund(funds_account(msg.to, msg.account), msg.amount)
+        self.accounts.fund(funds.funds_account(msg.to, msg.account), msg.amount)
         self._grants[msg.nonce] = (msg.to, msg.account, msg.amount)
         self._grant_refs.add(event.ref)
         effects: list[CoordinatorEffect] = [Record(event), Publish(notice, to=msg.to)]
@@ -477,10 +348,13 @@ class Coordinator:
         if outage <= 0 or not self._started or self.finished:
             return []
         self._shift += outage
-        bids, proofs = outage_moves(self._rounds.values(), event.since, self.params.late_grace_ms)
-        for r in bids:
+        grace = self.params.late_grace_ms
+        open_to_bids, open_to_proofs = schedule.outage_moves(
+            self._rounds.values(), event.since, grace
+        )
+        for r in open_to_bids:
             r.bid_deadline += outage
-        for r in proofs:
+        for r in open_to_proofs:
             r.prove_deadline += outage
             for batch in r.batches.values():
                 batch.assigned_ms += outage  # proving times leave the outage out
@@ -497,7 +371,7 @@ class Coordinator:
         if not self._started:
             return ("start", 0) if now >= self.start_ms else None
         grace = self.params.late_grace_ms
-        return next_due(self._rounds, self._proving, self._bidding, now, grace)
+        return schedule.next_due(self._rounds, self._proving, self._bidding, now, grace)
 
     def _open_round(self, number: int) -> list[CoordinatorEffect]:
         self._bidding = number
@@ -517,7 +391,7 @@ class Coordinator:
         Redeliveries that old are refused (late, wrong round) instead of silently dropped,
         so nothing idempotency needs is lost, and a long-running market stays bounded.
         """
-        floor = forget_below(self._rounds, self._floor, bidding, self.seen_rounds)
+        floor = schedule.forget_below(self._rounds, self._floor, bidding, self.seen_rounds)
         for number in range(self._floor, floor):
             self._refs.pop(number, None)
             r = self._rounds.pop(number, None)
@@ -538,12 +412,8 @@ class Coordinator:
         for epoch in [e for e in self._declaration_refs if e < kept]:
             del self._declaration_refs[epoch]
         for prover in self._provers.values():
-            for epoch in stale_capacities(prover, kept):
+            for epoch in capacity.stale_capacities(prover, kept):
                 del prover.capacities[epoch]
-
-    def size(self) -> dict[str, int]:
-        """How many entries the state holds, by kind: what must stay bounded over time."""
-        return state_size(self)
 
     # -- clearing -------------------------------------------------------------------------
 
@@ -555,7 +425,9 @@ class Coordinator:
         self._proving.add(r.number)
         announce_next = self._open_round(r.number + 1)
         next_round = self._rounds.get(r.number + 1)
-        admission = plan_admission(r, self._tasks, self._provers, self.locked, self.params.p_max)
+        admission = clearing.plan_admission(
+            r, self._tasks, self._provers, self.locked, self.params.p_max
+        )
         effects: list[CoordinatorEffect] = [
             Publish(self._reject(x.code, x.reason, x.ref, r.number), to=x.prover)
             for x in admission.refused
@@ -566,13 +438,13 @@ class Coordinator:
             seed = seed_from_proof(proof)
         outcome = self.mechanism.clear(admission.task_bids, admission.prover_bids, seed=seed)
         subsidy_account = balance_of(self.params.subsidy_account or "")
-        outcome, subsidy = plan_subsidy(outcome, self.accounts.balance(subsidy_account))
+        outcome, subsidy = clearing.plan_subsidy(outcome, self.accounts.balance(subsidy_account))
         if subsidy:
             self.accounts.move(subsidy_account, TREASURY, subsidy)
-        fates = plan_task_fates(
+        fates = clearing.plan_task_fates(
             r, self._tasks, self._wire, outcome, can_carry=next_round is not None
         )
-        batches = self._assign_batches(r, plan_batches(r, outcome, self._wire, now))
+        batches = self._assign_batches(r, clearing.plan_batches(r, outcome, self._wire, now))
         result = notices.clearing_result(  # after the batches: its track records count the wins
             self.params.market,
             r,
@@ -610,7 +482,7 @@ class Coordinator:
         return effects
 
     def _apply_fate(
-        self, fate: TaskFate, number: int, next_round: Round | None
+        self, fate: clearing.TaskFate, number: int, next_round: Round | None
     ) -> list[CoordinatorEffect]:
         """Carry out one task's fate and tell its user."""
         task = self._tasks[fate.key]
@@ -657,7 +529,7 @@ class Coordinator:
         batch.settled = True
         target = self._rounds.get(self._bidding)
         into = target if target is not None and target.phase is Phase.BID else None
-        plan = plan_settlement(
+        plan = settlement.plan_settlement(
             batch,
             self._tasks,
             p_max=self.params.p_max,
@@ -685,7 +557,7 @@ class Coordinator:
         return effects
 
     def _settle_task(
-        self, r: Round, batch: Batch, settled: TaskSettlement, into: Round | None
+        self, r: Round, batch: Batch, settled: settlement.TaskSettlement, into: Round | None
     ) -> list[Publish]:
         """Close (or, rescued, reopen) one task of a settled batch, and tell its user."""
         task = self._tasks[settled.key]
@@ -712,7 +584,7 @@ class Coordinator:
 
     def _release_lock(self, key: str) -> None:
         """Unlock deposit no longer backing any open batch or current/future epoch."""
-        excess = lock_excess(
+        excess = capacity.lock_excess(
             self._provers[key], self.locked(key), bidding=self._bidding, params=self.params
         )
         if excess:

@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING
 from coordinator.state import ProverState, Round, TaskState
 
 if TYPE_CHECKING:
-    from coordinator.core import Coordinator
+    from coordinator.market_state import MarketState
 
 
-def comparable_state(core: Coordinator) -> dict[str, object]:
+def comparable_state(core: MarketState) -> dict[str, object]:
     """Everything that defines the market's state of `core`, sorted."""
     return {
         "bidding": core._bidding,
@@ -29,7 +29,7 @@ def comparable_state(core: Coordinator) -> dict[str, object]:
     }
 
 
-def state_size(core: Coordinator) -> dict[str, int]:
+def state_size(core: MarketState) -> dict[str, int]:
     """How many entries the state of `core` holds, by kind: what must stay bounded."""
     return {
         "rounds": len(core._rounds),

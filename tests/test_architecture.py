@@ -33,6 +33,7 @@ PURE_MODULES = {
     "coordinator.capacity",
     "coordinator.clearing",
     "coordinator.funds",
+    "coordinator.market_state",
     "coordinator.notices",
     "coordinator.proofs",
     "coordinator.views",
