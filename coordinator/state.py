@@ -1,7 +1,8 @@
 """The coordinator's state, as plain values: tasks, rounds, batches, provers.
 
-Only `coordinator.core` changes these; the plan functions (`clearing`, `settlement`)
-read them and return what should change.
+Only `coordinator.core` changes these (`coordinator.market_state` holds them); the plan
+functions (`bids`, `proofs`, `clearing`, `settlement`, ...) read them and return what
+should change.
 """
 
 from __future__ import annotations
