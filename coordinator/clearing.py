@@ -15,6 +15,7 @@ from typing import Literal
 from coordinator.state import Batch, ProverState, Round, TaskKey, TaskState
 from protocol.mechanism import Outcome, ProverBid, TaskBid
 from protocol.rejects import RejectCode
+from protocol.tie_proof import plain_seed, seed_from_proof, tie_message
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +35,20 @@ class Admission:
     task_bids: list[TaskBid]
     prover_bids: list[ProverBid]
     refused: list[RefusedCostBid]
+
+
+def round_seed(
+    market: str, number: int, signer: Callable[[bytes], bytes] | None
+) -> tuple[bytes, bytes | None]:
+    """The seed round `number`'s ties break on, and the signature it came from, if signed.
+
+    With `signed_ties` the seed is derived from the coordinator's deterministic signature,
+    which the clearing result publishes so anyone can check the draw.
+    """
+    if signer is None:
+        return plain_seed(market, number), None
+    proof = signer(tie_message(market, number))
+    return seed_from_proof(proof), proof
 
 
 def plan_admission(

@@ -33,7 +33,6 @@ from coordinator.state import (
     Refusal,
     Round,
     TaskState,
-    TaskStatus,
     wire_task_id,
 )
 from coordinator.status import QueryRation, account_status, admit_query
@@ -53,7 +52,6 @@ from protocol.messages import (
     Withdrawal,
 )
 from protocol.rejects import RejectCode
-from protocol.tie_proof import plain_seed, seed_from_proof, tie_message
 
 __all__ = [
     "SEEN_ROUNDS",
@@ -115,16 +113,6 @@ class Coordinator(MarketState):
             if wake is not None:
                 effects.append(WakeAt(wake))
         return effects
-
-    def next_wake(self) -> int | None:
-        """When the next deadline falls, so an adapter (re)arms its timer after a restore."""
-        if not self._started:
-            return self.start_ms
-        grace = self.params.late_grace_ms
-        return schedule.next_deadline(self._rounds, self._proving, self._bidding, grace)
-
-    def _settle_at(self, r: Round) -> int:
-        return schedule.settle_at(r, self.params.late_grace_ms)
 
     # -- messages -----------------------------------------------------------------------
 
@@ -367,23 +355,15 @@ class Coordinator(MarketState):
         wake = self.next_wake()
         return [*effects, *([WakeAt(wake)] if wake is not None else [])]
 
-    def _next_due(self, now: int) -> tuple[str, int] | None:
-        if not self._started:
-            return ("start", 0) if now >= self.start_ms else None
-        grace = self.params.late_grace_ms
-        return schedule.next_due(self._rounds, self._proving, self._bidding, now, grace)
-
     def _open_round(self, number: int) -> list[CoordinatorEffect]:
         self._bidding = number
         self._forget(number)
         if self.rounds_limit is not None and number >= self.rounds_limit:
             return []
-        bid_deadline, prove_deadline = self.round_deadlines(number)
-        epoch = number // self.params.epoch_rounds
-        self._rounds[number] = Round(
-            number=number, epoch=epoch, bid_deadline=bid_deadline, prove_deadline=prove_deadline
+        r = self._rounds[number] = schedule.new_round(
+            self.params, self.start_ms, self._shift, number
         )
-        return [Publish(notices.announcement(self.params, self._rounds[number]))]
+        return [Publish(notices.announcement(self.params, r))]
 
     def _forget(self, bidding: int) -> None:
         """Forget settled rounds older than `seen_rounds`: their refs, tasks and batches.
@@ -432,10 +412,7 @@ class Coordinator(MarketState):
             Publish(self._reject(x.code, x.reason, x.ref, r.number), to=x.prover)
             for x in admission.refused
         ]
-        seed, proof = plain_seed(self.params.market, r.number), None
-        if self.tie_signer is not None:
-            proof = self.tie_signer(tie_message(self.params.market, r.number))
-            seed = seed_from_proof(proof)
+        seed, proof = clearing.round_seed(self.params.market, r.number, self.tie_signer)
         outcome = self.mechanism.clear(admission.task_bids, admission.prover_bids, seed=seed)
         subsidy_account = balance_of(self.params.subsidy_account or "")
         outcome, subsidy = clearing.plan_subsidy(outcome, self.accounts.balance(subsidy_account))
@@ -488,14 +465,13 @@ class Coordinator(MarketState):
         task = self._tasks[fate.key]
         market = self.params.market
         if fate.fate == "assigned":
-            task.status, task.prover, task.price = "assigned", fate.prover, fate.price
+            task.assign(fate.prover, fate.price)
             receipt = notices.user_receipt(
                 market, number, task.task_id, prover=task.prover, price=task.price
             )
             return [Publish(receipt, to=task.user)]
         if fate.fate == "carried" and next_round is not None:
-            task.carried_from = task.round
-            task.round = next_round.number
+            task.carry(next_round.number)
             next_round.tasks.append(fate.key)
             receipt = notices.user_receipt(
                 market, number, task.task_id, carried_to=next_round.number
@@ -509,12 +485,8 @@ class Coordinator(MarketState):
     def _release(self, task: TaskState) -> Publish:
         if task.fee:
             self.accounts.move(escrow_of(task.user), balance_of(task.user), task.fee)
-        self._mark(task, "released")
+        task.close("released")
         return Publish(notices.released(self.params.market, task), to=task.user)
-
-    def _mark(self, task: TaskState, status: TaskStatus) -> None:
-        task.status = status
-        task.settlements += 1
 
     def _settle_round(self, r: Round) -> list[CoordinatorEffect]:
         effects: list[CoordinatorEffect] = []
@@ -570,12 +542,10 @@ class Coordinator(MarketState):
             None if reopen is None else reopen.number,
         )
         if reopen is not None:
-            task.status, task.prover, task.price = "open", None, None
-            task.rescued_from, task.failed_by = r.number, batch.prover
-            task.round = reopen.number
+            task.rescue(reopen.number, failed_in=r.number, failed_by=batch.prover)
             reopen.tasks.append(settled.key)
         else:
-            self._mark(task, "charged" if settled.outcome == "charged" else "refunded")
+            task.close("charged" if settled.outcome == "charged" else "refunded")
         return [Publish(n, to=task.user) for n in told]
 
     def _settled(self, r: Round) -> None:

@@ -10,11 +10,11 @@ Pure: values and readers, no rule.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Final
+from typing import Final, Literal
 
 from coordinator.accounts import balance_of, deposit_of, escrow_of, locked_of
 from coordinator.funds import opening_accounts
-from coordinator.schedule import round_deadlines
+from coordinator.schedule import Due, next_deadline, next_due, round_deadlines, settle_at
 from coordinator.state import OpeningBalances, Phase, ProverState, Round, TaskKey, TaskState
 from coordinator.views import comparable_state, state_size
 from protocol.messages import MarketParams
@@ -97,6 +97,23 @@ class MarketState:
     def floor(self) -> int:
         """The lowest round still held; older settled rounds are forgotten."""
         return self._floor
+
+    def next_wake(self) -> int | None:
+        """When the next deadline falls, so an adapter (re)arms its timer after a restore."""
+        if not self._started:
+            return self.start_ms
+        grace = self.params.late_grace_ms
+        return next_deadline(self._rounds, self._proving, self._bidding, grace)
+
+    def _next_due(self, now: int) -> Due | tuple[Literal["start"], int] | None:
+        """The deadline passed by `now` to act on first; the market's start is one too."""
+        if not self._started:
+            return ("start", 0) if now >= self.start_ms else None
+        grace = self.params.late_grace_ms
+        return next_due(self._rounds, self._proving, self._bidding, now, grace)
+
+    def _settle_at(self, r: Round) -> int:
+        return settle_at(r, self.params.late_grace_ms)
 
     def round_deadlines(self, number: int) -> tuple[int, int]:
         """(bid deadline, prove deadline) of round `number`."""

@@ -32,6 +32,12 @@ def round_deadlines(
     return bid, bid + params.prove_window_ms
 
 
+def new_round(params: MarketParams, start_ms: int, shift: int, number: int) -> Round:
+    """Round `number` as it opens for bids."""
+    bid_deadline, prove_deadline = round_deadlines(params, start_ms, shift, number)
+    return Round(number, number // params.epoch_rounds, bid_deadline, prove_deadline)
+
+
 def settle_at(r: Round, grace_ms: int) -> int:
     """When round `r`'s open batches settle: its prove deadline, plus the grace."""
     return r.prove_deadline + grace_ms

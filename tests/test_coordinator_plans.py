@@ -10,11 +10,11 @@ from test_coordinator_helpers import MARKET, P_MAX, PROVERS, USERS, genesis, par
 from coordinator.accounts import balance_of, deposit_of
 from coordinator.bids import plan_cost_bid, plan_task_bid, round_for_task_bid, round_open_for_bid
 from coordinator.capacity import lock_excess, lock_top_up, stale_capacities
-from coordinator.clearing import plan_batches, plan_subsidy
+from coordinator.clearing import plan_batches, plan_subsidy, round_seed
 from coordinator.funds import funds_account, opening_accounts
 from coordinator.notices import batch_notices, task_notices, user_receipt
 from coordinator.proofs import batch_for_proofs, check_proofs
-from coordinator.schedule import forget_below, next_deadline, next_due, outage_moves
+from coordinator.schedule import forget_below, new_round, next_deadline, next_due, outage_moves
 from coordinator.settlement import SettlementPlan, TaskSettlement
 from coordinator.state import (
     Batch,
@@ -41,6 +41,7 @@ from protocol.messages import (
     UserReceipt,
 )
 from protocol.rejects import RejectCode
+from protocol.tie_proof import plain_seed, seed_from_proof, tie_message
 from protocol.workload import prove
 
 U0, U1 = USERS[:2]
@@ -230,6 +231,20 @@ def test_each_winner_gets_a_batch_of_its_tasks_in_prover_order() -> None:
     assert {120} == {b.assigned_ms for b in batches}
 
 
+def test_a_signed_round_seed_comes_from_the_signature_it_publishes() -> None:
+    """Unsigned: the public plain seed; signed: the signature's seed, and the signature."""
+    assert (plain_seed(MARKET, 3), None) == round_seed(MARKET, 3, None)
+    signature = bytes(64)
+    signed: list[bytes] = []
+
+    def signer(message: bytes) -> bytes:
+        signed.append(message)
+        return signature
+
+    assert (seed_from_proof(signature), signature) == round_seed(MARKET, 3, signer)
+    assert [tie_message(MARKET, 3)] == signed
+
+
 # -- money, status, track record ------------------------------------------------------------
 
 
@@ -303,6 +318,30 @@ def test_the_floor_stops_at_the_first_round_not_settled() -> None:
     rounds = rounds_from(Phase.SETTLED, Phase.PROVE, Phase.SETTLED)
     assert 1 == forget_below(rounds, floor=0, bidding=10, seen_rounds=2)
     assert 0 == forget_below(rounds, floor=0, bidding=1, seen_rounds=2)
+
+
+def test_a_new_round_opens_with_its_shifted_deadlines_and_epoch() -> None:
+    """Round 3 of a market started at 100, shifted 7 ms: deadlines 507 and 607, epoch 1."""
+    rules = params()  # two rounds an epoch, windows of 100 ms
+    assert Round(3, 1, 507, 607) == new_round(rules, start_ms=100, shift=7, number=3)
+
+
+def test_a_rescued_task_is_open_again_and_settles_once() -> None:
+    """Rescue reopens the task in the next round without settling it; closing settles it."""
+    task = TaskState("a", U0, "w", 5, b"", False, 2)
+    task.assign(P0, 4)
+    task.rescue(3, failed_in=2, failed_by=P0)
+    assert ("open", None, None, 3, 2, P0, 0) == (
+        task.status,
+        task.prover,
+        task.price,
+        task.round,
+        task.rescued_from,
+        task.failed_by,
+        task.settlements,
+    )
+    task.close("refunded")
+    assert ("refunded", 1) == (task.status, task.settlements)
 
 
 # -- notices --------------------------------------------------------------------------------
