@@ -54,3 +54,32 @@ def plan_declaration(
             f"capacity {capacity} is more than a factor {m} from {previous}",
         )
     return params.p_max * capacity
+
+
+def lock_top_up(need: int, locked: int, free: int) -> int:
+    """Free deposit to move into the lock so that `need` is locked; Refusal if too little."""
+    extra = need - locked
+    if extra <= 0:
+        return 0
+    if free < extra:
+        raise Refusal(
+            RejectCode.INSUFFICIENT_DEPOSIT, f"needs {need} locked deposit; {free} free to add"
+        )
+    return extra
+
+
+def lock_excess(prover: ProverState, locked: int, *, bidding: int, params: MarketParams) -> int:
+    """Locked deposit backing no open batch and no current or future epoch: to unlock."""
+    if prover.open_rounds:
+        return 0
+    current = bidding // params.epoch_rounds
+    caps = [c for e, c in prover.capacities.items() if e >= current]
+    return max(0, locked - params.p_max * max(caps, default=0))
+
+
+def stale_capacities(prover: ProverState, kept: int) -> list[int]:
+    """The epochs before `kept` whose declared capacity no rule reads any more.
+
+    All but the latest: the factor-m rule compares a new declaration with that one.
+    """
+    return sorted(e for e in prover.capacities if e < kept)[:-1]

@@ -1,8 +1,9 @@
 """Clearing a round, as plans: pure functions from the round's state to what should change.
 
 The core applies a plan; nothing here touches the ledger or the state it is given.
-`plan_admission` decides which cost bids take part, `plan_task_fates` what becomes of each
-task bid once the mechanism has spoken.
+`plan_admission` decides which cost bids take part, `plan_subsidy` what a deficit outcome
+draws, `plan_batches` each winner's batch and `plan_task_fates` what becomes of each task
+bid once the mechanism has spoken.
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from coordinator.state import ProverState, Round, TaskKey, TaskState
+from coordinator.state import Batch, ProverState, Round, TaskKey, TaskState
 from protocol.mechanism import Outcome, ProverBid, TaskBid
 from protocol.rejects import RejectCode
+from protocol.tie_proof import plain_seed, seed_from_proof, tie_message
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +35,20 @@ class Admission:
     task_bids: list[TaskBid]
     prover_bids: list[ProverBid]
     refused: list[RefusedCostBid]
+
+
+def round_seed(
+    market: str, number: int, signer: Callable[[bytes], bytes] | None
+) -> tuple[bytes, bytes | None]:
+    """The seed round `number`'s ties break on, and the signature it came from, if signed.
+
+    With `signed_ties` the seed is derived from the coordinator's deterministic signature,
+    which the clearing result publishes so anyone can check the draw.
+    """
+    if signer is None:
+        return plain_seed(market, number), None
+    proof = signer(tie_message(market, number))
+    return seed_from_proof(proof), proof
 
 
 def plan_admission(
@@ -145,3 +161,30 @@ def subsidy_draw(outcome: Outcome) -> int:
         max(0, pay - sum(outcome.charges[t] for t in outcome.assignments[p]))
         for p, pay in outcome.payments.items()
     )
+
+
+def plan_subsidy(outcome: Outcome, available: int) -> tuple[Outcome, int]:
+    """The outcome to settle on, and what it draws from a subsidy account holding `available`.
+
+    A subsidy account too poor for the draw clears nothing.
+    """
+    draw = subsidy_draw(outcome)
+    if draw == 0:
+        return outcome, 0
+    if available < draw:
+        return Outcome(mechanism=outcome.mechanism), 0
+    return outcome, draw
+
+
+def plan_batches(r: Round, outcome: Outcome, wire: Mapping[str, TaskKey], now: int) -> list[Batch]:
+    """Each winner's batch of round `r` under `outcome`, assigned at `now`, by prover key."""
+    return [
+        Batch(
+            prover=key,
+            round=r.number,
+            tasks=tuple(wire[w] for w in outcome.assignments[key]),
+            payment=outcome.payments[key],
+            assigned_ms=now,
+        )
+        for key in sorted(outcome.assignments)
+    ]

@@ -11,9 +11,27 @@ from __future__ import annotations
 
 from typing import Literal
 
-from coordinator.state import Refusal
-from protocol.messages import FaucetGrant, Withdrawal
+from coordinator.accounts import Account, Accounts, balance_of, deposit_of
+from coordinator.state import OpeningBalances, Refusal
+from protocol.messages import FaucetGrant, FundsAccount, Withdrawal
 from protocol.rejects import RejectCode
+
+
+def opening_accounts(genesis: OpeningBalances) -> Accounts:
+    """The ledger a market starts from: the genesis's balances and free deposits."""
+    accounts = Accounts()
+    for owner, amount in sorted(genesis.balances.items()):
+        if amount:
+            accounts.fund(balance_of(owner), amount)
+    for owner, amount in sorted(genesis.deposits.items()):
+        if amount:
+            accounts.fund(deposit_of(owner), amount)
+    return accounts
+
+
+def funds_account(owner: str, which: FundsAccount) -> Account:
+    """The account of `owner`'s that a withdrawal or a grant names."""
+    return balance_of(owner) if which == "balance" else deposit_of(owner)
 
 
 def check_withdrawal(

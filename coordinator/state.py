@@ -1,7 +1,8 @@
 """The coordinator's state, as plain values: tasks, rounds, batches, provers.
 
-Only `coordinator.core` changes these; the plan functions (`clearing`, `settlement`)
-read them and return what should change.
+Only `coordinator.core` changes these (`coordinator.market_state` holds them), a task
+through its transitions (`assign`, `carry`, `rescue`, `close`); the plan functions
+(`bids`, `proofs`, `clearing`, `settlement`, ...) read them and return what should change.
 """
 
 from __future__ import annotations
@@ -70,6 +71,23 @@ class TaskState:
     carried_from: int | None = None
     rescued_from: int | None = None  # the round whose failed batch handed it on
     failed_by: str | None = None  # the prover that failed it: never offered it again
+
+    def assign(self, prover: str | None, price: int | None) -> None:
+        self.status, self.prover, self.price = "assigned", prover, price
+
+    def carry(self, into: int) -> None:
+        """Unallocated, it stands once more, in round `into`."""
+        self.carried_from, self.round = self.round, into
+
+    def rescue(self, into: int, *, failed_in: int, failed_by: str) -> None:
+        """Its batch of round `failed_in` failed: open again in round `into`, fee escrowed."""
+        self.status, self.prover, self.price = "open", None, None
+        self.rescued_from, self.failed_by, self.round = failed_in, failed_by, into
+
+    def close(self, status: TaskStatus) -> None:
+        """Settled for good: charged, refunded or released (the invariants count these)."""
+        self.status = status
+        self.settlements += 1
 
 
 @dataclass(slots=True)

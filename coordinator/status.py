@@ -15,7 +15,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Final
 
+from coordinator.state import Refusal
 from protocol.messages import STATUS_TASKS, AccountStatus, EpochCapacity, OpenTask
+from protocol.rejects import RejectCode
 
 if TYPE_CHECKING:
     from coordinator.core import Coordinator
@@ -53,6 +55,17 @@ class QueryRation:
         self._given[party] = given + 1
         self._total += 1
         return None
+
+
+def admit_query(
+    ration: QueryRation, party: str, number: int, *, bidding: int, seen_rounds: int
+) -> None:
+    """Count an answer to `party`'s query naming round `number`, or refuse the query."""
+    if number > bidding or number <= bidding - seen_rounds:
+        raise Refusal(RejectCode.WRONG_ROUND, f"status queries name the current round, {bidding}")
+    refusal = ration.take(party, bidding)
+    if refusal is not None:
+        raise Refusal(RejectCode.TOO_MANY_QUERIES, refusal)
 
 
 def account_status(core: Coordinator, owner: str, ref: bytes) -> AccountStatus:

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Final
 
-from coordinator.state import ProverState, TrackRecord
+from coordinator.state import Batch, ProverState, TrackRecord
 from protocol.messages import MarketParams, ProverRecord
 
 # Proving times kept per prover for the median: enough to be stable, few enough to stay
@@ -43,6 +43,15 @@ def note_failed(record: TrackRecord, number: int, *, window: int) -> None:
     """A batch of round `number` slashed."""
     record.failed += 1
     _note_settled(record, number, failed=True, window=window)
+
+
+def note_settled(record: TrackRecord, batch: Batch, *, proven: bool, window: int) -> None:
+    """`batch` settled: proven (its proving time noted) or slashed."""
+    if not proven:
+        note_failed(record, batch.round, window=window)
+        return
+    took = (batch.finished_ms or batch.assigned_ms) - batch.assigned_ms
+    note_proved(record, batch.round, took, late=bool(batch.late), window=window)
 
 
 def _note_settled(record: TrackRecord, number: int, *, failed: bool, window: int) -> None:
