@@ -20,8 +20,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import msgspec
-
 from coordinator import bids, capacity, clearing, funds, notices, proofs, schedule, settlement
 from coordinator.accounts import TREASURY, balance_of, deposit_of, escrow_of, locked_of
 from coordinator.market_state import SEEN_ROUNDS, MarketState
@@ -51,7 +49,6 @@ from protocol.messages import (
     ProverCostBid,
     Reject,
     RejectEntry,
-    Rejects,
     StatusQuery,
     TaskBidMessage,
     TaskBids,
@@ -219,14 +216,8 @@ class Coordinator(MarketState):
         if len(refused) < len(msg.bids):
             self._remember(r.number, event.ref)
             effects.insert(0, Record(event))
-        if len(refused) == 1:
-            (only,) = refused
-            reject = Reject(market=self.params.market, **msgspec.structs.asdict(only))
-            effects.append(Publish(reject, to=event.sender))
-        elif refused:
-            rejects = Rejects(market=self.params.market, rejects=refused)
-            effects.append(Publish(rejects, to=event.sender))
-        return effects
+        answers = notices.entry_refusals(self.params.market, refused)
+        return effects + [Publish(answer, to=event.sender) for answer in answers]
 
     def _on_cost_bid(self, event: MessageReceived, msg: ProverCostBid) -> list[CoordinatorEffect]:
         if event.ref in self._seen(msg.round):

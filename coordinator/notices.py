@@ -21,6 +21,9 @@ from protocol.messages import (
     FundingNotice,
     MarketParams,
     ProverRecord,
+    Reject,
+    RejectEntry,
+    Rejects,
     RoundAnnouncement,
     SettlementNotice,
     UserReceipt,
@@ -185,3 +188,18 @@ def funding_notice(market: str, msg: FaucetGrant) -> FundingNotice:
     return FundingNotice(
         market=market, to=msg.to, account=msg.account, amount=msg.amount, nonce=msg.nonce
     )
+
+
+def entry_refusals(market: str, refused: list[RejectEntry]) -> list[Reject | Rejects]:
+    """The answer to a bulk's entries refused on their own: a `reject` for one, else one
+    `rejects` (none when every entry stood)."""
+    if not refused:
+        return []
+    if len(refused) == 1:
+        (only,) = refused
+        return [
+            Reject(
+                market=market, code=only.code, reason=only.reason, ref=only.ref, round=only.round
+            )
+        ]
+    return [Rejects(market=market, rejects=refused)]
