@@ -63,7 +63,10 @@ class RoundTally:
     def note(self, message: Message) -> int | None:
         """Fold one outgoing message in; the round it changed, if any."""
         if isinstance(message, RoundAnnouncement):
-            self.rows.setdefault(message.round, {"round": message.round, "phase": "bid"})
+            self.rows.setdefault(
+                message.round,
+                {"round": message.round, "phase": "bid", "bid_deadline": message.bid_deadline},
+            )
             if self.keep_rounds is not None:
                 floor = message.round - self.keep_rounds + 1
                 drop_below(self.rows, self._floor, floor)

@@ -19,6 +19,7 @@ import asyncio
 import collections
 import contextlib
 import math
+import resource
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -425,6 +426,7 @@ class CoordinatorService:
             refused=self.stats.refused,
             sent=self.stats.sent,
             cpu_s=round(time.process_time(), 3),
+            max_rss_kb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
             error=None if error is None else repr(error),
         )
 

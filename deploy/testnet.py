@@ -68,6 +68,7 @@ class TestnetConfig:
     faulty_provers: int = 0
     tasks_per_user: int = 1
     user_processes: int = 1
+    prover_capacity: int | None = None  # every prover's; None: a spread of 3, 5 and 7
     seed: int = 1
     workdir: Path | None = None
     params: MarketParams = field(
@@ -185,7 +186,7 @@ def make_plan(config: TestnetConfig, workdir: Path) -> Plan:
     for i in range(config.provers):
         path, identity = new_key(f"prover-{i}")
         # A spread of capacities and costs, so clearing has a real supply curve.
-        capacity = 3 + (i % 3) * 2
+        capacity = config.prover_capacity or 3 + (i % 3) * 2
         cost = 5 + (17 * i) % max(1, params.p_max // 2)
         fault = FAULTS[i % len(FAULTS)] if i < config.faulty_provers else "none"
         provers.append(ProverPlan(f"prover-{i}", path, identity.public_hex, capacity, cost, fault))

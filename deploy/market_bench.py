@@ -1,0 +1,155 @@
+"""`proofmarket bench market`: a real multi-process market of a given size, timed.
+
+The market is a testnet (deploy/testnet.py): a coordinator, provers and user processes,
+each its own OS process on the broker, with real signatures and encryption. Provers are
+sized so that most task bids trade and the proving work is tiny, so the figures are the
+market's, not the workload's. Read from the coordinator's structured log, per round:
+
+- `bids_per_s`: task bids accepted per second of the bid window they came in;
+- `clear_ms`: from the bid deadline to the round's clearing published (its result and
+  the assignments go first, before any user's notice);
+- `settle_ms`: from the bid deadline to the last batch of the round settled.
+
+The baseline is the market's own schedule, as the in-memory simulation keeps it: a
+round clears every bid window. `ratio` is the scheduled time from the first round's
+opening to the last round's clearing over the time it took: 1.0 means the wire and the
+crypto cost the market nothing it was scheduled to do; below 1, its rounds ran behind by
+that factor. (A throughput ratio against the in-memory market would measure its windows:
+both are paced by them, the in-memory one on a simulated clock.)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import statistics
+import tempfile
+from datetime import datetime
+from pathlib import Path
+
+import msgspec
+
+from deploy.testnet import TestnetConfig, run_testnet
+
+PROVE_MS_BASE = 2000
+TASKS_PER_PROVE_MS = 10
+"""The prove window grows by 1 ms for each 10 tasks of the round: assignments out, tiny
+proofs back, every task settled."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class MarketBenchConfig:
+    broker: str
+    tasks_per_round: int
+    rounds: int = 3
+    users: int = 100  # identities, each bidding tasks_per_round / users in one bulk
+    user_processes: int = 1
+    provers: int = 8
+    seed: int = 1
+
+    def testnet(self, workdir: Path) -> TestnetConfig:
+        tasks_per_user = -(-self.tasks_per_round // self.users)
+        capacity = -(-self.tasks_per_round * 5 // (4 * self.provers))  # supply 1.25x demand
+        base = TestnetConfig()
+        params = msgspec.structs.replace(
+            base.params,
+            market="bench-market",
+            difficulty=1,
+            setup=0,
+            prove_window_ms=PROVE_MS_BASE + self.tasks_per_round // TASKS_PER_PROVE_MS,
+        )
+        return TestnetConfig(
+            provers=self.provers,
+            users=self.users,
+            rounds=self.rounds,
+            broker=self.broker,
+            tasks_per_user=tasks_per_user,
+            user_processes=self.user_processes,
+            prover_capacity=capacity,
+            seed=self.seed,
+            workdir=workdir,
+            params=params,
+        ).sized()
+
+
+async def run_market_bench(config: MarketBenchConfig) -> dict[str, object]:
+    """Run the market, then its in-memory twin; the figures and the honest-party verdict."""
+    with tempfile.TemporaryDirectory(prefix="bench-market-") as tmp:
+        testnet = config.testnet(Path(tmp))
+        report = await run_testnet(testnet)
+        timings = round_timings(Path(tmp) / "coordinator.log")
+        stopped = _last(Path(tmp) / "coordinator.log", "coordinator.stopped")
+    rows = [r for r in report["rounds"] if isinstance(r, dict)]  # type: ignore[attr-defined]
+    settled = sum(_int(r.get("proofs_valid")) for r in rows)
+    span = float(timings["span_s"]) or 1.0  # type: ignore[arg-type]
+    scheduled = config.rounds * testnet.params.bid_window_ms / 1000
+    clearing_span = float(timings["clearing_span_s"]) or scheduled  # type: ignore[arg-type]
+    bids = [int(r.get("tasks_bid", 0)) for r in rows]
+    window_s = testnet.params.bid_window_ms / 1000
+    return {
+        "tasks_per_round": config.tasks_per_round,
+        "rounds": config.rounds,
+        "bid_window_ms": testnet.params.bid_window_ms,
+        "prove_window_ms": testnet.params.prove_window_ms,
+        "tasks_bid": bids,
+        "bids_per_s": round(statistics.median(bids) / window_s, 1) if bids else 0.0,
+        "clear_ms": timings["clear_ms"],
+        "settle_ms": timings["settle_ms"],
+        "honest_slashes": len(report.get("slashed", [])),  # type: ignore[arg-type]
+        "coordinator_max_rss_mb": round(_int(stopped.get("max_rss_kb")) / 1024, 1),
+        "settled_tasks": settled,
+        "settled_per_s": round(settled / span, 1),
+        "clearing_span_s": round(clearing_span, 3),
+        "scheduled_span_s": round(scheduled, 3),
+        "ratio": round(scheduled / clearing_span, 3),
+        "problems": report["problems"],
+        "ok": report["ok"],
+    }
+
+
+def round_timings(log: Path) -> dict[str, object]:
+    """Per round, ms from its bid deadline to its clearing and to its last settlement."""
+    deadline: dict[int, float] = {}
+    opened: dict[int, float] = {}
+    cleared: dict[int, float] = {}
+    settled: dict[int, float] = {}
+    for entry in _lines(log, "round.progress"):
+        number, phase = entry.get("round"), entry.get("phase")
+        if not isinstance(number, int):
+            continue
+        at = datetime.fromisoformat(str(entry["timestamp"]).replace("Z", "+00:00")).timestamp()
+        if phase == "bid":
+            opened.setdefault(number, at)
+            deadline.setdefault(number, _int(entry.get("bid_deadline")) / 1000)
+        elif phase in ("prove", "settled"):
+            cleared.setdefault(number, at)
+        if phase == "settled":
+            settled[number] = at
+    rounds = sorted(n for n in deadline if n in cleared and n in settled)
+    span = max(settled.values()) - min(opened.values()) if rounds else 0.0
+    clearing_span = max(cleared[n] for n in rounds) - min(opened.values()) if rounds else 0.0
+    return {
+        "clearing_span_s": clearing_span,
+        "clear_ms": [round((cleared[n] - deadline[n]) * 1000) for n in rounds],
+        "settle_ms": [round((settled[n] - deadline[n]) * 1000) for n in rounds],
+        "span_s": span,
+    }
+
+
+def _lines(log: Path, event: str) -> list[dict[str, object]]:
+    out = []
+    for line in log.read_text(encoding="utf-8").splitlines():
+        if line.startswith("{") and f'"{event}"' in line:
+            entry = json.loads(line)
+            if entry.get("event") == event:
+                out.append(entry)
+    return out
+
+
+def _last(log: Path, event: str) -> dict[str, object]:
+    found = _lines(log, event)
+    return found[-1] if found else {}
+
+
+def _int(value: object) -> int:
+    return value if isinstance(value, int) else 0
