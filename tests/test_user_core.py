@@ -7,6 +7,7 @@ import random
 import pytest
 
 from protocol import workload
+from protocol.envelope import bid_ref
 from protocol.events import MessageReceived, Publish, Tick
 from protocol.messages import (
     BidReceipt,
@@ -139,8 +140,10 @@ def test_ignores_non_coordinator_and_other_market() -> None:
 def test_receipts_are_tracked_per_task() -> None:
     """Bid receipts, allocated and unallocated user receipts are counted once each."""
     core = make(tasks=3)
-    ids = [b.task_id for b in bids(core.handle(received(announce(0))))]
-    for i, _ in enumerate(ids):
+    sent = bids(core.handle(received(announce(0))))
+    ids = [b.task_id for b in sent]
+    for i, bid in enumerate(sent):
+        core.sent(bid, bytes([i]) * 16)
         receipt = BidReceipt(market=MARKET, round=0, ref=bytes([i]) * 16, escrowed=10)
         core.handle(received(receipt))
         core.handle(received(receipt))  # a restarted coordinator's resend counts nothing
@@ -242,7 +245,7 @@ def test_a_rejected_bid_closes_its_task() -> None:
     core.sent(first, b"ref-1")
     core.sent(second, b"ref-2")
     core.handle(reject(b"ref-1"))
-    assert ("rejected", "bid") == (core.task_state(first.task_id), core.task_state(second.task_id))
+    assert (None, "bid") == (core.task_state(first.task_id), core.task_state(second.task_id))
     assert (1, 1, 1) == (core.summary.rejects, core.summary.bids_rejected, core.open_tasks)
     core.handle(reject(b"ref-2", code="insufficient_balance"))
     assert (True, 0, 2) == (core.finished, core.open_tasks, core.summary.bids_rejected)
@@ -295,7 +298,9 @@ def test_fleet_broadcast_reaches_every_identity() -> None:
 def test_fleet_directed_message_reaches_only_its_identity() -> None:
     """A receipt addressed to one identity updates that identity only."""
     fleet = UserFleet([USER, USER2], COORD, MARKET, random.Random(3), 1, (1, 9))
-    fleet.handle(received(announce(0)))
+    for key, effect in fleet.handle(received(announce(0))):
+        assert isinstance(effect.message, TaskBidMessage)
+        fleet.sent(key, effect.message, REF)  # the same ref in both: only the recipient counts
     receipt = BidReceipt(market=MARKET, round=0, ref=REF)
     fleet.handle(received(receipt), recipient=USER2)
     fleet.handle(received(receipt), recipient="f" * 64)
@@ -439,3 +444,64 @@ def test_a_rescue_credit_keeps_the_task_open_and_counts_once() -> None:
     core.handle(received(charged(bid.task_id, 9, None)))
     s = core.summary
     assert (1, 100, 1, 9) == (s.rescued, s.rescued_total, s.charged, s.charged_total)
+
+
+def held_entries(obj: object) -> int:
+    """Entries in every container `obj` holds, recursively: what a core keeps, however named."""
+    if isinstance(obj, dict):
+        return len(obj) + sum(held_entries(k) + held_entries(v) for k, v in obj.items())
+    if isinstance(obj, set | frozenset | list | tuple):
+        return len(obj) + sum(held_entries(v) for v in obj)
+    slots = getattr(type(obj), "__slots__", None)
+    if slots is not None and hasattr(obj, "__dataclass_fields__"):
+        return sum(held_entries(getattr(obj, name)) for name in slots)
+    return 0
+
+
+def play_rounds(core: UserCore, rounds: range, open_for: int = 2) -> None:
+    """Rounds as a coordinator plays them: of the three bids of a round's bulk envelope two
+    are taken (each receipt comes twice) and settle `open_for` rounds later, and one is
+    refused (the refusal twice); a receipt of a bid the user never sent comes too."""
+    for r in rounds:
+        (effect,) = core.handle(received(announce(r)))
+        assert isinstance(effect.message, TaskBids)
+        envelope = r.to_bytes(16, "big")
+        core.sent(effect.message, envelope)
+        for i in (0, 1):
+            receipt = BidReceipt(market=MARKET, round=r, ref=bid_ref(envelope, i))
+            core.handle(received(receipt))
+            core.handle(received(receipt))
+        core.handle(reject(bid_ref(envelope, 2)))
+        core.handle(reject(bid_ref(envelope, 2)))
+        core.handle(received(BidReceipt(market=MARKET, round=r, ref=b"x" * 16)))  # not ours
+        old = r - open_for
+        if old >= 0:
+            for i in (0, 1):
+                notice = SettlementNotice(
+                    market=MARKET,
+                    round=old,
+                    outcome="released",
+                    amount=1,
+                    task_id=f"{USER[:8]}-{old}-{i}",
+                )
+                core.handle(received(notice))
+
+
+def test_retained_state_is_bounded_by_the_rounds_still_open() -> None:
+    """What a user holds after 1,500 rounds equals what it held after 300: its open tasks only."""
+    core = make(tasks=3)
+    play_rounds(core, range(300))
+    after_300 = held_entries(vars(core))
+    play_rounds(core, range(300, 1500))
+    after_1500 = held_entries(vars(core))
+    assert after_300 == after_1500
+    assert {"tasks": 4, "round_buckets": 2, "unacknowledged": 0, "bulk_envelopes": 0} == {
+        k: v for k, v in core.size().items() if k != "rounds"
+    }
+    s = core.summary
+    assert (3000, 1500, 1500 * 2 - 4, 4) == (
+        s.bids_accepted,
+        s.bids_rejected,
+        s.released,
+        core.open_tasks,
+    )

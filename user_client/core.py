@@ -42,16 +42,18 @@ Verifier: TypeAlias = Callable[[bytes, bytes, int], bool]
 
 TASK_INPUT_BYTES: Final = 32
 # How many rounds back a user waits on a task it bid; a task still open that long after
-# its round is given up. Settled tasks leave at once: a later copy of their settlement
-# names a task the user no longer holds, and is ignored.
+# its round is given up. Settled and refused tasks leave at once: a later copy of their
+# settlement or refusal names a task (or an envelope) the user no longer holds, and is
+# ignored. So what a user holds is bounded by its tasks still open, not by this horizon.
 RETAIN_ROUNDS: Final = 1024
 # How many rounds behind the newest announcement a user still bids on one it had not
 # seen; an older one is long closed for bids, so only this window is remembered.
 ANNOUNCE_ROUNDS: Final = 64
 
-TaskProgress: TypeAlias = Literal["bid", "allocated", "unallocated", "settled", "rejected"]
-"""How far a user's task bid has got, as the user sees it (the coordinator keeps `TaskState`)."""
-_CLOSED: Final = frozenset({"settled", "rejected"})
+TaskProgress: TypeAlias = Literal["bid", "allocated", "unallocated"]
+"""How far an open task bid has got, as the user sees it (the coordinator keeps `TaskState`).
+
+A settled or refused task is not held at all (`UserCore.task_state` is None)."""
 
 
 def _workload_verify(task_input: bytes, proof: bytes, difficulty: int) -> bool:
@@ -103,6 +105,7 @@ class _Task:
     difficulty: int
     state: TaskProgress = "bid"
     refs: tuple[bytes, ...] = ()  # envelopes it went out in, until acknowledged
+    receipted: bool = False  # its bid receipt was counted: a resent receipt counts nothing
     compensated_in: tuple[int, ...] = ()  # rounds whose compensation was counted
 
 
@@ -154,18 +157,18 @@ class UserCore:
         self._verify: Verifier = verify or _workload_verify
         self._rounds: set[int] = set()  # rounds of the announcement window already bid in
         self._announce_floor = 0  # announcements below this are ignored
-        self._tasks: dict[str, _Task] = {}  # held tasks: open, or refused and not yet forgotten
+        self._tasks: dict[str, _Task] = {}  # held tasks: the open ones
         self._by_round: dict[int, dict[str, None]] = {}  # round -> its held task ids, in bid order
         self._open = 0  # held tasks neither settled nor refused
         # Bid refs of task bids sent and not yet acknowledged: a Reject names the bid it
-        # refuses (a single bid's envelope, or an entry of a bulk one), not the task.
+        # refuses (a single bid's envelope, or an entry of a bulk one), not the task, and
+        # a receipt names the bid it takes.
         self._unacknowledged: dict[bytes, str] = {}
         # Bulk envelopes with entries still unacknowledged: a refusal of the whole
         # envelope names it, and refuses each entry it still holds.
         self._entries: dict[bytes, tuple[bytes, ...]] = {}  # envelope ref -> its bid refs
         self._outstanding: dict[bytes, int] = {}  # envelope ref -> entries unacknowledged
         self._envelope_of: dict[bytes, bytes] = {}  # bid ref -> its bulk envelope's ref
-        self._receipted: dict[int, set[bytes]] = {}  # round -> refs of bids receipted
         self._floor = 0
         self._first_round: int | None = None
         self._latest_round = -1
@@ -211,14 +214,18 @@ class UserCore:
             self._on_settlement(notice)
 
     def _on_bid_receipt(self, round: int, ref: bytes) -> None:
-        """Count each bid accepted once: a restarted coordinator may send a receipt again."""
-        self._acknowledge(ref)
-        if round < self._floor:
+        """Count each bid accepted once: a restarted coordinator may send a receipt again.
+
+        The receipt is matched to the held task through the envelope it names, and the
+        mark stays on the task: nothing is remembered per receipt, so a copy arriving
+        after the task settled finds no task and counts nothing.
+        """
+        task_id = self._acknowledge(ref)
+        task = None if task_id is None else self._tasks.get(task_id)
+        if task is None or task.receipted:
             return
-        receipted = self._receipted.setdefault(round, set())
-        if ref not in receipted:
-            receipted.add(ref)
-            self.summary.bids_accepted += 1
+        task.receipted = True
+        self.summary.bids_accepted += 1
 
     def awaiting(self, ref: bytes) -> bool:
         """Whether the envelope sent as `ref` holds a bid with neither receipt nor reject."""
@@ -271,10 +278,12 @@ class UserCore:
         for bid in entries if entries is not None else (ref,):
             task_id = self._acknowledge(bid)
             task = None if task_id is None else self._tasks.get(task_id)
-            if task is not None and task.state == "bid":
-                task.state = "rejected"
-                self._open -= 1
-                self.summary.bids_rejected += 1
+            if task_id is None or task is None or task.state != "bid" or task.receipted:
+                continue
+            # Refused for good (a copy of it gets the same refusal): nothing more will
+            # come for this task, so it leaves at once, as a settled one does.
+            self._drop(task_id, task)
+            self.summary.bids_rejected += 1
 
     @property
     def open_tasks(self) -> int:
@@ -317,7 +326,7 @@ class UserCore:
         return list(self._by_round.get(round, ()))
 
     def task_state(self, task_id: str) -> TaskProgress | None:
-        """A held task's state; None once it has settled (or was never bid)."""
+        """A held task's state; None once it has settled or was refused (or was never bid)."""
         task = self._tasks.get(task_id)
         return None if task is None else task.state
 
@@ -432,10 +441,9 @@ class UserCore:
             self.summary.released_total += msg.amount
 
     def _drop(self, task_id: str, task: _Task) -> None:
-        """Let go of a task: settled, or given up on with its round."""
+        """Let go of a task: settled, refused, or given up on with its round."""
         del self._tasks[task_id]
-        if task.state not in _CLOSED:
-            self._open -= 1
+        self._open -= 1
         for ref in task.refs:
             self._acknowledge(ref)
         bucket = self._by_round.get(task.round)
@@ -451,11 +459,9 @@ class UserCore:
         for _, bucket in drop_below(self._by_round, self._floor, floor):
             for task_id in bucket:
                 task = self._tasks.pop(task_id)
-                if task.state not in _CLOSED:
-                    self._open -= 1
+                self._open -= 1
                 for ref in task.refs:
                     self._acknowledge(ref)
-        drop_below(self._receipted, self._floor, floor)
         self._floor = floor
 
     def size(self) -> dict[str, int]:
@@ -466,7 +472,6 @@ class UserCore:
             "round_buckets": len(self._by_round),
             "unacknowledged": len(self._unacknowledged),
             "bulk_envelopes": len(self._entries),
-            "receipted_rounds": len(self._receipted),
         }
 
 
