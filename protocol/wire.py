@@ -10,7 +10,6 @@ send a reject to. One wire can speak for many identities (a user load generator)
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Final
 
@@ -20,12 +19,17 @@ from protocol import topics
 from protocol.envelope import open_envelope, seal
 from protocol.errors import ProtocolError
 from protocol.events import MessageReceived
+from protocol.horizon import drop_below
 from protocol.identity import Identity
 from protocol.messages import Message, ProverWill, RoundAnnouncement
 from protocol.split import split_to_fit
 
-SEEN_REFS: Final = 65_536
-"""How many recent envelope references are remembered to drop redeliveries."""
+SEEN_ROUNDS: Final = 64
+"""How many rounds, up to the newest one heard, remember their envelope references to drop
+redeliveries. Refs are kept by the round their message is about (a message without a
+round counts in the newest), so what a wire holds follows the rounds still open, not
+the length of the run; a copy of anything older reaches the core, which counts it once.
+"""
 
 
 class Wire:
@@ -50,7 +54,9 @@ class Wire:
         self.refused = 0
         self.duplicates = 0
         self._will_stamp = -1
-        self._seen: OrderedDict[bytes, None] = OrderedDict()
+        self._seen: dict[int, set[bytes]] = {}  # round -> refs of envelopes opened for it
+        self._seen_floor = 0  # rounds below this are no longer remembered
+        self._newest = -1  # the newest round a message was about
         self._log = structlog.get_logger("wire").bind(market=market)
 
     @property
@@ -131,16 +137,36 @@ class Wire:
                 "wire.refused", topic=topic, code="not_coordinator", sender=opened.sender
             )
             return None
-        if opened.ref in self._seen:
-            self.duplicates += 1
-            return None
         message = opened.message
         if retained and isinstance(message, RoundAnnouncement) and message.bid_deadline < now:
+            # Before the refs: an old run's round must not move the window of this one's.
             self._log.info(
                 "wire.stale_announcement", round=message.round, bid_deadline=message.bid_deadline
             )
             return None
-        self._seen[opened.ref] = None
-        if len(self._seen) > SEEN_REFS:
-            self._seen.popitem(last=False)
+        seen = self._seen_in(message)
+        if seen is not None and opened.ref in seen:
+            self.duplicates += 1
+            return None
+        if seen is not None:
+            seen.add(opened.ref)
         return recipient, MessageReceived(opened.sender, opened.message, opened.ref, now)
+
+    def _seen_in(self, message: Message) -> set[bytes] | None:
+        """The refs remembered for `message`'s round; None if that round is forgotten."""
+        round: int | None = getattr(message, "round", None)
+        if round is None:
+            round = max(self._newest, 0)
+        if round < self._seen_floor:
+            return None
+        if round > self._newest:
+            self._newest = round
+            floor = round - SEEN_ROUNDS + 1
+            if floor > self._seen_floor:
+                drop_below(self._seen, self._seen_floor, floor)
+                self._seen_floor = floor
+        return self._seen.setdefault(round, set())
+
+    def remembered(self) -> int:
+        """How many envelope refs are remembered to drop redeliveries: what must stay bounded."""
+        return sum(len(refs) for refs in self._seen.values())

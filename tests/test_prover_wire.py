@@ -120,3 +120,57 @@ def test_will_is_sealed_signed_and_stamped_later_each_time() -> None:
     assert [PROVER.public_hex] * 2 == [o.sender for o in opened]
     expected = [ProverWill(market=MARKET, connected_at=t) for t in (1_000, 1_001)]
     assert expected == [o.message for o in opened]
+
+
+def announcement(round: int) -> RoundAnnouncement:
+    return RoundAnnouncement(
+        market=MARKET,
+        round=round,
+        epoch=round // 4,
+        bid_deadline=10**9,
+        prove_deadline=10**9,
+        params=PARAMS,
+    )
+
+
+def test_refs_remembered_follow_the_open_rounds_not_the_run() -> None:
+    """After 300 or 3,000 rounds a wire remembers the same number of refs: its last rounds'."""
+    from protocol.wire import SEEN_ROUNDS
+
+    w = wire()
+    out = topics.outbox(MARKET, PROVER.public_hex)
+    remembered = {}
+    for r in range(3000):
+        assert w.open(topics.public(MARKET), seal(COORD, announcement(r)), now=r) is not None
+        receipt = BidReceipt(market=MARKET, round=r, ref=r.to_bytes(16, "big"))
+        assert w.open(out, seal(COORD, receipt, MARKET, PROVER.public_hex), now=r) is not None
+        remembered[r] = w.remembered()
+    assert 2 * SEEN_ROUNDS == remembered[299] == remembered[2999]
+
+
+def test_a_copy_within_the_window_is_dropped_and_an_old_round_is_not_remembered() -> None:
+    """A redelivery of a recent round is dropped; one of a round past the window passes on."""
+    from protocol.wire import SEEN_ROUNDS
+
+    w = wire()
+    first = seal(COORD, announcement(0))
+    assert w.open(topics.public(MARKET), first, now=0) is not None
+    latest = seal(COORD, announcement(SEEN_ROUNDS - 1))
+    assert w.open(topics.public(MARKET), latest, now=0) is not None
+    assert None is w.open(topics.public(MARKET), first, now=1)
+    assert w.open(topics.public(MARKET), seal(COORD, announcement(SEEN_ROUNDS)), now=1)
+    assert w.open(topics.public(MARKET), first, now=2) is not None
+    assert (1, 2) == (w.duplicates, w.remembered())  # rounds SEEN_ROUNDS - 1 and SEEN_ROUNDS
+
+
+def test_a_stale_retained_announcement_does_not_move_the_window() -> None:
+    """An old run's retained last round (far ahead) leaves this run's rounds remembered."""
+    w = wire()
+    first = seal(COORD, announcement(0))
+    assert w.open(topics.public(MARKET), first, now=0) is not None
+    stale = RoundAnnouncement(
+        market=MARKET, round=10**6, epoch=0, bid_deadline=1, prove_deadline=2, params=PARAMS
+    )
+    assert None is w.open(topics.public(MARKET), seal(COORD, stale), now=5, retained=True)
+    assert None is w.open(topics.public(MARKET), first, now=6)
+    assert 1 == w.duplicates
