@@ -148,7 +148,11 @@ class ProverCore:
         # Epochs declared, with the last round seen in each: forgotten with that round.
         self._epochs: dict[int, int] = {}
         self._rounds_bid: set[int] = set()
+        # Batches still open: assigned and not yet both submitted and settled.
         self._batches: dict[int, _Batch] = {}
+        # Rounds whose batch was paid or slashed: all that is left of a closed batch, so a
+        # resent assignment or notice of it is ignored until the round is forgotten.
+        self._settled: set[int] = set()
         # Late-mode submissions waiting for their deadline to pass: round -> submission.
         self._held: dict[int, ProofSubmission] = {}
         self._floor = 0  # rounds below this are forgotten and ignored
@@ -205,7 +209,7 @@ class ProverCore:
         return effects
 
     def _on_assignment(self, msg: Assignment) -> list[ProverEffect]:
-        if msg.round < self._floor:
+        if msg.round < self._floor or msg.round in self._settled:
             return []
         batch = self._batches.get(msg.round)
         if batch is None:
@@ -237,6 +241,9 @@ class ProverCore:
             self.stats.penalty_total += msg.amount
             return
         batch.settled = True
+        self._settled.add(msg.round)
+        if batch.submitted and msg.round not in self._held:
+            del self._batches[msg.round]
         if msg.outcome == "paid":
             self.stats.payments += 1
             self.stats.paid_total += msg.amount
@@ -266,6 +273,7 @@ class ProverCore:
         if floor <= self._floor:
             return
         discard_below(self._rounds_bid, self._floor, floor)
+        discard_below(self._settled, self._floor, floor)
         for r, batch in drop_below(self._batches, self._floor, floor):
             if r in self._held:
                 self._batches[r] = batch  # a late submission still waits on its deadline
@@ -282,14 +290,16 @@ class ProverCore:
         return {
             "rounds_bid": len(self._rounds_bid),
             "batches": len(self._batches),
+            "settled": len(self._settled),
             "held": len(self._held),
             "epochs": len(self._epochs),
         }
 
     def _submit(self, submission: ProofSubmission) -> Publish:
-        self._batches[submission.round].submitted = True
-        if submission.round < self._floor:
-            del self._batches[submission.round]  # kept past the floor only while held
+        batch = self._batches[submission.round]
+        batch.submitted = True
+        if batch.settled or submission.round < self._floor:
+            del self._batches[submission.round]  # kept settled or past the floor only while held
         self.stats.batches_submitted += 1
         self.stats.proofs_sent += len(submission.proofs)
         return Publish(submission, to=self.coordinator)

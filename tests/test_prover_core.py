@@ -384,3 +384,22 @@ def test_working_state_stays_bounded_over_many_rounds() -> None:
         core.stats.batches_submitted,
         core.stats.epochs_declared,
     )
+
+
+def test_a_settled_batch_leaves_and_its_resent_assignment_is_ignored() -> None:
+    """Paid batches are not held: after 1,500 rounds only the last round's open batch is."""
+    core = make()
+    for r in range(1500):
+        core.handle(received(announce(r, epoch=r // 4)))
+        core.handle(received(assign(round=r, deadline=r * 1000 + 3000)))
+        core.handle(ProvingDone(round=r, proofs=PROOFS, now=r * 1000 + 10))
+        if r >= 1:
+            paid = SettlementNotice(market=MARKET, round=r - 1, outcome="paid", amount=5)
+            core.handle(received(paid))
+            core.handle(received(paid))  # a resend counts nothing
+            assert [] == core.handle(received(assign(round=r - 1)))  # nor is it proved again
+    assert (1, 1499 * 5, 1500) == (
+        core.size()["batches"],
+        core.stats.paid_total,
+        core.stats.batches_submitted,
+    )
