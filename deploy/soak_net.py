@@ -311,10 +311,12 @@ def _report(testnet: TestnetConfig, plan: Plan) -> dict[str, object]:
 
 
 def fit_start(rounds: int) -> int:
-    """The first round the slopes are fitted from: past the parties' memory horizon.
+    """The first round the slopes are fitted from: past the parties' longest horizon.
 
-    Users and provers keep each task for RETAIN_ROUNDS rounds, so until then their
-    memory grows by design; a run too short to pass it is fitted over its second half.
+    Settled tasks and batches leave at once, but a task whose settlement is lost stays
+    open for RETAIN_ROUNDS rounds, so a market that loses some grows until then; the
+    coordinator also warms up over its first few hundred rounds. A run too short to pass
+    it is fitted over its second half.
     """
     past = RETAIN_ROUNDS + FIT_MARGIN
     return past if past < rounds - FIT_MARGIN else rounds // 2

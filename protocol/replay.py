@@ -33,10 +33,10 @@ coordinator service    `replay`, or the first refusal code    service's L); olde
 coordinator core       copies that pass the guard (in the     SEEN_ROUNDS (64) rounds of
 (`_seen` refs)         simulation, which has no guard, all):  accepted refs; older rounds
                        `replay`, the same answer              are refused as late
-protocol.wire.Wire     copies of coordinator messages at a    SEEN_REFS (65,536) newest
-                       prover or user: dropped, counted       refs
-user / prover cores    resent receipts and settlements after  their rounds' buckets
-                       a coordinator restart: counted once
+protocol.wire.Wire     copies of coordinator messages at a    SEEN_ROUNDS (64) rounds, by
+                       prover or user: dropped, counted       the round a message is about
+user / prover cores    resent receipts and settlements after  the open task or batch they
+                       a coordinator restart: counted once    name; a closed one is gone
 =====================  =====================================  ==============================
 """
 
