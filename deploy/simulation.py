@@ -23,7 +23,7 @@ from coordinator.report import RoundTally, market_report
 from coordinator.state import OpeningBalances
 from protocol.events import MessageReceived, Publish, Record, Tick, WakeAt
 from protocol.mechanism import Mechanism, Outcome, ProverBid, TaskBid, get_mechanism
-from protocol.messages import MarketParams, Message, TaskBidMessage, TaskProof
+from protocol.messages import MarketParams, Message, TaskBidMessage, TaskBids, TaskProof
 from protocol.workload import prove_batch
 from prover_node.core import ProverCore, ProvingDone, StartProving
 from user_client.core import UserCore
@@ -306,7 +306,7 @@ class Simulation:
             self._seq += 1
             ref = self._seq.to_bytes(16, "big")
             party = self.parties.get(sender)
-            if isinstance(party, UserCore) and isinstance(message, TaskBidMessage):
+            if isinstance(party, UserCore) and isinstance(message, TaskBidMessage | TaskBids):
                 # As the user service does: the user matches its receipt or reject by ref.
                 party.sent(message, ref)
             event = MessageReceived(sender, message, ref, self.now)
