@@ -15,7 +15,7 @@ from collections.abc import Mapping
 
 from coordinator.state import Phase, ProverState, Refusal, Round, TaskKey, TaskState, wire_task_id
 from coordinator.track_record import suspended
-from protocol.messages import MarketParams, ProverCostBid, TaskBidMessage
+from protocol.messages import MarketParams, ProverCostBid, TaskBidEntry, TaskBidMessage
 from protocol.rejects import RejectCode
 
 
@@ -64,16 +64,16 @@ def round_for_task_bid(
 
 
 def plan_task_bid(
-    msg: TaskBidMessage,
+    msg: TaskBidMessage | TaskBidEntry,
     sender: str,
     r: Round,
-    *,
     tasks: Mapping[TaskKey, TaskState],
     wire: Mapping[str, TaskKey],
     available: int,
     p_max: int,
 ) -> TaskState:
-    """The task `sender`'s bid adds to round `r`; `available` is the sender's balance."""
+    """The task `sender`'s bid (alone, or an entry of a bulk) adds to round `r`;
+    `available` is what the sender's balance still holds for it."""
     if msg.fee > p_max:
         raise Refusal(RejectCode.FEE_ABOVE_P_MAX, f"fee {msg.fee} exceeds P_max {p_max}")
     wire_id = wire_task_id(sender, msg.task_id)

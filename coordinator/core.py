@@ -42,11 +42,13 @@ from protocol.events import MessageReceived, Publish, Record, Resumed, Tick, Wak
 from protocol.mechanism import market_mechanism
 from protocol.messages import (
     BidReceipt,
+    BidReceipts,
     CapacityDeclaration,
     FaucetGrant,
     MarketParams,
     ProofSubmission,
     ProverCostBid,
+    ReceiptEntry,
     Reject,
     RejectEntry,
     StatusQuery,
@@ -171,21 +173,13 @@ class Coordinator(MarketState):
         if event.ref in self._seen(msg.round) or event.ref in self._seen(self._bidding):
             raise self._replay()
         r = bids.round_for_task_bid(self._rounds, self._bidding, msg, event.now)
+        available = self.balance(event.sender)
         task = bids.plan_task_bid(
-            msg,
-            event.sender,
-            r,
-            tasks=self._tasks,
-            wire=self._wire,
-            available=self.balance(event.sender),
-            p_max=self.params.p_max,
+            msg, event.sender, r, self._tasks, self._wire, available, self.params.p_max
         )
         if task.fee:
             self.accounts.move(balance_of(task.user), escrow_of(task.user), task.fee)
-        key = (task.user, task.task_id)
-        self._tasks[key] = task
-        self._wire[task.wire_id] = key
-        r.tasks.append(key)
+        self._add_task(r, task)
         self._remember(r.number, event.ref)
         receipt = BidReceipt(
             market=self.params.market, round=r.number, ref=event.ref, escrowed=task.fee
@@ -196,28 +190,45 @@ class Coordinator(MarketState):
         """Each entry judged as the task bid it stands for, in order; one record for them all.
 
         What the entries share (market, round, lateness) is judged once, and a refusal of
-        it names the envelope; an entry's own refusal names its bid reference.
+        it names the envelope; an entry's own refusal names its bid reference. The
+        envelope's reference stands for its entries' against a copy; their fees are
+        escrowed as one move and their receipts go out as one `bid_receipts`.
         """
         if event.ref in self._seen(msg.round) or event.ref in self._seen(self._bidding):
             raise self._replay()
         r = bids.round_for_task_bid(self._rounds, self._bidding, msg.entry(0), event.now)
-        effects: list[CoordinatorEffect] = []
+        available = self.balance(event.sender)
+        taken: list[ReceiptEntry] = []
         refused: list[RejectEntry] = []
-        for index in range(len(msg.bids)):
-            bid = msg.entry(index)
-            single = MessageReceived(event.sender, bid, bid_ref(event.ref, index), event.now)
+        for index, entry in enumerate(msg.bids):
+            ref = bid_ref(event.ref, index)
             try:
-                taken = self._take_task_bid(single, bid)
+                task = bids.plan_task_bid(
+                    entry, event.sender, r, self._tasks, self._wire, available, self.params.p_max
+                )
             except Refusal as refusal:
                 self._count_refusal(refusal)
-                refused.append(RejectEntry(refusal.code, refusal.reason, single.ref, msg.round))
+                refused.append(RejectEntry(refusal.code, refusal.reason, ref, msg.round))
                 continue
-            effects.extend(e for e in taken if not isinstance(e, Record))
-        if len(refused) < len(msg.bids):
+            available -= task.fee
+            self._add_task(r, task)
+            taken.append(ReceiptEntry(r.number, ref, task.fee))
+        effects: list[CoordinatorEffect] = []
+        if taken:
+            escrowed = sum(t.escrowed for t in taken)
+            if escrowed:
+                self.accounts.move(balance_of(event.sender), escrow_of(event.sender), escrowed)
             self._remember(r.number, event.ref)
-            effects.insert(0, Record(event))
+            receipts = BidReceipts(market=self.params.market, receipts=taken)
+            effects += [Record(event), Publish(receipts, to=event.sender)]
         answers = notices.entry_refusals(self.params.market, refused)
         return effects + [Publish(answer, to=event.sender) for answer in answers]
+
+    def _add_task(self, r: Round, task: TaskState) -> None:
+        key = (task.user, task.task_id)
+        self._tasks[key] = task
+        self._wire[task.wire_id] = key
+        r.tasks.append(key)
 
     def _on_cost_bid(self, event: MessageReceived, msg: ProverCostBid) -> list[CoordinatorEffect]:
         if event.ref in self._seen(msg.round):
