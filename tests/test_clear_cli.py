@@ -120,9 +120,11 @@ def test_bench_clear_prints_one_json_line() -> None:
     lines = done.stdout.strip().splitlines()
     assert 1 == len(lines)
     out = json.loads(lines[0])
-    assert ["tasks", "provers", "clear_s", "sort_s", "ratio"] == list(out)
+    keys = ["tasks", "provers", "clear_s", "sort_s", "ratio", "mechanism_s", "mechanism_ratio"]
+    assert keys == list(out)
     assert (20000, 200) == (out["tasks"], out["provers"])
     assert out["clear_s"] / out["sort_s"] == pytest.approx(out["ratio"])
+    assert out["mechanism_s"] / out["clear_s"] == pytest.approx(out["mechanism_ratio"])
 
 
 def test_clear_all_compares_every_mechanism_and_plots(tmp_path: Path) -> None:
