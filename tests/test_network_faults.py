@@ -3,8 +3,9 @@
 Four honest provers and two load-generating user processes trade for ROUNDS rounds while
 the coordinator is SIGKILLed in each phase of a round (bidding, just cleared, settling)
 and restarted on its ledger, a prover is SIGKILLed and restarted, and the broker is
-restarted twice (SIGTERM, then SIGKILL). Each fault is timed by a process's own log
-lines, never by a sleep. Only the killed process goes: its workers must follow it out.
+restarted twice (SIGTERM while it takes bids, SIGKILL just after a clearing). Each fault
+is timed by a process's own log lines, never by a sleep. Only the killed process goes:
+its workers must follow it out.
 
 At the end the ledger must show a sound market (money conserved, invariants, every round
 settled, no honest prover slashed, no accepted task left open, trading after each
@@ -110,12 +111,16 @@ def progress(
     return lambda line: line.get("round") == number and check(line)
 
 
+def in_phase(phase: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda line: line.get("phase") == phase
+
+
 async def inject_faults(market: FaultMarket, broker: MosquittoBroker) -> tuple[Proc, list[Proc]]:
     """Every fault in turn; the coordinator running at the end, and each killed prover's lives."""
     coordinator = await market.start_coordinator()
     phases = [
-        (BID, lambda line: line.get("phase") == "bid"),
-        (CLEAR, lambda line: line.get("phase") == "prove"),  # cleared, nothing proven yet
+        (BID, in_phase("bid")),
+        (CLEAR, in_phase("prove")),  # cleared, nothing proven yet
         (SETTLE, lambda line: line.get("proofs_valid", 0) > 0),  # some batches settled
     ]
     for number, check in phases:
@@ -125,8 +130,9 @@ async def inject_faults(market: FaultMarket, broker: MosquittoBroker) -> tuple[P
     # A prover between batches: paid for its round, assigned none after it yet.
     victim = await idle_prover(market, PROVER)
     restarted = await market.restart_prover(victim)
-    for number, kill in ((BROKER_TERM, False), (BROKER_KILL, True)):
-        await market.wait_for(coordinator, "round.progress", progress(number, lambda _: True))
+    # SIGTERM as bids come in; SIGKILL just after a clearing, with assignments in flight.
+    for number, phase, kill in ((BROKER_TERM, "bid", False), (BROKER_KILL, "prove", True)):
+        await market.wait_for(coordinator, "round.progress", progress(number, in_phase(phase)))
         await broker.restart(kill=kill)
     return coordinator, [victim, restarted]
 
