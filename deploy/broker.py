@@ -423,8 +423,15 @@ class MosquittoBroker:
             process.kill()
             await process.wait()
 
-    async def restart(self) -> None:
-        """Stop and start on the same port; persisted sessions and queues survive."""
+    async def restart(self, *, kill: bool = False) -> None:
+        """Stop and start on the same port; persisted sessions and queues survive.
+
+        With ``kill`` it is a crash instead: SIGKILL, so whatever changed since the last
+        persistence save (every queued message and session of this run) is lost.
+        """
+        if kill and self._process is not None and self._process.returncode is None:
+            self._process.kill()
+            await self._process.wait()
         await self.stop()
         await self.start()
 

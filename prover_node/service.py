@@ -16,6 +16,7 @@ import contextlib
 import functools
 import multiprocessing
 import os
+import threading
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
@@ -33,6 +34,9 @@ from runtime.memory_bus import open_bus
 from runtime.metrics import bus_check, serving
 from runtime.process import Clock, exit_with_parent, install_stop_signals, wall_ms
 from runtime.publish import publish_retrying
+
+POOL_JOIN_S = 5.0
+"""Bound on waiting for the proving pool's manager thread once its workers are terminated."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,12 +215,18 @@ class ProverService:
 
 def _stop_pool(pool: ProcessPoolExecutor) -> None:
     """Stop the pool now: queued batches are dropped and running workers terminated."""
+    manager: threading.Thread | None = getattr(pool, "_executor_manager_thread", None)
     pool.shutdown(wait=False, cancel_futures=True)
     # A batch can take seconds; a node told to stop must not wait for it to finish.
     processes: dict[int, multiprocessing.Process] = getattr(pool, "_processes", None) or {}
     for process in list(processes.values()):
         with contextlib.suppress(Exception):
             process.terminate()
+    if manager is not None:
+        # Python 3.11's exit hook wakes this thread without its lock; were the thread
+        # still closing its pipe then, the exit would write to a closed descriptor and
+        # print a traceback. With its workers gone it ends at once.
+        manager.join(timeout=POOL_JOIN_S)
 
 
 async def run_prover(

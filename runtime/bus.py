@@ -28,11 +28,13 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 from urllib.parse import unquote, urlsplit
 
 import aiomqtt
+import paho.mqtt.client as mqtt
 from aiomqtt.exceptions import MqttConnectError
+from aiomqtt.types import PahoSocket
 
 from protocol.envelope import MAX_ENVELOPE_SIZE
 from runtime.inbox import InboxAdmission
@@ -207,6 +209,35 @@ def _inbox_type(
     return _HandOver
 
 
+class _Client(aiomqtt.Client):
+    """aiomqtt's client, without a traceback when a connection breaks as it starts a write.
+
+    aiomqtt 2.5 registers the socket for writing by a call scheduled for later (paho may
+    ask from another thread); a connection that broke before that call ran left
+    `add_writer` on a closed socket (an EBADF traceback in the log), or on whatever new
+    file reused its number. The call now registers only the socket paho asked for, still
+    open. The callback is aiomqtt's own (pinned ~=2.5).
+    """
+
+    def _on_socket_register_write(
+        self, client: mqtt.Client, userdata: Any, sock: PahoSocket
+    ) -> None:
+        def callback() -> None:
+            try:
+                client.loop_write()
+            except Exception as exc:  # a broken connection: disconnect, as aiomqtt does
+                if not self._disconnected.done():
+                    self._disconnected.set_exception(exc)
+
+        fileno = sock.fileno()
+
+        def register() -> None:
+            if sock.fileno() == fileno:  # a closed socket's fileno() is -1
+                self._loop.add_writer(fileno, callback)
+
+        self._loop.call_soon_threadsafe(register)
+
+
 class Bus:
     """An MQTT connection that outlives broker restarts; use as ``async with``.
 
@@ -298,7 +329,7 @@ class Bus:
         will = self._will() if callable(self._will) else self._will
         if will is not None:
             _check_topic(will[0], wildcards=False)
-        client = aiomqtt.Client(
+        client = _Client(
             self.address.host,
             self.address.port,
             username=self._username,

@@ -124,3 +124,20 @@ async def test_mosquitto_stops_and_frees_port(tmp_path: Path) -> None:
     await mq.stop()
     with pytest.raises(OSError):
         await asyncio.open_connection(mq.host, mq.port)
+
+
+async def test_mosquitto_killed_loses_what_changed_since_its_last_save(tmp_path: Path) -> None:
+    """restart() saves and keeps a retained message; restart(kill=True) loses a newer one."""
+    if mosquitto_binary() is None:
+        pytest.skip("mosquitto binary not on PATH")
+    topic = "proofmarket/v1/m/public"
+    async with MosquittoBroker(workdir=tmp_path / "mq") as mq:
+        for payload, kill in ((b"saved", False), (b"unsaved", True)):
+            async with Bus(mq.url, "coord") as coord:
+                await coord.publish(topic, payload, retain=True)
+            await mq.restart(kill=kill)
+        async with Bus(mq.url, "late") as late:
+            await late.subscribe(topic)
+            async with asyncio.timeout(BOUND):
+                delivery = await anext(aiter(late.messages()))
+    assert b"saved" == delivery.payload

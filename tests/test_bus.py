@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import os
 import signal
+import socket
 import sys
 import textwrap
 from pathlib import Path
@@ -20,6 +21,7 @@ from runtime.bus import (
     BusTimeoutError,
     Delivery,
     PayloadTooLargeError,
+    _Client,
     bare_receive,
     parse_broker_url,
 )
@@ -347,3 +349,24 @@ async def test_receive_batch_takes_what_has_arrived_in_order(broker: RunningBrok
                 assert 1 <= len(batch) <= 3
                 got.extend(batch)
         assert [Delivery("in", p) for p in sent] == got
+
+
+async def test_write_registration_of_a_socket_closed_meanwhile_is_dropped() -> None:
+    """A connection closed before its scheduled write registration ran: no traceback."""
+    loop = asyncio.get_running_loop()
+    errors: list[dict[str, object]] = []
+    loop.set_exception_handler(lambda _, context: errors.append(context))
+    client = _Client("127.0.0.1", 1)
+    closed, kept = socket.socketpair()
+    try:
+        client._on_socket_register_write(client._client, None, closed)
+        client._on_socket_register_write(client._client, None, kept)
+        closed.close()  # paho closes a broken socket before the loop gets to the call
+        ran = loop.create_future()
+        loop.call_soon(ran.set_result, None)  # runs after the registrations: FIFO
+        await ran
+        registered = loop.remove_writer(kept.fileno())
+    finally:
+        loop.set_exception_handler(None)
+        kept.close()
+    assert ([], True) == (errors, registered)

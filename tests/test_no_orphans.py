@@ -8,12 +8,19 @@ and multiprocessing's resource tracker beside them, running for ever.
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import os
 import signal
 import sys
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pytest
+
+from prover_node.proving import warm_up
+from prover_node.service import _stop_pool
 
 WAIT = 30.0
 SERVICE = """
@@ -92,3 +99,18 @@ async def test_workers_exit_when_their_service_is_killed() -> None:
     async with asyncio.timeout(WAIT):
         await asyncio.gather(*(gone(pid) for pid in workers))
     assert [] == [pid for pid in workers if running(pid)]
+
+
+def test_stopped_proving_pool_has_no_thread_left_for_the_exit_hook() -> None:
+    """_stop_pool returns with the pool's manager thread ended, mid-batch or not.
+
+    Python 3.11's exit hook wakes a pool's manager thread without its lock; a thread
+    still closing its pipe then made a prover told to stop print an EBADF traceback.
+    """
+    pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+    pool.submit(warm_up).result(timeout=WAIT)
+    pool.submit(time.sleep, WAIT)  # a batch still proving when the node stops
+    manager = getattr(pool, "_executor_manager_thread", None)
+    assert isinstance(manager, threading.Thread)
+    _stop_pool(pool)
+    assert not manager.is_alive()
