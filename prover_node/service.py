@@ -216,10 +216,12 @@ class ProverService:
 def _stop_pool(pool: ProcessPoolExecutor) -> None:
     """Stop the pool now: queued batches are dropped and running workers terminated."""
     manager: threading.Thread | None = getattr(pool, "_executor_manager_thread", None)
+    # Taken before the shutdown, which forgets them.
+    processes: dict[int, multiprocessing.Process] = getattr(pool, "_processes", None) or {}
+    workers = list(processes.values())
     pool.shutdown(wait=False, cancel_futures=True)
     # A batch can take seconds; a node told to stop must not wait for it to finish.
-    processes: dict[int, multiprocessing.Process] = getattr(pool, "_processes", None) or {}
-    for process in list(processes.values()):
+    for process in workers:
         with contextlib.suppress(Exception):
             process.terminate()
     if manager is not None:

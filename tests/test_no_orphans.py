@@ -16,6 +16,7 @@ import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -101,15 +102,23 @@ async def test_workers_exit_when_their_service_is_killed() -> None:
     assert [] == [pid for pid in workers if running(pid)]
 
 
+def _set_and_sleep(started: Any, seconds: float) -> None:
+    started.set()
+    time.sleep(seconds)
+
+
 def test_stopped_proving_pool_has_no_thread_left_for_the_exit_hook() -> None:
-    """_stop_pool returns with the pool's manager thread ended, mid-batch or not.
+    """_stop_pool, mid-batch, terminates the worker and returns with the manager thread ended.
 
     Python 3.11's exit hook wakes a pool's manager thread without its lock; a thread
     still closing its pipe then made a prover told to stop print an EBADF traceback.
     """
     pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
     pool.submit(warm_up).result(timeout=WAIT)
-    pool.submit(time.sleep, WAIT)  # a batch still proving when the node stops
+    with multiprocessing.get_context("spawn").Manager() as sync:
+        started = sync.Event()
+        pool.submit(_set_and_sleep, started, WAIT)  # a batch still proving as the node stops
+        assert started.wait(timeout=WAIT)
     manager = getattr(pool, "_executor_manager_thread", None)
     assert isinstance(manager, threading.Thread)
     _stop_pool(pool)
