@@ -48,6 +48,7 @@ from protocol.messages import (
     MarketParams,
     ProofSubmission,
     ProverCostBid,
+    ProverWill,
     ReceiptEntry,
     Reject,
     RejectEntry,
@@ -122,6 +123,14 @@ class Coordinator(MarketState):
     # -- messages -----------------------------------------------------------------------
 
     def _on_message(self, event: MessageReceived) -> list[CoordinatorEffect]:
+        effects = self._judge(event)
+        prover = self._provers.get(event.sender)
+        if prover is not None and any(isinstance(e, Record) for e in effects):
+            # An input taken from a prover says it is online; its will says it is not.
+            prover.offline = isinstance(event.message, ProverWill)
+        return effects
+
+    def _judge(self, event: MessageReceived) -> list[CoordinatorEffect]:
         msg = event.message
         try:
             if getattr(msg, "market", None) != self.params.market:
@@ -144,6 +153,9 @@ class Coordinator(MarketState):
                 return self._on_faucet_grant(event, msg)
             if isinstance(msg, StatusQuery):
                 return self._on_status_query(event, msg)
+            if isinstance(msg, ProverWill):
+                # A prover's will is recorded; anyone else's changes nothing.
+                return [Record(event)] if event.sender in self._provers else []
             raise Refusal(
                 RejectCode.UNEXPECTED_MESSAGE, f"a coordinator does not take {type(msg).__name__}"
             )
