@@ -109,8 +109,11 @@ class Coordinator(MarketState):
     def handle(self, event: CoordinatorEvent) -> list[CoordinatorEffect]:
         """Advance on one event; returns the effects to carry out, in order."""
         if isinstance(event, MessageReceived):
-            # A message never brings a deadline forward, so it never needs a new wake-up.
-            return self._on_message(event)
+            # What fell due before the message arrived comes first: a bid that missed its
+            # round's deadline stands for the next round even when the clearing tick has
+            # not come yet (a busy coordinator), and a deadline is judged by arrival.
+            due = self._on_tick(event.now - 1) if self._started else []
+            return due + self._on_message(event)
         if isinstance(event, Resumed):
             return self._on_resumed(event)
         effects = self._on_tick(event.now)
