@@ -82,6 +82,15 @@ def plan_admission(
                     "the round rescues a task you failed",
                 )
             )
+        elif prover.offline:
+            refused.append(
+                RefusedCostBid(
+                    key,
+                    cost_bid.ref,
+                    RejectCode.PROVER_OFFLINE,
+                    "your last will came after your cost bid: offline at clearing",
+                )
+            )
         elif prover.open_rounds:
             refused.append(
                 RefusedCostBid(

@@ -48,6 +48,7 @@ from protocol.messages import (
     MarketParams,
     ProofSubmission,
     ProverCostBid,
+    ProverWill,
     ReceiptEntry,
     Reject,
     RejectEntry,
@@ -108,8 +109,11 @@ class Coordinator(MarketState):
     def handle(self, event: CoordinatorEvent) -> list[CoordinatorEffect]:
         """Advance on one event; returns the effects to carry out, in order."""
         if isinstance(event, MessageReceived):
-            # A message never brings a deadline forward, so it never needs a new wake-up.
-            return self._on_message(event)
+            # What fell due before the message arrived comes first: a bid that missed its
+            # round's deadline stands for the next round even when the clearing tick has
+            # not come yet (a busy coordinator), and a deadline is judged by arrival.
+            due = self._on_tick(event.now - 1) if self._started else []
+            return due + self._on_message(event)
         if isinstance(event, Resumed):
             return self._on_resumed(event)
         effects = self._on_tick(event.now)
@@ -122,6 +126,14 @@ class Coordinator(MarketState):
     # -- messages -----------------------------------------------------------------------
 
     def _on_message(self, event: MessageReceived) -> list[CoordinatorEffect]:
+        effects = self._judge(event)
+        prover = self._provers.get(event.sender)
+        if prover is not None and any(isinstance(e, Record) for e in effects):
+            # An input taken from a prover says it is online; its will says it is not.
+            prover.offline = isinstance(event.message, ProverWill)
+        return effects
+
+    def _judge(self, event: MessageReceived) -> list[CoordinatorEffect]:
         msg = event.message
         try:
             if getattr(msg, "market", None) != self.params.market:
@@ -144,6 +156,9 @@ class Coordinator(MarketState):
                 return self._on_faucet_grant(event, msg)
             if isinstance(msg, StatusQuery):
                 return self._on_status_query(event, msg)
+            if isinstance(msg, ProverWill):
+                # A prover's will is recorded; anyone else's changes nothing.
+                return [Record(event)] if event.sender in self._provers else []
             raise Refusal(
                 RejectCode.UNEXPECTED_MESSAGE, f"a coordinator does not take {type(msg).__name__}"
             )

@@ -697,13 +697,13 @@ class CoordinatorService:
         except Exception as exc:  # the boundary: input never stops the loop
             return self._refuse(_unforeseen(exc), item.envelope.data, item.party)
         if is_will:
-            effects: Sequence[Publish | Record | WakeAt] = self._on_will(opened)
+            effects: Sequence[Publish | Record | WakeAt] = self._on_will(opened, now)
         else:
             effects = self.core.handle(opened.received(now))
         self.guard.admit(opened.sender, opened.ref, number, refused=_refused_code(effects, opened))
         return effects
 
-    def _on_will(self, opened: Opened) -> list[Publish]:
+    def _on_will(self, opened: Opened, now: int) -> Sequence[Publish | Record | WakeAt]:
         """A prover's last will: logged once per connection; an older one is a replay."""
         will = opened.message
         assert isinstance(will, ProverWill)
@@ -718,7 +718,7 @@ class CoordinatorService:
         self.log.info(
             "coordinator.prover_offline", prover=opened.sender, connected_at=will.connected_at
         )
-        return []
+        return self.core.handle(opened.received(now))
 
     def _refuse(
         self, exc: ProtocolError, payload: bytes, party: str | None, *, ref: bytes | None = None

@@ -98,6 +98,7 @@ class _State(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
     slashes: list[tuple[str, int]] = []
     shift: int = 0
     records: list[tuple[str, TrackRecord]] = []
+    offline: list[str] = []
 
 
 _encoder = msgspec.msgpack.Encoder()
@@ -133,6 +134,7 @@ def capture(core: Coordinator, position: int) -> bytes:
         slashes=sorted(core.slashes.items()),
         shift=core._shift,
         records=[(k, p.record) for k, p in core._provers.items()],
+        offline=sorted(k for k, p in core._provers.items() if p.offline),
     )
     payload = _encoder.encode(state)
     return MAGIC + hashlib.blake2b(payload, digest_size=_DIGEST).digest() + payload
@@ -249,11 +251,13 @@ def _apply(core: Coordinator, state: _State, ledger: Accounts, rounds: dict[int,
     core._tasks = {(t.user, t.task_id): t for t in state.tasks}
     core._wire = {t.wire_id: (t.user, t.task_id) for t in state.tasks}
     records = dict(state.records)
+    offline = set(state.offline)
     core._provers = {
         k: ProverState(
             capacities=dict(caps),
             open_rounds=set(open_rounds),
             record=records.get(k, TrackRecord()),
+            offline=k in offline,
         )
         for k, caps, open_rounds in state.provers
     }

@@ -150,6 +150,9 @@ class ProverState:
     capacities: dict[int, int] = field(default_factory=dict)  # epoch -> declared capacity
     open_rounds: set[int] = field(default_factory=set)  # rounds with an unsettled batch
     record: TrackRecord = field(default_factory=TrackRecord)
+    # Its last will came after its last input: offline, so its cost bid is left out of
+    # the clearing (it would win a batch it cannot see); any input of its own clears it.
+    offline: bool = False
 
 
 class Refusal(Exception):

@@ -90,6 +90,7 @@ def _prover_row(key: str, p: ProverState) -> tuple[object, ...]:
         key,
         tuple(sorted(p.capacities.items())),
         tuple(sorted(p.open_rounds)),
+        p.offline,
         (record.won, record.proved, record.late, record.failed),
         tuple(record.times),
         tuple(record.recent),

@@ -61,6 +61,7 @@ class RejectCode(StrEnum):
     DUPLICATE_GRANT = "duplicate_grant"
     PROVER_SUSPENDED = "prover_suspended"
     RESCUE_EXCLUDED = "rescue_excluded"
+    PROVER_OFFLINE = "prover_offline"
     TOO_MANY_QUERIES = "too_many_queries"
 
 
@@ -110,6 +111,7 @@ MEANINGS: Final[Mapping[RejectCode, str]] = MappingProxyType(
         C.DUPLICATE_GRANT: "a faucet grant whose nonce already names another grant",
         C.PROVER_SUSPENDED: "a cost bid from a prover suspended: it failed K of its last W batches",
         C.RESCUE_EXCLUDED: "at clearing: the round rescues a task this prover failed",
+        C.PROVER_OFFLINE: "at clearing: the prover's last will came after its cost bid",
         C.TOO_MANY_QUERIES: "a status query past the asker's or the round's ration of answers",
     }
 )

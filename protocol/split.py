@@ -45,6 +45,15 @@ _PART_FIELDS: Final = 16  # room for "part" and "parts" with their largest value
 
 T = TypeVar("T")
 
+_LISTS: Final[dict[type[Message], str]] = {
+    BidReceipts: "receipts",
+    ProofSubmission: "proofs",
+    TaskBids: "bids",
+    Rejects: "rejects",
+    Notices: "notices",
+}
+"""The kinds whose list may be cut into plain messages of the same kind, and the list."""
+
 
 def envelope_size(message: Message) -> int:
     """The exact size of `message` sealed to one recipient (the larger mode)."""
@@ -68,21 +77,10 @@ def split_to_fit(message: Message, max_size: int = MAX_ENVELOPE_SIZE) -> list[Me
             msgspec.structs.replace(message, tasks=chunk, part=i, parts=len(chunks))
             for i, chunk in enumerate(chunks)
         ]
-    if isinstance(message, BidReceipts):
-        receipts = _chunks(message, message.receipts, max_size)
-        return [msgspec.structs.replace(message, receipts=chunk) for chunk in receipts]
-    if isinstance(message, ProofSubmission):
-        proofs = _chunks(message, message.proofs, max_size)
-        return [msgspec.structs.replace(message, proofs=chunk) for chunk in proofs]
-    if isinstance(message, TaskBids):
-        bids = _chunks(message, message.bids, max_size)
-        return [msgspec.structs.replace(message, bids=chunk) for chunk in bids]
-    if isinstance(message, Rejects):
-        rejects = _chunks(message, message.rejects, max_size)
-        return [msgspec.structs.replace(message, rejects=chunk) for chunk in rejects]
-    if isinstance(message, Notices):
-        notices = _chunks(message, message.notices, max_size)
-        return [msgspec.structs.replace(message, notices=chunk) for chunk in notices]
+    field = _LISTS.get(type(message))
+    if field is not None:
+        chunks = _chunks(message, getattr(message, field), max_size)
+        return [msgspec.structs.replace(message, **{field: chunk}) for chunk in chunks]
     raise TooLarge(f"a {kind_of(message)} of {envelope_size(message)} bytes cannot be split")
 
 
@@ -107,15 +105,5 @@ def _chunks(message: Message, items: Sequence[T], max_size: int) -> list[list[T]
 
 
 def _empty(message: Message) -> Message:
-    if isinstance(message, Assignment):
-        return msgspec.structs.replace(message, tasks=[])
-    if isinstance(message, BidReceipts):
-        return msgspec.structs.replace(message, receipts=[])
-    if isinstance(message, TaskBids):
-        return msgspec.structs.replace(message, bids=[])
-    if isinstance(message, Rejects):
-        return msgspec.structs.replace(message, rejects=[])
-    if isinstance(message, Notices):
-        return msgspec.structs.replace(message, notices=[])
-    assert isinstance(message, ProofSubmission)
-    return msgspec.structs.replace(message, proofs=[])
+    field = "tasks" if isinstance(message, Assignment) else _LISTS[type(message)]
+    return msgspec.structs.replace(message, **{field: []})

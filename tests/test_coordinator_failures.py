@@ -203,8 +203,8 @@ def test_only_the_tasks_proven_late_get_a_share() -> None:
 def test_past_the_grace_a_proof_is_refused_and_the_batch_slashed() -> None:
     """A proof after deadline + grace is late_proof; at that instant the batch is slashed."""
     market, assignment = round_0(late_grace_ms=GRACE)
-    assert ["late_proof"] == reject_codes(market.prove(P0, assignment, PROVE_DEADLINE + GRACE + 1))
-    effects = market.tick(PROVE_DEADLINE + GRACE)
+    effects = market.prove(P0, assignment, PROVE_DEADLINE + GRACE + 1)
+    assert ["late_proof"] == reject_codes(effects)  # judged after the slash that fell due
     assert 1 == len(notices(effects, "slashed"))
     assert [("t0", P_MAX), ("t1", P_MAX)] == notices(effects, "refunded")
 

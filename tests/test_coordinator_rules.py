@@ -342,11 +342,19 @@ def test_proof_for_task_outside_batch_rejected() -> None:
 
 
 def test_late_proof_rejected_and_prover_slashed() -> None:
-    """Proofs after the prove deadline are refused; at the deadline the prover is slashed."""
+    """At the deadline the prover is slashed; proofs that arrive after it are refused."""
     market, assignment = cleared_market()
-    assert ["late_proof"] == reject_codes(market.prove(P0, assignment, PROVE_DEADLINE + 1))
     effects = market.tick(PROVE_DEADLINE)
     assert 1 == len(notices(effects, "slashed"))
+    assert ["late_proof"] == reject_codes(market.prove(P0, assignment, PROVE_DEADLINE + 1))
+
+
+def test_a_late_proof_before_the_deadlines_tick_is_judged_after_the_deadline() -> None:
+    """A proof that arrives after the deadline, before its tick: the slash comes first."""
+    market, assignment = cleared_market()
+    effects = market.prove(P0, assignment, PROVE_DEADLINE + 1)
+    assert (1, ["late_proof"]) == (len(notices(effects, "slashed")), reject_codes(effects))
+    assert [] == market.tick(PROVE_DEADLINE + 2)
 
 
 def test_prover_busy_excluded_when_previous_batch_open() -> None:
