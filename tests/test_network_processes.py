@@ -311,11 +311,14 @@ async def test_prover_killed_mid_prove_is_slashed_and_its_users_refunded(
 
 
 async def test_coordinator_killed_mid_round_resumes_from_its_ledger(
-    broker: RunningBroker, tmp_path: Path
+    embedded_broker: RunningBroker, tmp_path: Path
 ) -> None:
-    """SIGKILL the coordinator after round 1 opens; restarted on its ledger it finishes."""
+    """SIGKILL the coordinator after round 1 opens; restarted on its ledger it finishes.
+
+    On the embedded broker; on Mosquitto, tests/test_network_faults.py kills it in each phase.
+    """
     config = NetConfig(provers=2, users=6, rounds=4, params=QUICK)
-    async with local_market(config, broker.url, tmp_path) as market:
+    async with local_market(config, embedded_broker.url, tmp_path) as market:
         await market.start_parties()
         first = await market.start_coordinator()
         await market.wait_line([first], "round.progress", round=1)
@@ -371,26 +374,24 @@ class BrokerProcess:
 
 
 async def test_broker_restarted_mid_round_every_party_reconnects(
-    broker: RunningBroker, tmp_path: Path, free_port: int
+    tmp_path: Path, free_port: int
 ) -> None:
-    """Restart the broker while round 1 takes bids; the market finishes and trades after it."""
+    """Restart the embedded broker (its own process) while round 1 takes bids; the market
+    finishes and trades after it. Mosquitto's restarts are in tests/test_network_faults.py."""
     # rounds enough after the restart for parties backing off between reconnects, and a
     # whole epoch (4 rounds) after it for provers that must declare capacity again
     config = NetConfig(provers=2, users=6, rounds=10, params=QUICK)
-    process = BrokerProcess(free_port) if broker.kind == "embedded" else None
-    url = process.url if process is not None else broker.url
+    process = BrokerProcess(free_port)
     try:
-        if process is not None:
-            await process.start()
-        async with local_market(config, url, tmp_path) as market:
+        await process.start()
+        async with local_market(config, process.url, tmp_path) as market:
             await market.start_parties()
             coordinator = await market.start_coordinator()
             await market.wait_line([coordinator], "round.progress", round=1, phase="bid")
-            await (process.restart() if process is not None else broker.restart())
+            await process.restart()
             codes = await market.finish(coordinator)
     finally:
-        if process is not None:
-            await process.stop()
+        await process.stop()
     assert {0} == set(codes.values())
     report = market.report()
     assert_sound(report, 10)
