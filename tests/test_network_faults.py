@@ -227,8 +227,8 @@ def assert_reports_equal_ledger(market: FaultMarket, view: LedgerView, lives: li
 def won_while_down(market: FaultMarket, killed: Proc, restarted: Proc) -> set[int]:
     """Rounds cleared before the killed prover was back whose assignment it never saw.
 
-    A prover down past the prove deadline of a batch it won before its will was known
-    fails that batch; acting on the will at clearing would spare it (not built yet).
+    A prover down past the prove deadline of a batch it won before its will reached the
+    coordinator fails that batch: the will keeps it out of the clearings after it only.
     """
     back = (restarted.find("prover.started") or {})["timestamp"]
     seen = {line["round"] for line in killed.lines if line.get("event") == "prover.assigned"}
