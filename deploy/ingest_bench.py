@@ -71,12 +71,8 @@ def make_bids(
             TaskBidEntry(f"t{i}", rng.randint(1, params.p_max), rng.randbytes(32))
             for i in range(n * bulk, min(count, (n + 1) * bulk))
         ]
-        message: TaskBidMessage | TaskBids = TaskBids(market=MARKET, round=0, bids=entries)
-        if bulk == 1:
-            (e,) = entries
-            message = TaskBidMessage(
-                market=MARKET, round=0, task_id=e.task_id, fee=e.fee, task_input=e.task_input
-            )
+        bids = TaskBids(market=MARKET, round=0, bids=entries)
+        message: TaskBidMessage | TaskBids = bids.entry(0) if bulk == 1 else bids
         envelope = seal(user, message, MARKET, coordinator.public_hex)
         sealed.append((topics.inbox(MARKET, user.public_hex), envelope))
     genesis = OpeningBalances(balances={u.public_hex: params.p_max * count for u in users})

@@ -159,7 +159,6 @@ class UserCore:
         self._announce_floor = 0  # announcements below this are ignored
         self._tasks: dict[str, _Task] = {}  # held tasks: the open ones
         self._by_round: dict[int, dict[str, None]] = {}  # round -> its held task ids, in bid order
-        self._open = 0  # held tasks neither settled nor refused
         # Bid refs of task bids sent and not yet acknowledged: a Reject names the bid it
         # refuses (a single bid's envelope, or an entry of a bulk one), not the task, and
         # a receipt names the bid it takes.
@@ -287,8 +286,8 @@ class UserCore:
 
     @property
     def open_tasks(self) -> int:
-        """Tasks bid and not yet settled or refused."""
-        return self._open
+        """Tasks bid and not yet settled or refused: the held ones."""
+        return len(self._tasks)
 
     @property
     def bidding_done(self) -> bool:
@@ -360,7 +359,6 @@ class UserCore:
             task_id = f"{self.key[:8]}-{msg.round}-{i}"
             self._tasks[task_id] = _Task(msg.round, fee, task_input, msg.params.difficulty)
             self._by_round.setdefault(msg.round, {})[task_id] = None
-            self._open += 1
             self.summary.tasks_bid += 1
             self.summary.fees_bid += fee
             entries.append(TaskBidEntry(task_id, fee, task_input, self.carry_over))
@@ -371,19 +369,7 @@ class UserCore:
 
         A bid that misses its deadline asks to stand for the next round, not be refused.
         """
-        if len(entries) == 1:
-            (e,) = entries
-            single = TaskBidMessage(
-                market=self.market,
-                round=number,
-                task_id=e.task_id,
-                fee=e.fee,
-                task_input=e.task_input,
-                carry_over=e.carry_over,
-                late_to_next=True,
-            )
-            return [single]
-        return [
+        bulks = [
             TaskBids(
                 market=self.market,
                 round=number,
@@ -392,6 +378,7 @@ class UserCore:
             )
             for start in range(0, len(entries), TASK_BIDS_MAX)
         ]
+        return [bulks[0].entry(0)] if len(entries) == 1 else list(bulks)
 
     def _on_receipt(self, msg: UserReceipt) -> None:
         task = self._tasks.get(msg.task_id)
@@ -443,7 +430,6 @@ class UserCore:
     def _drop(self, task_id: str, task: _Task) -> None:
         """Let go of a task: settled, refused, or given up on with its round."""
         del self._tasks[task_id]
-        self._open -= 1
         for ref in task.refs:
             self._acknowledge(ref)
         bucket = self._by_round.get(task.round)
@@ -459,7 +445,6 @@ class UserCore:
         for _, bucket in drop_below(self._by_round, self._floor, floor):
             for task_id in bucket:
                 task = self._tasks.pop(task_id)
-                self._open -= 1
                 for ref in task.refs:
                     self._acknowledge(ref)
         self._floor = floor
