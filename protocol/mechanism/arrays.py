@@ -3,7 +3,8 @@
 A round of 1,000,000 task bids and 10,000 prover bids is cleared here. The tie rule at this
 level is positional: among equal fees the lower task index wins, among equal costs the lower
 prover index wins. `protocol.mechanism.clearing` puts bids into a canonical order (by tie key,
-never by arrival) before calling in, so input order cannot change an outcome.
+never by arrival) before calling in, so input order cannot change an outcome; or, for task
+bids in any order, passes a `TieOrder` that ranks equal fees by tie key instead of index.
 
 Proo-phi needs only a few order statistics of the fees, never a full sort: f_(S_j + 1) for the
 j the scan reaches, and f_(S_ell), f_(S_ell + 1) at the end. "f_(k) >= v" is the same as "at
@@ -21,6 +22,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from protocol.mechanism.base import BidError
+from protocol.mechanism.tie_order import TieOrder
 
 Int64Array = NDArray[np.int64]
 
@@ -35,8 +37,9 @@ class ArrayClearing:
 
     `provers` lists the allocated provers' indices in allocation order; `batch_sizes[i]` is
     how many tasks prover `provers[i]` proves; `tasks` concatenates the batches in that order
-    (each batch ascending by task index); `charges` is aligned with `tasks` and `payments`
-    with `provers`. Money that can outgrow int64 (payments, welfare) is Python int.
+    (each batch ascending by task index, or in tie order given a `TieOrder`); `charges` is
+    aligned with `tasks` and `payments` with `provers`. Money that can outgrow int64
+    (payments, welfare) is Python int.
     """
 
     provers: Int64Array
@@ -199,18 +202,19 @@ def _last_feasible(
     return lo, window, above
 
 
-def _top_tasks(fees: Int64Array, k: int, threshold: int) -> Int64Array:
-    """Indices (ascending) of the k highest fees; among fees equal to `threshold` (the k-th
-    largest) the lowest indices win."""
+def _top_tasks(fees: Int64Array, k: int, threshold: int, tie: TieOrder | None) -> Int64Array:
+    """Indices of the k highest fees; among fees equal to `threshold` (the k-th largest) the
+    lowest indices win, ascending, or with a tie order the first in it, in its order."""
     higher = fees > threshold
     room = k - int(np.count_nonzero(higher))
-    tied = np.flatnonzero(fees == threshold)[:room]
-    higher[tied] = True
-    return np.flatnonzero(higher).astype(np.int64)
+    tied = np.flatnonzero(fees == threshold)
+    higher[tied[:room] if tie is None else tie.sort(tied)[:room]] = True
+    chosen = np.flatnonzero(higher).astype(np.int64)
+    return chosen if tie is None else tie.sort(chosen)
 
 
 def clear_prooph_arrays(
-    fees: Int64Array, capacities: Int64Array, costs: Int64Array
+    fees: Int64Array, capacities: Int64Array, costs: Int64Array, tie: TieOrder | None = None
 ) -> ArrayClearing:
     """Proo-phi on arrays (DESIGN.md, "Market model and the mechanism").
 
@@ -238,7 +242,7 @@ def clear_prooph_arrays(
         floor = (int(c[ell + 1]), above) if above > allocated else None
         lowest_in, user_price = counts.kth_largest((allocated, allocated + 1), floor)
     prover_price = int(c[ell])
-    tasks = _top_tasks(fees, allocated, lowest_in)
+    tasks = _top_tasks(fees, allocated, lowest_in, tie)
     sizes = s[:ell].copy()
     payments = tuple(size * prover_price for size in sizes.tolist())
     value = _exact_sum(fees[tasks])
@@ -256,7 +260,7 @@ def clear_prooph_arrays(
 
 
 def clear_optimum_arrays(
-    fees: Int64Array, capacities: Int64Array, costs: Int64Array
+    fees: Int64Array, capacities: Int64Array, costs: Int64Array, tie: TieOrder | None = None
 ) -> ArrayClearing:
     """The welfare optimum: the most valuable feasible allocation.
 
@@ -289,7 +293,7 @@ def clear_optimum_arrays(
     if lo == 0:
         return no_trade()
     (lowest_in,) = counts.kth_largest((lo,))
-    tasks = _top_tasks(fees, lo, lowest_in)
+    tasks = _top_tasks(fees, lo, lowest_in, tie)
     used = int(np.searchsorted(after, lo, side="left")) + 1
     sizes = np.minimum(s[:used], n + 1)
     sizes[-1] = lo - int(before[used - 1])

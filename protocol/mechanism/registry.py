@@ -16,10 +16,16 @@ import numpy as np
 from protocol.mechanism.arrays import clear_optimum_arrays, clear_prooph_arrays
 from protocol.mechanism.base import Mechanism, Outcome, ProverBid, TaskBid
 from protocol.mechanism.bids import check_bids
-from protocol.mechanism.clearing import ArrayMechanism, outcome_from_arrays
+from protocol.mechanism.clearing import (
+    ArrayMechanism,
+    IndexedOutcome,
+    TaskColumns,
+    check_columns,
+    indexed_from_arrays,
+    prover_arrays,
+)
 from protocol.mechanism.peers import BPS, CallMarket, McAfee, PayAsBid, PostedPrice
 from protocol.mechanism.reference import clear_optimum_reference, clear_prooph_reference
-from protocol.mechanism.ties import tie_keyer
 from protocol.mechanism.vcg import Vcg
 
 
@@ -66,18 +72,22 @@ class ReserveProoph:
         self, tasks: Sequence[TaskBid], provers: Sequence[ProverBid], *, seed: bytes = b""
     ) -> Outcome:
         check_bids(tasks, provers)
-        key = tie_keyer(seed)
-        ts = sorted(tasks, key=lambda t: key(t.id))
-        ps = sorted(provers, key=lambda p: key(p.id))
-        fees = np.fromiter((t.fee for t in ts), dtype=np.int64, count=len(ts))
-        caps = [p.capacity for p in ps] + [len(ts) + 1]
-        costs = [p.cost for p in ps] + [self.reserve_cost]
+        columns = TaskColumns.of(tasks, seed)
+        return self.clear_columns(columns, provers).outcome(columns.ids)
+
+    def clear_columns(self, tasks: TaskColumns, provers: Sequence[ProverBid]) -> IndexedOutcome:
+        check_columns(tasks)
+        ps, caps, costs = prover_arrays(provers, tasks.seed)
+        n = len(tasks.ids)
         clearing = clear_prooph_arrays(
-            fees, np.array(caps, dtype=np.int64), np.array(costs, dtype=np.int64)
+            tasks.fees,
+            np.append(caps, np.int64(n + 1)),
+            np.append(costs, np.int64(self.reserve_cost)),
+            tasks.tie_order(),
         )
         if len(ps) in clearing.provers.tolist():
             raise AssertionError("the virtual reserve prover was allocated")
-        return outcome_from_arrays(self.name, clearing, [t.id for t in ts], [p.id for p in ps])
+        return indexed_from_arrays(self.name, clearing, n, [p.id for p in ps])
 
 
 @dataclass(frozen=True)

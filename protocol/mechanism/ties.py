@@ -34,3 +34,8 @@ def tie_keyer(seed: bytes) -> Callable[[str], bytes]:
 def tie_key(seed: bytes, bid_id: str) -> bytes:
     """Sort key among equal bids: lower goes first."""
     return tie_keyer(seed)(bid_id)
+
+
+def tie_prefix(key: bytes) -> int:
+    """A tie key's first 8 bytes as an integer: ordering by it never contradicts the key."""
+    return int.from_bytes(key[:8], "big")
