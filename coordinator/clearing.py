@@ -8,12 +8,16 @@ bid once the mechanism has spoken.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple, overload
+
+import numpy as np
 
 from coordinator.state import Batch, ProverState, Round, TaskKey, TaskState
-from protocol.mechanism import Outcome, ProverBid, TaskBid
+from protocol.mechanism import ProverBid
+from protocol.mechanism.clearing import IndexedOutcome, TaskColumns
+from protocol.mechanism.ties import tie_keyer, tie_prefix
 from protocol.rejects import RejectCode
 from protocol.tie_proof import plain_seed, seed_from_proof, tie_message
 
@@ -32,9 +36,47 @@ class RefusedCostBid:
 class Admission:
     """The bids a round clears on, and the cost bids left out with their reasons."""
 
-    task_bids: list[TaskBid]
+    task_bids: TaskColumns
     prover_bids: list[ProverBid]
     refused: list[RefusedCostBid]
+
+
+class WireIds(Sequence[str]):
+    """A round's task bids' wire ids, in book order, read from the tasks when asked."""
+
+    def __init__(self, keys: Sequence[TaskKey], tasks: Mapping[TaskKey, TaskState]) -> None:
+        self._keys = keys
+        self._tasks = tasks
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    @overload
+    def __getitem__(self, i: int) -> str: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[str]: ...
+    def __getitem__(self, i: int | slice) -> str | list[str]:
+        if isinstance(i, slice):
+            return [self._tasks[k].wire_id for k in self._keys[i]]
+        return self._tasks[self._keys[i]].wire_id
+
+
+@dataclass(frozen=True, slots=True)
+class RoundSeed:
+    """A round's tie seed, the signature it came from (if signed), and its tie keyer."""
+
+    seed: bytes
+    proof: bytes | None
+    key: Callable[[str], bytes]
+
+    @classmethod
+    def draw(cls, market: str, number: int, signer: Callable[[bytes], bytes] | None) -> RoundSeed:
+        seed, proof = round_seed(market, number, signer)
+        return cls(seed, proof, tie_keyer(seed))
+
+    def tie(self, bid_id: str) -> int:
+        """The tie-key prefix of the bid with this id (protocol.mechanism.ties)."""
+        return tie_prefix(self.key(bid_id))
 
 
 def round_seed(
@@ -57,6 +99,7 @@ def plan_admission(
     provers: Mapping[str, ProverState],
     locked: Callable[[str], int],
     p_max: int,
+    seed: RoundSeed,
 ) -> Admission:
     """Which of round `r`'s bids the mechanism sees.
 
@@ -68,12 +111,11 @@ def plan_admission(
     """
     prover_bids: list[ProverBid] = []
     refused: list[RefusedCostBid] = []
-    failed = {tasks[k].failed_by for k in r.tasks}
     for key in sorted(r.cost_bids):
         cost_bid = r.cost_bids[key]
         prover = provers[key]
         capacity = prover.capacities[r.epoch]
-        if key in failed:
+        if key in r.excluded:
             refused.append(
                 RefusedCostBid(
                     key,
@@ -105,16 +147,22 @@ def plan_admission(
             )
         else:
             prover_bids.append(ProverBid(id=key, capacity=capacity, cost=cost_bid.cost))
-    task_bids = [TaskBid(id=tasks[k].wire_id, fee=tasks[k].fee) for k in r.tasks]
+    task_bids = TaskColumns(
+        ids=WireIds(r.tasks, tasks),
+        fees=np.frombuffer(r.fees, dtype=np.int64).copy(),
+        ties=np.frombuffer(r.ties, dtype=np.uint64).copy(),
+        seed=seed.seed,
+    )
     return Admission(task_bids, prover_bids, refused)
 
 
 Fate = Literal["assigned", "carried", "released"]
 
 
-@dataclass(frozen=True, slots=True)
-class TaskFate:
-    """What clearing does with one task bid: assign it, carry it, or release its fee."""
+class TaskFate(NamedTuple):
+    """What clearing does with one task bid: assign it, carry it, or release its fee.
+
+    A tuple, not a dataclass: a round makes one for each of its task bids."""
 
     key: TaskKey
     fate: Fate
@@ -125,8 +173,7 @@ class TaskFate:
 def plan_task_fates(
     r: Round,
     tasks: Mapping[TaskKey, TaskState],
-    wire: Mapping[str, TaskKey],
-    outcome: Outcome,
+    outcome: IndexedOutcome,
     *,
     can_carry: bool,
 ) -> list[TaskFate]:
@@ -136,17 +183,16 @@ def plan_task_fates(
     (`can_carry`: there is a next round), so an unallocatable fee is not escrowed forever;
     a rescued task has had its second chance and is released.
     """
-    assigned: dict[TaskKey, TaskFate] = {}
-    for prover, wire_ids in outcome.assignments.items():
-        for w in wire_ids:
-            key = wire[w]
-            assigned[key] = TaskFate(key, "assigned", prover, outcome.charges[w])
+    winner = outcome.winner_of(len(r.tasks)).tolist()
+    charges = outcome.charges.tolist()
     fates: list[TaskFate] = []
-    for key in r.tasks:
+    for i, key in enumerate(r.tasks):
+        w = winner[i]
+        if w >= 0:
+            fates.append(TaskFate(key, "assigned", outcome.winners[w], charges[i]))
+            continue
         task = tasks[key]
-        if key in assigned:
-            fates.append(assigned[key])
-        elif (
+        if (
             task.carry_over
             and task.carried_from is None
             and task.rescued_from is None
@@ -158,7 +204,7 @@ def plan_task_fates(
     return fates
 
 
-def subsidy_draw(outcome: Outcome) -> int:
+def subsidy_draw(outcome: IndexedOutcome) -> int:
     """What the batches paying out more than their tasks bring in draw from a subsidy.
 
     Settlement goes batch by batch, so a deficit outcome (VCG) needs each such batch's
@@ -167,12 +213,12 @@ def subsidy_draw(outcome: Outcome) -> int:
     if outcome.surplus >= 0:
         return 0
     return sum(
-        max(0, pay - sum(outcome.charges[t] for t in outcome.assignments[p]))
-        for p, pay in outcome.payments.items()
+        max(0, pay - int(outcome.charges[batch].sum()))
+        for batch, pay in zip(outcome.batches, outcome.payments, strict=True)
     )
 
 
-def plan_subsidy(outcome: Outcome, available: int) -> tuple[Outcome, int]:
+def plan_subsidy(outcome: IndexedOutcome, available: int) -> tuple[IndexedOutcome, int]:
     """The outcome to settle on, and what it draws from a subsidy account holding `available`.
 
     A subsidy account too poor for the draw clears nothing.
@@ -181,19 +227,23 @@ def plan_subsidy(outcome: Outcome, available: int) -> tuple[Outcome, int]:
     if draw == 0:
         return outcome, 0
     if available < draw:
-        return Outcome(mechanism=outcome.mechanism), 0
+        return IndexedOutcome(mechanism=outcome.mechanism), 0
     return outcome, draw
 
 
-def plan_batches(r: Round, outcome: Outcome, wire: Mapping[str, TaskKey], now: int) -> list[Batch]:
-    """Each winner's batch of round `r` under `outcome`, assigned at `now`, by prover key."""
-    return [
-        Batch(
-            prover=key,
-            round=r.number,
-            tasks=tuple(wire[w] for w in outcome.assignments[key]),
-            payment=outcome.payments[key],
-            assigned_ms=now,
+def plan_batches(
+    r: Round, outcome: IndexedOutcome, tasks: Mapping[TaskKey, TaskState], now: int
+) -> list[Batch]:
+    """Each winner's batch of round `r` under `outcome`, assigned at `now`, by prover key;
+    a batch's tasks in tie order (the outcome's), so no sort of the round's tasks is needed."""
+    batches = []
+    for prover, positions, payment in sorted(
+        zip(outcome.winners, outcome.batches, outcome.payments, strict=True), key=lambda w: w[0]
+    ):
+        keys = [r.tasks[i] for i in positions.tolist()]
+        batches.append(
+            Batch(
+                prover=prover, round=r.number, tasks=tuple(keys), payment=payment, assigned_ms=now
+            )
         )
-        for key in sorted(outcome.assignments)
-    ]
+    return batches

@@ -32,6 +32,7 @@ from coordinator.state import (
     ProverState,
     Refusal,
     Round,
+    TaskKey,
     TaskState,
     wire_task_id,
 )
@@ -40,6 +41,7 @@ from coordinator.track_record import note_settled, note_won, published
 from protocol.envelope import bid_ref
 from protocol.events import MessageReceived, Publish, Record, Resumed, Tick, WakeAt
 from protocol.mechanism import market_mechanism
+from protocol.mechanism.clearing import clear_indexed
 from protocol.messages import (
     BidReceipt,
     BidReceipts,
@@ -103,6 +105,10 @@ class Coordinator(MarketState):
         self.proofs_checked: dict[str, int] = {"valid": 0, "invalid": 0}
         # Status answers given this round: soft state, not recorded (coordinator.status).
         self.queries = QueryRation()
+        # Each round's tie seed, drawn when first needed: a task bid's tie-key prefix is
+        # taken as it comes in, so clearing sorts integers. The draw is deterministic, so
+        # this is a cache, not state.
+        self._seeds: dict[int, clearing.RoundSeed] = {}
 
     # -- the interface ----------------------------------------------------------------
 
@@ -243,7 +249,20 @@ class Coordinator(MarketState):
         key = (task.user, task.task_id)
         self._tasks[key] = task
         self._wire[task.wire_id] = key
-        r.tasks.append(key)
+        self._enter(r, key)
+
+    def _enter(self, r: Round, key: TaskKey) -> None:
+        """Task `key` stands in round `r`'s book, with its tie-key prefix under r's seed."""
+        task = self._tasks[key]
+        r.enter(key, task, self._seed(r.number).tie(task.wire_id))
+
+    def _seed(self, number: int) -> clearing.RoundSeed:
+        seed = self._seeds.get(number)
+        if seed is None:
+            seed = self._seeds[number] = clearing.RoundSeed.draw(
+                self.params.market, number, self.tie_signer
+            )
+        return seed
 
     def _on_cost_bid(self, event: MessageReceived, msg: ProverCostBid) -> list[CoordinatorEffect]:
         if event.ref in self._seen(msg.round):
@@ -435,6 +454,7 @@ class Coordinator(MarketState):
         floor = schedule.forget_below(self._rounds, self._floor, bidding, self.seen_rounds)
         for number in range(self._floor, floor):
             self._refs.pop(number, None)
+            self._seeds.pop(number, None)
             r = self._rounds.pop(number, None)
             for key in () if r is None else r.tasks:
                 task = self._tasks.get(key)
@@ -466,37 +486,35 @@ class Coordinator(MarketState):
         self._proving.add(r.number)
         announce_next = self._open_round(r.number + 1)
         next_round = self._rounds.get(r.number + 1)
+        seed = self._seed(r.number)
         admission = clearing.plan_admission(
-            r, self._tasks, self._provers, self.locked, self.params.p_max
+            r, self._tasks, self._provers, self.locked, self.params.p_max, seed
         )
         effects: list[CoordinatorEffect] = [
             Publish(self._reject(x.code, x.reason, x.ref, r.number), to=x.prover)
             for x in admission.refused
         ]
-        seed, proof = clearing.round_seed(self.params.market, r.number, self.tie_signer)
-        outcome = self.mechanism.clear(admission.task_bids, admission.prover_bids, seed=seed)
+        outcome = clear_indexed(self.mechanism, admission.task_bids, admission.prover_bids)
+        r.close_book()
         subsidy_account = balance_of(self.params.subsidy_account or "")
         outcome, subsidy = clearing.plan_subsidy(outcome, self.accounts.balance(subsidy_account))
         if subsidy:
             self.accounts.move(subsidy_account, TREASURY, subsidy)
-        fates = clearing.plan_task_fates(
-            r, self._tasks, self._wire, outcome, can_carry=next_round is not None
-        )
-        batches = self._assign_batches(r, clearing.plan_batches(r, outcome, self._wire, now))
+        fates = clearing.plan_task_fates(r, self._tasks, outcome, can_carry=next_round is not None)
+        batches = self._assign_batches(r, clearing.plan_batches(r, outcome, self._tasks, now))
         result = notices.clearing_result(  # after the batches: its track records count the wins
             self.params.market,
             r,
             admission,
             outcome,
             subsidy=subsidy,
-            tie_proof=proof,
+            tie_proof=seed.proof,
             carried=sum(f.fate == "carried" for f in fates),
             refused=self._refusals.pop(r.number, {}),
             track_record=published(self._provers, list(r.cost_bids)),
         )
         effects += [Publish(result), *batches]
-        for fate in fates:
-            effects.extend(self._apply_fate(fate, r.number, next_round))
+        effects += self._apply_fates(fates, r.number, next_round)
         if not r.batches:
             self._settled(r)
         if (r.number + 1) % self.params.epoch_rounds == 0:
@@ -519,35 +537,42 @@ class Coordinator(MarketState):
             )
         return effects
 
-    def _apply_fate(
-        self, fate: clearing.TaskFate, number: int, next_round: Round | None
+    def _apply_fates(
+        self, fates: list[clearing.TaskFate], number: int, next_round: Round | None
     ) -> list[CoordinatorEffect]:
-        """Carry out one task's fate and tell its user."""
-        task = self._tasks[fate.key]
+        """Carry out each task's fate and tell its user; released fees go back one move a
+        user, not one a task."""
+        effects: list[CoordinatorEffect] = []
+        refunds: dict[str, int] = {}
         market = self.params.market
-        if fate.fate == "assigned":
-            task.assign(fate.prover, fate.price)
-            receipt = notices.user_receipt(
-                market, number, task.task_id, prover=task.prover, price=task.price
-            )
-            return [Publish(receipt, to=task.user)]
-        if fate.fate == "carried" and next_round is not None:
-            task.carry(next_round.number)
-            next_round.tasks.append(fate.key)
-            receipt = notices.user_receipt(
-                market, number, task.task_id, carried_to=next_round.number
-            )
-            return [Publish(receipt, to=task.user)]
-        receipt = notices.user_receipt(market, number, task.task_id)
-        return [Publish(receipt, to=task.user), self._release(task)]
+        for fate in fates:
+            task = self._tasks[fate.key]
+            if fate.fate == "assigned":
+                task.assign(fate.prover, fate.price)
+                receipt = notices.user_receipt(
+                    market, number, task.task_id, prover=task.prover, price=task.price
+                )
+                effects.append(Publish(receipt, to=task.user))
+            elif fate.fate == "carried" and next_round is not None:
+                task.carry(next_round.number)
+                self._enter(next_round, fate.key)
+                receipt = notices.user_receipt(
+                    market, number, task.task_id, carried_to=next_round.number
+                )
+                effects.append(Publish(receipt, to=task.user))
+            else:
+                refunds[task.user] = refunds.get(task.user, 0) + task.fee
+                task.close("released")
+                effects += [
+                    Publish(notices.user_receipt(market, number, task.task_id), to=task.user),
+                    Publish(notices.released(market, task), to=task.user),
+                ]
+        for user, amount in refunds.items():
+            if amount:
+                self.accounts.move(escrow_of(user), balance_of(user), amount)
+        return effects
 
     # -- settlement -----------------------------------------------------------------------
-
-    def _release(self, task: TaskState) -> Publish:
-        if task.fee:
-            self.accounts.move(escrow_of(task.user), balance_of(task.user), task.fee)
-        task.close("released")
-        return Publish(notices.released(self.params.market, task), to=task.user)
 
     def _settle_round(self, r: Round) -> list[CoordinatorEffect]:
         effects: list[CoordinatorEffect] = []
@@ -604,7 +629,7 @@ class Coordinator(MarketState):
         )
         if reopen is not None:
             task.rescue(reopen.number, failed_in=r.number, failed_by=batch.prover)
-            reopen.tasks.append(settled.key)
+            self._enter(reopen, settled.key)
         else:
             task.close("charged" if settled.outcome == "charged" else "refunded")
         return [Publish(n, to=task.user) for n in told]

@@ -12,7 +12,7 @@ from typing import Literal
 from coordinator.clearing import Admission
 from coordinator.settlement import SettlementPlan, TaskSettlement
 from coordinator.state import Batch, Round, TaskKey, TaskState
-from protocol.mechanism import Outcome
+from protocol.mechanism.clearing import IndexedOutcome
 from protocol.messages import (
     AssignedTask,
     Assignment,
@@ -48,7 +48,7 @@ def clearing_result(
     market: str,
     r: Round,
     admission: Admission,
-    outcome: Outcome,
+    outcome: IndexedOutcome,
     *,
     subsidy: int,
     tie_proof: bytes | None,
@@ -61,13 +61,13 @@ def clearing_result(
         market=market,
         round=r.number,
         mechanism=outcome.mechanism,
-        tasks_bid=len(admission.task_bids),
+        tasks_bid=len(admission.task_bids.ids),
         provers_bid=len(admission.prover_bids),
         allocated_provers=outcome.allocated_provers,
         allocated_tasks=outcome.allocated_tasks,
         user_price=outcome.user_price,
         prover_price=outcome.prover_price,
-        winners=sorted(outcome.assignments),
+        winners=sorted(outcome.winners),
         surplus=outcome.surplus + subsidy,
         prove_deadline=r.prove_deadline,
         tie_proof=tie_proof,

@@ -250,6 +250,11 @@ def _apply(core: Coordinator, state: _State, ledger: Accounts, rounds: dict[int,
     core._rounds = rounds
     core._tasks = {(t.user, t.task_id): t for t in state.tasks}
     core._wire = {t.wire_id: (t.user, t.task_id) for t in state.tasks}
+    for r in rounds.values():
+        if r.phase is Phase.BID:  # the book's columns: taken again, as the bids came in
+            keys, r.tasks = r.tasks, []
+            for key in keys:
+                core._enter(r, key)
     records = dict(state.records)
     offline = set(state.offline)
     core._provers = {

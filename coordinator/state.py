@@ -8,6 +8,7 @@ through its transitions (`assign`, `carry`, `rescue`, `close`); the plan functio
 from __future__ import annotations
 
 import hashlib
+from array import array
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Literal, TypeAlias
@@ -115,7 +116,14 @@ class Batch:
 
 @dataclass(slots=True)
 class Round:
-    """One round: its deadlines, phase, task bids, cost bids and batches."""
+    """One round: its deadlines, phase, task bids, cost bids and batches.
+
+    The task bids are kept as a book of columns, aligned and in the order they came in:
+    `tasks` (keys), `fees`, and `ties` (each bid's tie-key prefix under the round's seed),
+    so the clearing reads arrays and never walks the tasks; `excluded` holds the provers
+    that failed a task the round rescues. Only `enter` adds to them, and `fees`, `ties` and
+    `excluded` are dropped once the round has cleared.
+    """
 
     number: int
     epoch: int
@@ -125,6 +133,21 @@ class Round:
     tasks: list[TaskKey] = field(default_factory=list)
     cost_bids: dict[str, CostBid] = field(default_factory=dict)
     batches: dict[str, Batch] = field(default_factory=dict)
+    fees: array[int] = field(default_factory=lambda: array("q"))
+    ties: array[int] = field(default_factory=lambda: array("Q"))
+    excluded: set[str] = field(default_factory=set)
+
+    def enter(self, key: TaskKey, task: TaskState, tie: int) -> None:
+        """Task `key` stands in this round, with its tie-key prefix `tie`."""
+        self.tasks.append(key)
+        self.fees.append(task.fee)
+        self.ties.append(tie)
+        if task.failed_by is not None:
+            self.excluded.add(task.failed_by)
+
+    def close_book(self) -> None:
+        """The round has cleared: its columns are no longer read."""
+        self.fees, self.ties, self.excluded = array("q"), array("Q"), set()
 
 
 @dataclass(slots=True)

@@ -23,6 +23,7 @@ from coordinator.report import RoundTally, market_report
 from coordinator.state import OpeningBalances
 from protocol.events import MessageReceived, Publish, Record, Tick, WakeAt
 from protocol.mechanism import Mechanism, Outcome, ProverBid, TaskBid, get_mechanism
+from protocol.mechanism.clearing import IndexedOutcome, TaskColumns, clear_indexed
 from protocol.messages import MarketParams, Message, TaskBidMessage, TaskBids, TaskProof
 from protocol.workload import prove_batch
 from prover_node.core import ProverCore, ProvingDone, StartProving
@@ -111,6 +112,12 @@ class _Observed:
     ) -> Outcome:
         out = self.inner.clear(tasks, provers, seed=seed)
         best = get_mechanism("optimum").clear(tasks, provers, seed=seed).welfare
+        self.rows.append((out.welfare, best))
+        return out
+
+    def clear_columns(self, tasks: TaskColumns, provers: Sequence[ProverBid]) -> IndexedOutcome:
+        out = clear_indexed(self.inner, tasks, provers)
+        best = clear_indexed(get_mechanism("optimum"), tasks, provers).welfare
         self.rows.append((out.welfare, best))
         return out
 

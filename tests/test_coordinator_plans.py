@@ -31,6 +31,7 @@ from coordinator.state import (
 from coordinator.status import QueryRation, admit_query
 from coordinator.track_record import note_settled
 from protocol.mechanism import Outcome
+from protocol.mechanism.clearing import IndexedOutcome, indexed_from_outcome
 from protocol.messages import (
     FailureRules,
     ProofSubmission,
@@ -208,27 +209,44 @@ def test_forgotten_epochs_keep_the_latest_capacity_for_the_factor_rule() -> None
 # -- clearing ---------------------------------------------------------------------------
 
 
-def deficit() -> Outcome:
+def deficit() -> IndexedOutcome:
     """One task charged 2 and its prover paid 5: a deficit of 3."""
-    return Outcome("vcg", assignments={P0: ("w",)}, charges={"w": 2}, payments={P0: 5})
+    outcome = Outcome("vcg", assignments={P0: ("w",)}, charges={"w": 2}, payments={P0: 5})
+    return indexed_from_outcome(outcome, ["w"])
 
 
 def test_a_deficit_draws_its_subsidy_or_clears_nothing() -> None:
     """A rich subsidy account pays the shortfall; a poor one leaves an empty outcome."""
-    assert (deficit(), 3) == plan_subsidy(deficit(), available=3)
-    assert (Outcome("vcg"), 0) == plan_subsidy(deficit(), available=2)
-    balanced = Outcome("prooph", assignments={P0: ("w",)}, charges={"w": 5}, payments={P0: 5})
+    rich = deficit()
+    assert (rich, 3) == plan_subsidy(rich, available=3)
+    poor, draw = plan_subsidy(deficit(), available=2)
+    assert ("vcg", (), 0) == (poor.mechanism, poor.winners, draw)
+    balanced = indexed_from_outcome(
+        Outcome("prooph", assignments={P0: ("w",)}, charges={"w": 5}, payments={P0: 5}), ["w"]
+    )
     assert (balanced, 0) == plan_subsidy(balanced, available=0)
 
 
 def test_each_winner_gets_a_batch_of_its_tasks_in_prover_order() -> None:
-    """Batches come sorted by prover key, their tasks mapped from wire ids."""
-    outcome = Outcome("prooph", assignments={P1: ("w1",), P0: ("w0",)}, payments={P1: 3, P0: 4})
-    wire = {"w0": (U0, "a"), "w1": (U1, "b")}
-    batches = plan_batches(rounds_from(Phase.PROVE)[0], outcome, wire, now=120)
-    expected = sorted([(P0, ((U0, "a"),), 4), (P1, ((U1, "b"),), 3)])
+    """Batches come sorted by prover key, their tasks by wire id, read from the round."""
+    outcome = Outcome(
+        "prooph", assignments={P1: ("w1",), P0: ("w0", "w2")}, payments={P1: 3, P0: 4}
+    )
+    r = rounds_from(Phase.PROVE)[0]
+    tasks = {
+        (U0, "a"): _task(U0, "a", "w2"),
+        (U1, "b"): _task(U1, "b", "w1"),
+        (U0, "c"): _task(U0, "c", "w0"),
+    }
+    r.tasks = list(tasks)
+    batches = plan_batches(r, indexed_from_outcome(outcome, ["w2", "w1", "w0"]), tasks, now=120)
+    expected = sorted([(P0, ((U0, "c"), (U0, "a")), 4), (P1, ((U1, "b"),), 3)])
     assert expected == [(b.prover, b.tasks, b.payment) for b in batches]
     assert {120} == {b.assigned_ms for b in batches}
+
+
+def _task(user: str, task_id: str, wire_id: str) -> TaskState:
+    return TaskState(task_id, user, wire_id, 1, b"", False, 0)
 
 
 def test_a_signed_round_seed_comes_from_the_signature_it_publishes() -> None:

@@ -20,9 +20,26 @@ def _name(bid_id: object) -> str:
     return f"{bid_id!r}" if isinstance(bid_id, str) else f"<{bid_id!r}>"
 
 
+def _plainly_good(ids: list[object], amounts: list[list[Any]], low: list[int]) -> bool:
+    """True if every id is a distinct non-empty str and every amount a plain int in range:
+    a pass over whole lists, so good books skip the bid-by-bid checks that name a culprit."""
+    if not all(type(i) is str and i for i in ids) or len(set(ids)) != len(ids):
+        return False
+    for column, floor in zip(amounts, low, strict=True):
+        if not all(type(v) is int for v in column):
+            return False
+        if column and (min(column) < floor or max(column) > MAX_VALUE):
+            return False
+    return True
+
+
 def check_bids(tasks: Sequence[TaskBid], provers: Sequence[ProverBid]) -> None:
     """Raise BidError for the first bad bid: non-integer or negative fee or cost, capacity
     below 1, an id that is not a non-empty string, or an id used twice on one side."""
+    if _plainly_good([t.id for t in tasks], [[t.fee for t in tasks]], [0]) and _plainly_good(
+        [p.id for p in provers], [[p.capacity for p in provers], [p.cost for p in provers]], [1, 0]
+    ):
+        return
     seen: set[str] = set()
     for t in tasks:
         if not isinstance(t.id, str) or not t.id:

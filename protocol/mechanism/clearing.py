@@ -115,11 +115,13 @@ def indexed_from_arrays(
     """An IndexedOutcome from a clearing over n tasks and provers in `prover_ids` order."""
     charges = np.zeros(n, dtype=np.int64)
     charges[clearing.tasks] = clearing.charges
-    cuts = np.cumsum(clearing.batch_sizes)[:-1]
+    ends = np.cumsum(clearing.batch_sizes).tolist()
     return IndexedOutcome(
         mechanism=name,
         winners=tuple(prover_ids[p] for p in clearing.provers.tolist()),
-        batches=tuple(np.split(clearing.tasks, cuts)) if clearing.provers.size else (),
+        batches=tuple(
+            clearing.tasks[start:end] for start, end in zip([0, *ends], ends, strict=False)
+        ),
         payments=clearing.payments,
         charges=charges,
         user_price=clearing.user_price,

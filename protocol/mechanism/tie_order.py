@@ -40,11 +40,14 @@ class TieOrder:
             return indices.astype(np.int64, copy=True)
         bits = (m - 1).bit_length()
         low = np.uint64((1 << bits) - 1)
-        packed = (self.prefixes[indices] & ~low) | np.arange(m, dtype=np.uint64)
+        packed = self.prefixes[indices]
+        packed &= ~low
+        packed |= np.arange(m, dtype=np.uint64)
         packed.sort()
-        order = indices[(packed & low).astype(np.int64)]
-        high = packed >> np.uint64(bits)
-        same = np.flatnonzero(high[1:] == high[:-1])
+        # Neighbours whose prefixes agree above the position bits: order unsettled there.
+        same = np.flatnonzero((packed[1:] ^ packed[:-1]) <= low)
+        packed &= low
+        order = indices[packed]
         if same.size:
             self._settle_collisions(order, same)
         return order
