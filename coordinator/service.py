@@ -62,6 +62,7 @@ from protocol.messages import (
     Assignment,
     BidReceipt,
     BidReceipts,
+    ClearingResult,
     MarketParams,
     Message,
     Notices,
@@ -77,6 +78,7 @@ from protocol.messages import (
 from protocol.rejects import RejectCode
 from protocol.replay import ReplayGuard, round_of
 from protocol.split import split_to_fit
+from runtime import heap
 from runtime.bus import Bus, Delivery
 from runtime.memory_bus import open_bus
 from runtime.metrics import Check, bus_check, ledger_check, serving
@@ -207,6 +209,30 @@ class _Outgoing:
     envelope: bytes
     acks: int
     retain: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class _Clearing:
+    """A round the core cleared in a batch: when bidding closed, how long the core took."""
+
+    round: int
+    bid_deadline: int
+    core_s: float
+    assignments: int
+
+
+def _clearings(core: Coordinator, effects: Sequence[object], core_s: float) -> list[_Clearing]:
+    results = [e.message for e in effects if isinstance(e, Publish)]
+    return [
+        _Clearing(
+            m.round,
+            core.round_deadlines(m.round)[0],
+            core_s,
+            sum(isinstance(a, Assignment) and a.round == m.round for a in results),
+        )
+        for m in results
+        if isinstance(m, ClearingResult)
+    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -548,9 +574,12 @@ class CoordinatorService:
         sends: list[Publish] = []
         wake: int | None = None
         valid = iter(batch.valid)
+        clearings: list[_Clearing] = []
         for item in batch.items:
             if isinstance(item, Tick | Resumed):
+                began = time.perf_counter()
                 effects: Sequence[Publish | Record | WakeAt] = self.core.handle(item)
+                clearings += _clearings(self.core, effects, time.perf_counter() - began)
             elif isinstance(item, _Unverified):
                 effects = self._accept(item, next(valid), item.arrived or self.clock())
             else:
@@ -578,14 +607,19 @@ class CoordinatorService:
             # is never behind the live view's log lines.
             self.metrics.after_batch()
         sending: asyncio.Task[None] | None = None
+        if clearings:
+            # What a clearing leaves is the market's long-lived state (runtime.heap).
+            heap.settle()
         if sends:
+            began = time.perf_counter()
             urgent, rest = by_urgency(coalesce_receipts(sends))
             rest = coalesce_notices(rest)
             outgoing = [o for e in urgent for o in self._outgoing(e)]
+            sealed = time.perf_counter() - began
             self._log_progress()
             # Published in the background: waiting here for the broker's acknowledgements
             # would hold the next batch behind every bid the broker is still pushing to us.
-            sending = asyncio.create_task(self._publish(outgoing, rest))
+            sending = asyncio.create_task(self._publish(outgoing, rest, clearings, sealed))
         else:
             self.stats.last_batch = time.monotonic()
         self._sending.append((sending, last))
@@ -613,14 +647,30 @@ class CoordinatorService:
             if last is not None:
                 self._published_through = last
 
-    async def _publish(self, outgoing: list[_Outgoing], later: Sequence[Publish] = ()) -> None:
+    async def _publish(
+        self,
+        outgoing: list[_Outgoing],
+        later: Sequence[Publish] = (),
+        clearings: Sequence[_Clearing] = (),
+        sealed_s: float = 0.0,
+    ) -> None:
         """Send `outgoing`, then seal and send `later` a chunk at a time.
 
         Sealing thousands of receipts in one go would hold the event loop, and with it
         the reading (and arrival stamps) of proofs, behind them; between chunks the loop
-        gets on with everything else.
+        gets on with everything else. Once a clearing's assignments are out, a
+        `round.assigned` line says how long each step took.
         """
         await self._send(outgoing)
+        for clearing in clearings:
+            self.log.info(
+                "round.assigned",
+                round=clearing.round,
+                after_deadline_ms=self.clock() - clearing.bid_deadline,
+                core_ms=round(clearing.core_s * 1000),
+                seal_ms=round(sealed_s * 1000),
+                assignments=clearing.assignments,
+            )
         for start in range(0, len(later), SEAL_CHUNK):
             await asyncio.sleep(0)  # a yield between chunks, not a wait for anything
             chunk = [o for e in later[start : start + SEAL_CHUNK] for o in self._outgoing(e)]

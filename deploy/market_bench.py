@@ -2,12 +2,16 @@
 
 The market is a testnet (deploy/testnet.py): a coordinator, provers and user processes,
 each its own OS process on the broker, with real signatures and encryption. Provers are
-sized so that most task bids trade and the proving work is tiny, so the figures are the
-market's, not the workload's. Read from the coordinator's structured log, per round:
+sized so that most task bids trade and the proving work is the least the workload has
+(difficulty 1, no setup), and the prove window is sized from that work as measured on
+this machine in the same run, so the figures are the market's, not the workload's. Read
+from the coordinator's structured log, per round:
 
 - `bids_per_s`: task bids accepted per second of the bid window they came in;
-- `clear_ms`: from the bid deadline to the round's clearing published (its result and
-  the assignments go first, before any user's notice);
+- `clear_ms`: from the bid deadline to the round's clearing sealed (its result and the
+  assignments go first, before any user's notice);
+- `assign_ms`: from the bid deadline to the last assignment handed to the broker, and
+  `core_ms` the part of it the core's clearing took (`round.assigned` lines);
 - `settle_ms`: from the bid deadline to the last batch of the round settled.
 
 The baseline is the market's own schedule, as the in-memory simulation keeps it: a
@@ -20,21 +24,37 @@ both are paced by them, the in-memory one on a simulated clock.)
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import math
+import os
 import statistics
 import tempfile
+import time
 from datetime import datetime
 from pathlib import Path
 
 import msgspec
 
 from deploy.testnet import TestnetConfig, run_testnet
+from protocol.workload import prove_batch
 
 PROVE_MS_BASE = 2000
-TASKS_PER_PROVE_MS = 10
-"""The prove window grows by 1 ms for each 10 tasks of the round: assignments out, tiny
-proofs back, every task settled."""
+PROVE_MARGIN = 3
+"""The prove window is PROVE_MS_BASE plus this many times the round's proving work spread
+over the machine's cores: the provers share those cores with the market itself."""
+
+
+def proving_ms_per_task() -> float:
+    """What one task of the bench's workload (difficulty 1, no setup) takes to prove here."""
+    inputs = [i.to_bytes(32, "big") for i in range(200)]
+    best = float("inf")
+    for _ in range(3):
+        began = time.perf_counter()
+        prove_batch(inputs, difficulty=1, setup=0)
+        best = min(best, time.perf_counter() - began)
+    return best * 1000 / len(inputs)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -46,6 +66,11 @@ class MarketBenchConfig:
     user_processes: int = 1
     provers: int = 8
     seed: int = 1
+    proving_ms_per_task: float = 0.2  # measured by the command (proving_ms_per_task)
+
+    def prove_window_ms(self) -> int:
+        work = self.tasks_per_round * self.proving_ms_per_task / (os.cpu_count() or 1)
+        return PROVE_MS_BASE + math.ceil(PROVE_MARGIN * work)
 
     def testnet(self, workdir: Path) -> TestnetConfig:
         tasks_per_user = -(-self.tasks_per_round // self.users)
@@ -56,7 +81,7 @@ class MarketBenchConfig:
             market="bench-market",
             difficulty=1,
             setup=0,
-            prove_window_ms=PROVE_MS_BASE + self.tasks_per_round // TASKS_PER_PROVE_MS,
+            prove_window_ms=self.prove_window_ms(),
         )
         return TestnetConfig(
             provers=self.provers,
@@ -72,13 +97,22 @@ class MarketBenchConfig:
         ).sized()
 
 
-async def run_market_bench(config: MarketBenchConfig) -> dict[str, object]:
-    """Run the market, then its in-memory twin; the figures and the honest-party verdict."""
-    with tempfile.TemporaryDirectory(prefix="bench-market-") as tmp:
-        testnet = config.testnet(Path(tmp))
+async def run_market_bench(
+    config: MarketBenchConfig, workdir: Path | None = None
+) -> dict[str, object]:
+    """Run the market; the figures and the honest-party verdict. Its keys, ledger and logs
+    stay in `workdir` when given (else a temporary directory)."""
+    with contextlib.ExitStack() as stack:
+        if workdir is None:
+            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-market-")))
+        testnet = config.testnet(workdir)
         report = await run_testnet(testnet)
-        timings = round_timings(Path(tmp) / "coordinator.log")
-        stopped = _last(Path(tmp) / "coordinator.log", "coordinator.stopped")
+        timings = round_timings(workdir / "coordinator.log")
+        assigned = {
+            int(_int(a.get("round"))): a
+            for a in _lines(workdir / "coordinator.log", "round.assigned")
+        }
+        stopped = _last(workdir / "coordinator.log", "coordinator.stopped")
     rows = [r for r in report["rounds"] if isinstance(r, dict)]  # type: ignore[attr-defined]
     settled = sum(_int(r.get("proofs_valid")) for r in rows)
     span = float(timings["span_s"]) or 1.0  # type: ignore[arg-type]
@@ -93,7 +127,10 @@ async def run_market_bench(config: MarketBenchConfig) -> dict[str, object]:
         "prove_window_ms": testnet.params.prove_window_ms,
         "tasks_bid": bids,
         "bids_per_s": round(statistics.median(bids) / window_s, 1) if bids else 0.0,
+        "proving_ms_per_task": round(config.proving_ms_per_task, 4),
         "clear_ms": timings["clear_ms"],
+        "assign_ms": [_int(assigned[n].get("after_deadline_ms")) for n in sorted(assigned)],
+        "core_ms": [_int(assigned[n].get("core_ms")) for n in sorted(assigned)],
         "settle_ms": timings["settle_ms"],
         "honest_slashes": len(report.get("slashed", [])),  # type: ignore[arg-type]
         "coordinator_max_rss_mb": round(_int(stopped.get("max_rss_kb")) / 1024, 1),

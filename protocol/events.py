@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import msgspec
+
 from protocol.messages import Message
 
 
@@ -45,9 +47,12 @@ class Resumed:
     since: int
 
 
-@dataclass(frozen=True, slots=True)
-class Publish:
-    """Send `message`: to one party (hex public key), or to everyone when `to` is None."""
+class Publish(msgspec.Struct, frozen=True):
+    """Send `message`: to one party (hex public key), or to everyone when `to` is None.
+
+    A Struct, not a dataclass, because a clearing makes one for each task bid: a frozen
+    dataclass takes 1.2 us to build, a Struct a tenth of that.
+    """
 
     message: Message
     to: str | None = None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 
@@ -24,6 +26,12 @@ import click
 @click.option("--user-processes", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--provers", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--seed", type=int, default=1, show_default=True)
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Keep the market's keys, ledger and logs here.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON line.")
 def bench_market(
     broker: str,
@@ -33,6 +41,7 @@ def bench_market(
     user_processes: int,
     provers: int,
     seed: int,
+    workdir: Path | None,
     as_json: bool,
 ) -> None:
     """A real multi-process market of this size: bid rate, clearing and settling times.
@@ -42,7 +51,7 @@ def bench_market(
     import asyncio
     import json
 
-    from deploy.market_bench import MarketBenchConfig, run_market_bench
+    from deploy.market_bench import MarketBenchConfig, proving_ms_per_task, run_market_bench
     from deploy.testnet import TestnetError
     from runtime.process import configure_logging
 
@@ -55,9 +64,10 @@ def bench_market(
         user_processes=user_processes,
         provers=provers,
         seed=seed,
+        proving_ms_per_task=proving_ms_per_task(),
     )
     try:
-        result = asyncio.run(run_market_bench(config))
+        result = asyncio.run(run_market_bench(config, workdir))
     except TestnetError as exc:
         raise click.ClickException(str(exc)) from exc
     if as_json:
@@ -66,7 +76,8 @@ def bench_market(
         click.echo(
             f"{tasks_per_round} task bids a round x {rounds}: {result['bids_per_s']} bids/s "
             f"in a {result['bid_window_ms']} ms window; deadline to clearing "
-            f"{result['clear_ms']} ms, to settled {result['settle_ms']} ms; honest slashes "
+            f"{result['clear_ms']} ms, to the last assignment {result['assign_ms']} ms "
+            f"(core {result['core_ms']} ms), to settled {result['settle_ms']} ms; honest slashes "
             f"{result['honest_slashes']}; coordinator peak RSS "
             f"{result['coordinator_max_rss_mb']} MB; ratio {result['ratio']}"
         )
