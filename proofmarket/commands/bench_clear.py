@@ -64,7 +64,6 @@ def bench_clear(n_tasks: int, n_provers: int, repeat: int, seed: int, as_json: b
     sort_s = best(lambda: np.sort(fees))
     clear_s = min(clear_s, best(lambda: clear_prooph_arrays(fees, capacities, costs)))
     sort_s = min(sort_s, best(lambda: np.sort(fees)))
-    ratio = clear_s / sort_s
     task_bids = [TaskBid(f"t{i}", int(f)) for i, f in enumerate(fees.tolist())]
     prover_bids = [
         ProverBid(f"p{j}", int(c), int(k))
@@ -83,6 +82,7 @@ def bench_clear(n_tasks: int, n_provers: int, repeat: int, seed: int, as_json: b
         start = time.perf_counter()
         mechanism.clear(task_bids, prover_bids, seed=b"bench")
         objects_s = min(objects_s, time.perf_counter() - start)
+    ratio = clear_s / sort_s
     if as_json:
         click.echo(
             json.dumps(
