@@ -65,6 +65,7 @@ from protocol.messages import (
     MarketParams,
     Message,
     Notices,
+    ProverOnline,
     ProverWill,
     ReceiptEntry,
     Reject,
@@ -700,6 +701,12 @@ class CoordinatorService:
             effects: Sequence[Publish | Record | WakeAt] = self._on_will(opened, now)
         else:
             effects = self.core.handle(opened.received(now))
+        if isinstance(opened.message, ProverOnline) and any(isinstance(e, Record) for e in effects):
+            self.log.info(
+                "coordinator.prover_online",
+                prover=opened.sender,
+                connected_at=opened.message.connected_at,
+            )
         self.guard.admit(opened.sender, opened.ref, number, refused=_refused_code(effects, opened))
         return effects
 
