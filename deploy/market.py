@@ -19,12 +19,12 @@ working market. Keys are the MarketParams field names, all at the top level::
     subsidy_account = "<64 hex>"  # vcg: required there; the balance that pays the deficit
     signed_ties = true        # unpredictable ties (docs/mechanism.md, "The tie rule")
     # failure handling (docs/market.md, "Failures"); the defaults keep none of it but
-    # the reconnect grace after a prover's will (3000 ms: wills are acted on):
+    # the reconnect grace after a prover's will (5000 ms: wills are acted on):
     late_grace_ms = 500       # a valid proof up to this late is taken, with a graded penalty
     rescue = true             # a failed batch's tasks are offered again in the next round
     suspend_after_failures = 2  # K: a prover that failed K ...
     suspend_window = 10         # ... of its last W batches may not bid for W rounds
-    will_grace_ms = 3000      # a will while holding a batch fails it this much later
+    will_grace_ms = 5000      # a will while holding a batch fails it this much later
 
 One table holds the coordinator's record-log settings, which are not market rules
 (no other party sees them)::

@@ -47,9 +47,10 @@ class _Body(
     v: Version = SCHEMA_VERSION
 
 
-WILL_GRACE_MS: Final = 3_000
-"""The default reconnect grace after a prover's will: a broker restart or a quick process
-restart is over well within it (a bus reconnects within its 1 s backoff cap)."""
+WILL_GRACE_MS: Final = 5_000
+"""The default reconnect grace after a prover's will: a broker restart (a bus reconnects
+within its 1 s backoff cap) and a systemd restart of the prover's process (RestartSec=2,
+then a second or two to start) are over within it."""
 
 
 class FailureRules(

@@ -92,20 +92,16 @@ class ProverService:
         """Serve until `stop` is set or the bus closes."""
         await self.bus.subscribe(*self.wire.subscriptions())
         self.subscribed = True
-        loop = asyncio.get_running_loop()
-        # start every worker now: a first batch must not pay for process start-up
-        await asyncio.gather(
-            *(loop.run_in_executor(self.pool, warm_up) for _ in range(self.workers))
-        )
-        self.log.info(
-            "prover.started",
-            capacity=self.core.capacity,
-            cost=self.core.cost,
-            fault=self.core.fault,
-        )
-        reader = asyncio.create_task(self._read(), name="prover:read")
         self._stopping = stop
+        # Back online before the workers start: a restarted prover's batch waits for it
+        # only through the reconnect grace (docs/market.md, "Wills").
         presence = asyncio.create_task(self._say_online(), name="prover:online")
+        try:
+            await self._warm_up()
+        except BaseException:
+            presence.cancel()
+            raise
+        reader = asyncio.create_task(self._read(), name="prover:read")
         stopper = asyncio.create_task(stop.wait(), name="prover:stop")
         getter: asyncio.Task[ProverEvent] | None = None
         try:
@@ -145,6 +141,19 @@ class ProverService:
             )
         elif isinstance(message, Assignment):
             self.log.info("prover.assigned", round=message.round, tasks=len(message.tasks))
+
+    async def _warm_up(self) -> None:
+        """Start every worker now: a first batch must not pay for process start-up."""
+        loop = asyncio.get_running_loop()
+        await asyncio.gather(
+            *(loop.run_in_executor(self.pool, warm_up) for _ in range(self.workers))
+        )
+        self.log.info(
+            "prover.started",
+            capacity=self.core.capacity,
+            cost=self.core.cost,
+            fault=self.core.fault,
+        )
 
     async def _say_online(self) -> None:
         """Send `prover_online` once for each connection the bus makes, the first included.
