@@ -246,7 +246,9 @@ def undeliverable(market: FaultMarket, killed: Proc, restarted: Proc, victim: st
         line["timestamp"]
         for proc in coordinators
         for line in proc.lines
-        if line.get("event") == "coordinator.prover_offline" and line.get("prover") == victim
+        if line.get("event") == "coordinator.prover_offline"
+        and line.get("prover") == victim
+        and line.get("taken")
     ]
     until = min([back, *wills])
     late = {line["round"] for line in restarted.lines if line.get("code") == "late_proof"}
