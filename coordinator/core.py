@@ -20,7 +20,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from coordinator import bids, capacity, clearing, funds, notices, proofs, schedule, settlement
+from coordinator import (
+    bids,
+    capacity,
+    clearing,
+    funds,
+    notices,
+    presence,
+    proofs,
+    schedule,
+    settlement,
+)
 from coordinator.accounts import TREASURY, balance_of, deposit_of, escrow_of, locked_of
 from coordinator.market_state import SEEN_ROUNDS, MarketState
 from coordinator.records import CoordinatorEffect, CoordinatorEvent
@@ -50,6 +60,7 @@ from protocol.messages import (
     MarketParams,
     ProofSubmission,
     ProverCostBid,
+    ProverOnline,
     ProverWill,
     ReceiptEntry,
     Reject,
@@ -135,8 +146,11 @@ class Coordinator(MarketState):
         effects = self._judge(event)
         prover = self._provers.get(event.sender)
         if prover is not None and any(isinstance(e, Record) for e in effects):
-            # An input taken from a prover says it is online; its will says it is not.
+            # An input taken from a prover says it is online, and the rescue its will
+            # started is called off; its will says it is not.
             prover.offline = isinstance(event.message, ProverWill)
+            if not prover.offline:
+                self._rescues.pop(event.sender, None)
         return effects
 
     def _judge(self, event: MessageReceived) -> list[CoordinatorEffect]:
@@ -163,8 +177,9 @@ class Coordinator(MarketState):
             if isinstance(msg, StatusQuery):
                 return self._on_status_query(event, msg)
             if isinstance(msg, ProverWill):
-                # A prover's will is recorded; anyone else's changes nothing.
-                return [Record(event)] if event.sender in self._provers else []
+                return self._on_will(event, msg)
+            if isinstance(msg, ProverOnline):
+                return self._on_online(event, msg)
             raise Refusal(
                 RejectCode.UNEXPECTED_MESSAGE, f"a coordinator does not take {type(msg).__name__}"
             )
@@ -375,6 +390,29 @@ class Coordinator(MarketState):
             effects.append(Publish(notice, to=faucet))
         return effects
 
+    def _on_will(self, event: MessageReceived, msg: ProverWill) -> list[CoordinatorEffect]:
+        """A prover's will, unless stale: offline, and its open batches fail after the grace.
+
+        Anyone else's will, and a stale one (coordinator.presence), change nothing.
+        """
+        prover = self._provers.get(event.sender)
+        if prover is None or not presence.will_counts(prover, msg.connected_at):
+            return []
+        prover.will_at = msg.connected_at
+        at = presence.rescue_at(prover, event.now, self.params.will_grace_ms)
+        if at is None:
+            return [Record(event)]
+        self._rescues[event.sender] = at
+        return [Record(event), WakeAt(at)]
+
+    def _on_online(self, event: MessageReceived, msg: ProverOnline) -> list[CoordinatorEffect]:
+        """A prover's connection is up: recorded, unless stale (coordinator.presence)."""
+        prover = self._provers.get(event.sender)
+        if prover is None or not presence.online_counts(prover, msg.connected_at):
+            return []
+        prover.online_at = msg.connected_at
+        return [Record(event)]
+
     def _on_status_query(self, event: MessageReceived, msg: StatusQuery) -> list[CoordinatorEffect]:
         """Answered from state and not recorded: a query changes nothing (coordinator.status)."""
         admit_query(
@@ -395,7 +433,9 @@ class Coordinator(MarketState):
             if step is None:
                 break
             kind, number = step
-            if kind == "start":
+            if isinstance(number, str):
+                effects.extend(self._rescue(number))
+            elif kind == "start":
                 self._started = True
                 effects.extend(self._open_round(0))
             elif kind == "settle":
@@ -426,6 +466,8 @@ class Coordinator(MarketState):
             r.prove_deadline += outage
             for batch in r.batches.values():
                 batch.assigned_ms += outage  # proving times leave the outage out
+        # A prover's way back (its `prover_online`) may have waited at the broker too.
+        self._rescues = schedule.outage_rescues(self._rescues, event.since, outage)
         effects: list[CoordinatorEffect] = [Record(event)]
         bidding = self._rounds.get(self._bidding)
         if bidding is not None and bidding.phase is Phase.BID:
@@ -609,6 +651,8 @@ class Coordinator(MarketState):
             for n in notices.batch_notices(self.params.market, r.number, plan)
         ]
         prover.open_rounds.discard(r.number)
+        if not prover.open_rounds:
+            self._rescues.pop(batch.prover, None)  # nothing left for a rescue to fail
         self._release_lock(batch.prover)
         if all(b.settled for b in r.batches.values()):
             self._settled(r)
@@ -633,6 +677,15 @@ class Coordinator(MarketState):
         else:
             task.close("charged" if settled.outcome == "charged" else "refunded")
         return [Publish(n, to=task.user) for n in told]
+
+    def _rescue(self, key: str) -> list[CoordinatorEffect]:
+        """`key`'s reconnect grace ran out: its open batches fail now, as at a deadline."""
+        del self._rescues[key]
+        effects: list[CoordinatorEffect] = []
+        for number in sorted(self._provers[key].open_rounds):
+            r = self._rounds[number]
+            effects.extend(self._settle_batch(r, r.batches[key]))
+        return effects
 
     def _settled(self, r: Round) -> None:
         r.phase = Phase.SETTLED

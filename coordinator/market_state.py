@@ -71,6 +71,9 @@ class MarketState:
         # them. Refusals are not recorded, so a restarted core counts from its restart on.
         self._refusals: dict[int, dict[str, int]] = {}
         self._shift = 0  # how far outages have moved the round schedule, in ms
+        # Provers whose will came while they held a batch -> when their reconnect grace
+        # ends and those batches fail, unless they are back first (coordinator.presence).
+        self._rescues: dict[str, int] = {}
 
     @property
     def finished(self) -> bool:
@@ -103,14 +106,18 @@ class MarketState:
         if not self._started:
             return self.start_ms
         grace = self.params.late_grace_ms
-        return next_deadline(self._rounds, self._proving, self._bidding, grace)
+        return next_deadline(self._rounds, self._proving, self._bidding, grace, self._rescues)
+
+    def pending_rescues(self) -> dict[str, int]:
+        """Provers whose will came while they held a batch -> when those batches fail."""
+        return dict(self._rescues)
 
     def _next_due(self, now: int) -> Due | tuple[Literal["start"], int] | None:
         """The deadline passed by `now` to act on first; the market's start is one too."""
         if not self._started:
             return ("start", 0) if now >= self.start_ms else None
         grace = self.params.late_grace_ms
-        return next_due(self._rounds, self._proving, self._bidding, now, grace)
+        return next_due(self._rounds, self._proving, self._bidding, now, grace, self._rescues)
 
     def _settle_at(self, r: Round) -> int:
         return settle_at(r, self.params.late_grace_ms)

@@ -8,7 +8,9 @@ moved by outages of `shift` ms in all:
     prove deadline    bid deadline + P         -> SETTLE whatever of r is still open
                                                   (after the grace, `late_grace_ms`, if any)
 
-A batch settles as soon as every task in it has a proof, or at the prove deadline. Pure:
+A batch settles as soon as every task in it has a proof, or at the prove deadline; the
+open batches of a prover whose will came while it held them settle earlier, failed, at
+the end of its reconnect grace (`will_grace_ms`) unless it is back by then. Pure:
 the time is always an argument, and these functions only read the rounds they are given.
 """
 
@@ -20,8 +22,9 @@ from typing import Literal
 from coordinator.state import Phase, Round
 from protocol.messages import MarketParams
 
-Due = tuple[Literal["settle", "clear"], int]
-"""A deadline that has passed: the round to settle, or the round to clear."""
+Due = tuple[Literal["settle", "clear"], int] | tuple[Literal["rescue"], str]
+"""A deadline that has passed: the round to settle, the round to clear, or the prover
+whose reconnect grace ran out (its open batches fail now)."""
 
 
 def round_deadlines(
@@ -44,31 +47,45 @@ def settle_at(r: Round, grace_ms: int) -> int:
 
 
 def next_due(
-    rounds: Mapping[int, Round], proving: Collection[int], bidding: int, now: int, grace_ms: int
+    rounds: Mapping[int, Round],
+    proving: Collection[int],
+    bidding: int,
+    now: int,
+    grace_ms: int,
+    rescues: Mapping[str, int] | None = None,
 ) -> Due | None:
     """The earliest deadline passed by `now`, if any.
 
-    Settling before clearing at the same instant frees provers for the next batch.
+    Settling before clearing at the same instant frees provers for the next batch; a
+    rescue (`rescues`: prover -> when its reconnect grace ends) comes between, so the
+    tasks it hands on stand in the round that clears then.
     """
-    due: list[tuple[int, int, Literal["settle", "clear"], int]] = [
-        (settle_at(rounds[n], grace_ms), 0, "settle", n)
+    due: list[tuple[int, int, Due]] = [
+        (settle_at(rounds[n], grace_ms), 0, ("settle", n))
         for n in proving
         if settle_at(rounds[n], grace_ms) <= now
     ]
+    if rescues:
+        due += [(at, 1, ("rescue", key)) for key, at in rescues.items() if at <= now]
     r = rounds.get(bidding)
     if r is not None and r.phase is Phase.BID and r.bid_deadline <= now:
-        due.append((r.bid_deadline, 1, "clear", r.number))
+        due.append((r.bid_deadline, 2, ("clear", r.number)))
     if not due:
         return None
-    _, _, kind, number = min(due)
-    return kind, number
+    # A tie of time and kind falls to the lower round or prover key: kinds never compare.
+    return min(due)[2]
 
 
 def next_deadline(
-    rounds: Mapping[int, Round], proving: Collection[int], bidding: int, grace_ms: int
+    rounds: Mapping[int, Round],
+    proving: Collection[int],
+    bidding: int,
+    grace_ms: int,
+    rescues: Mapping[str, int] | None = None,
 ) -> int | None:
-    """When the next deadline falls: a settlement, or the open round's bid deadline."""
+    """When the next deadline falls: a settlement, a rescue, or the open round's bid deadline."""
     times = [settle_at(rounds[n], grace_ms) for n in proving]
+    times += rescues.values() if rescues else []
     r = rounds.get(bidding)
     if r is not None and r.phase is Phase.BID:
         times.append(r.bid_deadline)
@@ -90,6 +107,11 @@ def outage_moves(
         if r.phase is not Phase.SETTLED and settle_at(r, grace_ms) > since:
             proofs.append(r)
     return bids, proofs
+
+
+def outage_rescues(rescues: Mapping[str, int], since: int, outage: int) -> dict[str, int]:
+    """Pending rescues after an outage: each one after `since` moves by its length."""
+    return {key: at + outage if at > since else at for key, at in rescues.items()}
 
 
 def forget_below(rounds: Mapping[int, Round], floor: int, bidding: int, seen_rounds: int) -> int:

@@ -66,6 +66,7 @@ from protocol.messages import (
     MarketParams,
     Message,
     Notices,
+    ProverOnline,
     ProverWill,
     ReceiptEntry,
     Reject,
@@ -755,6 +756,12 @@ class CoordinatorService:
             effects: Sequence[Publish | Record | WakeAt] = self._on_will(opened, now)
         else:
             effects = self.core.handle(opened.received(now))
+        if isinstance(opened.message, ProverOnline) and any(isinstance(e, Record) for e in effects):
+            self.log.info(
+                "coordinator.prover_online",
+                prover=opened.sender,
+                connected_at=opened.message.connected_at,
+            )
         self.guard.admit(opened.sender, opened.ref, number, refused=_refused_code(effects, opened))
         return effects
 
@@ -770,10 +777,19 @@ class CoordinatorService:
         self._wills.move_to_end(opened.sender)
         if len(self._wills) > WILLS_REMEMBERED:
             self._wills.popitem(last=False)
+        effects = self.core.handle(opened.received(now))
+        # `taken`: the core recorded it; a stranger's will or a stale one (the prover is
+        # back on a newer connection) changes nothing.
+        taken = any(isinstance(e, Record) for e in effects)
+        rescue_at = self.core.pending_rescues().get(opened.sender) if taken else None
         self.log.info(
-            "coordinator.prover_offline", prover=opened.sender, connected_at=will.connected_at
+            "coordinator.prover_offline",
+            prover=opened.sender,
+            connected_at=will.connected_at,
+            taken=taken,
+            rescue_at=rescue_at,
         )
-        return self.core.handle(opened.received(now))
+        return effects
 
     def _refuse(
         self, exc: ProtocolError, payload: bytes, party: str | None, *, ref: bytes | None = None

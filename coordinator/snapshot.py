@@ -99,6 +99,8 @@ class _State(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
     shift: int = 0
     records: list[tuple[str, TrackRecord]] = []
     offline: list[str] = []
+    presence: list[tuple[str, int, int]] = []  # prover, newest will's and online's stamps
+    rescues: list[tuple[str, int]] = []  # prover, when its reconnect grace ends
 
 
 _encoder = msgspec.msgpack.Encoder()
@@ -135,6 +137,8 @@ def capture(core: Coordinator, position: int) -> bytes:
         shift=core._shift,
         records=[(k, p.record) for k, p in core._provers.items()],
         offline=sorted(k for k, p in core._provers.items() if p.offline),
+        presence=[(k, p.will_at, p.online_at) for k, p in core._provers.items()],
+        rescues=sorted(core._rescues.items()),
     )
     payload = _encoder.encode(state)
     return MAGIC + hashlib.blake2b(payload, digest_size=_DIGEST).digest() + payload
@@ -257,15 +261,19 @@ def _apply(core: Coordinator, state: _State, ledger: Accounts, rounds: dict[int,
                 core._enter(r, key)
     records = dict(state.records)
     offline = set(state.offline)
+    stamps = {k: (will_at, online_at) for k, will_at, online_at in state.presence}
     core._provers = {
         k: ProverState(
             capacities=dict(caps),
             open_rounds=set(open_rounds),
             record=records.get(k, TrackRecord()),
             offline=k in offline,
+            will_at=stamps.get(k, (-1, -1))[0],
+            online_at=stamps.get(k, (-1, -1))[1],
         )
         for k, caps, open_rounds in state.provers
     }
+    core._rescues = dict(state.rescues)
     core._proving = {n for n, r in rounds.items() if r.phase is Phase.PROVE}
     core._declaration_refs = {e: set(refs) for e, refs in state.declaration_refs}
     core._refs = {n: set(refs) for n, refs in state.refs}

@@ -176,6 +176,10 @@ class ProverState:
     # Its last will came after its last input: offline, so its cost bid is left out of
     # the clearing (it would win a batch it cannot see); any input of its own clears it.
     offline: bool = False
+    # The connection stamps of the newest will and `prover_online` taken (-1: none), which
+    # order the two (coordinator.presence).
+    will_at: int = -1
+    online_at: int = -1
 
 
 class Refusal(Exception):

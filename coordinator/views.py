@@ -26,6 +26,7 @@ def comparable_state(core: MarketState) -> dict[str, object]:
         "grants": sorted(core._grants.items()),
         "slashes": sorted(core.slashes.items()),
         "provers": sorted(_prover_row(k, p) for k, p in core._provers.items()),
+        "rescues": sorted(core._rescues.items()),
     }
 
 
@@ -91,6 +92,7 @@ def _prover_row(key: str, p: ProverState) -> tuple[object, ...]:
         tuple(sorted(p.capacities.items())),
         tuple(sorted(p.open_rounds)),
         p.offline,
+        (p.will_at, p.online_at),
         (record.won, record.proved, record.late, record.failed),
         tuple(record.times),
         tuple(record.recent),

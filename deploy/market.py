@@ -18,11 +18,13 @@ working market. Keys are the MarketParams field names, all at the top level::
     reserve_cost = 60         # prooph: a virtual prover of this cost (none by default)
     subsidy_account = "<64 hex>"  # vcg: required there; the balance that pays the deficit
     signed_ties = true        # unpredictable ties (docs/mechanism.md, "The tie rule")
-    # failure handling (docs/market.md, "Failures"); the defaults keep none of it:
+    # failure handling (docs/market.md, "Failures"); the defaults keep none of it but
+    # the reconnect grace after a prover's will (5000 ms: wills are acted on):
     late_grace_ms = 500       # a valid proof up to this late is taken, with a graded penalty
     rescue = true             # a failed batch's tasks are offered again in the next round
     suspend_after_failures = 2  # K: a prover that failed K ...
     suspend_window = 10         # ... of its last W batches may not bid for W rounds
+    will_grace_ms = 5000      # a will while holding a batch fails it this much later
 
 One table holds the coordinator's record-log settings, which are not market rules
 (no other party sees them)::
@@ -94,6 +96,8 @@ _DESCRIPTIONS: Final = {
     "rescue": "a failed batch's tasks are offered again in the next round, to other provers",
     "suspend_after_failures": "K: suspend a prover that failed K of its last W batches (0: never)",
     "suspend_window": "W: the batches counted, and the rounds a suspension lasts after the last",
+    "will_grace_ms": "a will while its prover holds a batch fails the batch this much later,"
+    " unless the prover is back online first",
 }
 
 _AT_KEY: Final = re.compile(r" - at `\$\.(?:failures\.)?(\w+)`$")

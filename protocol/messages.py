@@ -47,15 +47,25 @@ class _Body(
     v: Version = SCHEMA_VERSION
 
 
+WILL_GRACE_MS: Final = 5_000
+"""The default reconnect grace after a prover's will: a broker restart (a bus reconnects
+within its 1 s backoff cap) and a systemd restart of the prover's process (RestartSec=2,
+then a second or two to start) are over within it."""
+
+
 class FailureRules(
     msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True, omit_defaults=True
 ):
-    """How a market treats late and failed batches; the defaults keep none of it."""
+    """How a market treats late and failed batches; the defaults keep none of it, but for
+    the reconnect grace a prover gets after its last will (docs/market.md, "Wills")."""
 
     late_grace_ms: Count = 0  # a valid proof this late is taken, its penalty ramping to a slash
     rescue: bool = False  # a failed batch's tasks are offered again in the next round
     suspend_after_failures: Count = 0  # K: refuse cost bids of a prover that failed K ...
     suspend_window: Count = 0  # ... of its last W settled batches (W rounds after the last)
+    # A prover's will while it holds a batch fails the batch this long after, unless the
+    # prover is back online by then (its open batches would else wait out their deadline).
+    will_grace_ms: Count = WILL_GRACE_MS
 
 
 class MarketParams(
@@ -97,6 +107,10 @@ class MarketParams(
     @property
     def suspend_window(self) -> int:
         return 0 if self.failures is None else self.failures.suspend_window
+
+    @property
+    def will_grace_ms(self) -> int:
+        return WILL_GRACE_MS if self.failures is None else self.failures.will_grace_ms
 
 
 class RoundAnnouncement(_Body, tag="round_announcement", frozen=True):
@@ -476,6 +490,18 @@ class ProverWill(_Body, tag="prover_will", frozen=True):
     connected_at: Millis
 
 
+class ProverOnline(_Body, tag="prover_online", frozen=True):
+    """Prover -> coordinator: its connection made at `connected_at` is up.
+
+    Sent on every connect and reconnect, stamped as that connection's will, so the
+    coordinator can order the two: a will of an older connection than the newest online
+    is stale, and an online clears the offline mark and cancels a pending rescue.
+    """
+
+    market: MarketId
+    connected_at: Millis
+
+
 Message = (
     RoundAnnouncement
     | CapacityDeclaration
@@ -499,6 +525,7 @@ Message = (
     | StatusQuery
     | AccountStatus
     | ProverWill
+    | ProverOnline
 )
 
 KINDS: Final[dict[str, type[Message]]] = {
@@ -526,5 +553,6 @@ KINDS: Final[dict[str, type[Message]]] = {
         StatusQuery,
         AccountStatus,
         ProverWill,
+        ProverOnline,
     )
 }

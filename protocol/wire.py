@@ -21,7 +21,7 @@ from protocol.errors import ProtocolError
 from protocol.events import MessageReceived
 from protocol.horizon import drop_below
 from protocol.identity import Identity
-from protocol.messages import Message, ProverWill, RoundAnnouncement
+from protocol.messages import Message, ProverOnline, ProverWill, RoundAnnouncement
 from protocol.split import split_to_fit
 
 SEEN_ROUNDS: Final = 64
@@ -81,6 +81,18 @@ class Wire:
         will = ProverWill(market=self.market, connected_at=stamp)
         envelope = seal(self.first, will, self.market, self.coordinator)
         return topics.will(self.market, self.first.public_hex), envelope
+
+    def online(self, now: int) -> tuple[str, bytes]:
+        """The `prover_online` of the current connection, to send once it is up.
+
+        Stamped as that connection's will, so the coordinator can tell a will of an older
+        connection from one of this; a bus that made no will yet gets a fresh stamp.
+        """
+        if self._will_stamp < 0:
+            self._will_stamp = now
+        online = ProverOnline(market=self.market, connected_at=self._will_stamp)
+        envelope = seal(self.first, online, self.market, self.coordinator)
+        return topics.inbox(self.market, self.first.public_hex), envelope
 
     def seal(
         self, message: Message, to: str | None, sender: str | None = None

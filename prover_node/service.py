@@ -1,6 +1,8 @@
 """The prover node on the wire: broker messages in, the core's effects out.
 
-One task reads the bus and opens envelopes; every event (a message, a tick, a finished
+One task reads the bus and opens envelopes; another says `prover_online` on every
+(re)connect, so the coordinator calls off the rescue a will of an earlier connection
+started (docs/market.md, "Wills"); every event (a message, a tick, a finished
 batch) goes through one queue to the core, so the core sees them one at a time. Proving
 runs in a process pool, so a long batch never stalls the event loop: announcements are
 still answered and ticks still fire while the workers grind.
@@ -29,7 +31,7 @@ from protocol.wire import Wire
 from prover_node.core import ProverCore, ProverEffect, ProverEvent, ProvingDone, StartProving
 from prover_node.metrics import ProverMetrics
 from prover_node.proving import prove_tasks, split_batch, warm_up
-from runtime.bus import Bus
+from runtime.bus import Bus, BusStats, BusTimeoutError
 from runtime.memory_bus import open_bus
 from runtime.metrics import bus_check, serving
 from runtime.process import Clock, exit_with_parent, install_stop_signals, wall_ms
@@ -37,6 +39,9 @@ from runtime.publish import publish_retrying
 
 POOL_JOIN_S = 5.0
 """Bound on waiting for the proving pool's manager thread once its workers are terminated."""
+
+CONNECTS_POLL_S = 3600.0
+"""How long one wait for the next (re)connect lasts before it is simply waited again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,19 +92,16 @@ class ProverService:
         """Serve until `stop` is set or the bus closes."""
         await self.bus.subscribe(*self.wire.subscriptions())
         self.subscribed = True
-        loop = asyncio.get_running_loop()
-        # start every worker now: a first batch must not pay for process start-up
-        await asyncio.gather(
-            *(loop.run_in_executor(self.pool, warm_up) for _ in range(self.workers))
-        )
-        self.log.info(
-            "prover.started",
-            capacity=self.core.capacity,
-            cost=self.core.cost,
-            fault=self.core.fault,
-        )
-        reader = asyncio.create_task(self._read(), name="prover:read")
         self._stopping = stop
+        # Back online before the workers start: a restarted prover's batch waits for it
+        # only through the reconnect grace (docs/market.md, "Wills").
+        presence = asyncio.create_task(self._say_online(), name="prover:online")
+        try:
+            await self._warm_up()
+        except BaseException:
+            presence.cancel()
+            raise
+        reader = asyncio.create_task(self._read(), name="prover:read")
         stopper = asyncio.create_task(stop.wait(), name="prover:stop")
         getter: asyncio.Task[ProverEvent] | None = None
         try:
@@ -117,7 +119,7 @@ class ProverService:
                 for effect in self.core.handle(event):
                     await self._carry_out(effect)
         finally:
-            pending = [t for t in (reader, stopper, getter) if t is not None]
+            pending = [t for t in (reader, presence, stopper, getter) if t is not None]
             for task in pending:
                 task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -139,6 +141,39 @@ class ProverService:
             )
         elif isinstance(message, Assignment):
             self.log.info("prover.assigned", round=message.round, tasks=len(message.tasks))
+
+    async def _warm_up(self) -> None:
+        """Start every worker now: a first batch must not pay for process start-up."""
+        loop = asyncio.get_running_loop()
+        await asyncio.gather(
+            *(loop.run_in_executor(self.pool, warm_up) for _ in range(self.workers))
+        )
+        self.log.info(
+            "prover.started",
+            capacity=self.core.capacity,
+            cost=self.core.cost,
+            fault=self.core.fault,
+        )
+
+    async def _say_online(self) -> None:
+        """Send `prover_online` once for each connection the bus makes, the first included.
+
+        Stamped as that connection's will, so the coordinator can tell it from a will of
+        an earlier one that the broker delivers late (coordinator/presence.py).
+        """
+        told = 0
+        while True:
+            connects = self.bus.stats.connects
+            if connects > told:
+                told = connects
+                topic, payload = self.wire.online(self.clock())
+                await publish_retrying(
+                    self.bus, topic, payload, stopping=self._stopping, log=self.log
+                )
+                self.log.info("prover.online", connects=connects)
+                continue
+            with contextlib.suppress(BusTimeoutError):
+                await self.bus.wait_until(functools.partial(_newer, told), CONNECTS_POLL_S)
 
     async def _read(self) -> None:
         async for delivery in self.bus.messages():
@@ -211,6 +246,11 @@ class ProverService:
             self._events.put_nowait(ProvingDone(start.round, proofs, now))
 
         batch.add_done_callback(done)
+
+
+def _newer(told: int, stats: BusStats) -> bool:
+    """Whether the bus made a connection since the `told`-th."""
+    return stats.connects > told
 
 
 def _stop_pool(pool: ProcessPoolExecutor) -> None:

@@ -14,7 +14,14 @@ from coordinator.clearing import plan_batches, plan_subsidy, round_seed
 from coordinator.funds import funds_account, opening_accounts
 from coordinator.notices import batch_notices, task_notices, user_receipt
 from coordinator.proofs import batch_for_proofs, check_proofs
-from coordinator.schedule import forget_below, new_round, next_deadline, next_due, outage_moves
+from coordinator.schedule import (
+    forget_below,
+    new_round,
+    next_deadline,
+    next_due,
+    outage_moves,
+    outage_rescues,
+)
 from coordinator.settlement import SettlementPlan, TaskSettlement
 from coordinator.state import (
     Batch,
@@ -320,6 +327,22 @@ def test_settling_comes_before_clearing_at_the_same_instant() -> None:
     assert None is next_due(rounds, {0}, 1, now=199, grace_ms=10)
     assert 200 == next_deadline(rounds, {0}, 1, grace_ms=10)
     assert ("clear", 1) == next_due(rounds, set(), 1, now=200, grace_ms=10)
+
+
+def test_a_rescue_comes_between_settling_and_clearing_at_the_same_instant() -> None:
+    """At 200 round 0 settles, a will's grace ends and round 1 clears: in that order."""
+    rounds = rounds_from(Phase.PROVE, Phase.BID)
+    rounds[0].prove_deadline = 190
+    rescues = {"b" * 64: 200, "a" * 64: 200}
+    assert ("settle", 0) == next_due(rounds, {0}, 1, now=200, grace_ms=10, rescues=rescues)
+    assert ("rescue", "a" * 64) == next_due(rounds, set(), 1, now=200, grace_ms=10, rescues=rescues)
+    assert 150 == next_deadline(rounds, set(), 1, grace_ms=10, rescues={"a" * 64: 150})
+
+
+def test_an_outage_moves_only_the_rescues_after_it_began() -> None:
+    """Since 160, 40 ms down: a grace ending at 170 moves to 210; one at 160 stays."""
+    moved = outage_rescues({"a": 170, "b": 160}, since=160, outage=40)
+    assert {"a": 210, "b": 160} == moved
 
 
 def test_an_outage_moves_only_deadlines_after_it_began() -> None:

@@ -144,6 +144,7 @@ SAMPLES: list[m.Message] = [
         faucet=USER.public_hex,
     ),
     m.ProverWill(market=MARKET, connected_at=1_700_000_000_000),
+    m.ProverOnline(market=MARKET, connected_at=1_700_000_000_000),
 ]
 
 

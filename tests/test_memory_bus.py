@@ -13,6 +13,7 @@ from coordinator.invariants import check_invariants
 from coordinator.service import CoordinatorConfig, run_coordinator
 from coordinator.state import OpeningBalances
 from deploy.market import DEFAULT_MARKET
+from protocol.envelope import kind_of, open_envelope
 from protocol.identity import Identity
 from prover_node.service import ProverConfig, run_prover
 from runtime.bus import PayloadTooLargeError
@@ -189,7 +190,12 @@ async def run_small_market(
             # The user comes once every prover bids; the market runs until it is done.
             heard: set[str] = set()
             while heard != {p.public_hex for p in provers}:
-                heard |= {d.topic.rsplit("/", 1)[1] for d in await watcher.receive_batch(100)}
+                heard |= {
+                    d.topic.rsplit("/", 1)[1]
+                    for d in await watcher.receive_batch(100)
+                    if kind_of(open_envelope(coordinator, d.payload, market="mem").message)
+                    != "prover_online"  # sent on connecting, before its workers are up
+                }
             await watcher.__aexit__(None, None, None)
             bidding = asyncio.create_task(run_user(user, bidder, stop=asyncio.Event()))
             if crash is not None:

@@ -38,15 +38,22 @@ from coordinator.store import SqliteStore
 from deploy.broker import MosquittoBroker
 from deploy.testnet import TestnetConfig as NetConfig  # not a test class
 from protocol.events import Publish
-from protocol.messages import BidReceipt, BidReceipts, SettlementNotice
+from protocol.messages import BidReceipt, BidReceipts, FailureRules, SettlementNotice
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
 ROUNDS = 22
 FAULTY = msgspec.structs.replace(
-    QUICK, market="faulttest", bid_window_ms=1500, prove_window_ms=4000, epoch_rounds=4
+    QUICK,
+    market="faulttest",
+    bid_window_ms=1500,
+    prove_window_ms=4000,
+    epoch_rounds=4,
+    failures=FailureRules(will_grace_ms=3000),
 )
-"""Windows with room for a loaded 2-core machine: a fault costs time, never a deadline."""
+"""Windows with room for a loaded 2-core machine: a fault costs time, never a deadline.
+The reconnect grace is shorter than the prove window, so a will's rescue can come first
+and every prover that comes back must call it off in time."""
 CONFIG = NetConfig(
     provers=4, users=8, user_processes=2, tasks_per_user=2, rounds=ROUNDS, params=FAULTY
 )
@@ -224,20 +231,38 @@ def assert_reports_equal_ledger(market: FaultMarket, view: LedgerView, lives: li
         assert {f: ledger[f] for f in PROVER_FIELDS} == {f: mine[f] for f in PROVER_FIELDS}
 
 
-def won_while_down(market: FaultMarket, killed: Proc, restarted: Proc) -> set[int]:
-    """Rounds cleared before the killed prover was back whose assignment it never saw.
+def undeliverable(market: FaultMarket, killed: Proc, restarted: Proc, victim: str) -> set[int]:
+    """Rounds the killed prover truly could not deliver: won before its will was taken,
+    their assignment seen by neither life, or by the restarted one only too late.
 
-    A prover down past the prove deadline of a batch it won before its will reached the
-    coordinator fails that batch: the will keeps it out of the clearings after it only.
+    A will keeps an offline prover out of every clearing after it. A batch won before it
+    waits for the prover through the reconnect grace (`will_grace_ms`), and a prover back
+    within it gets the assignment its broker session kept and proves it: a batch it saw
+    in time and still lost, or one won after its will, fails this test.
     """
     back = (restarted.find("prover.started") or {})["timestamp"]
-    seen = {line["round"] for line in killed.lines if line.get("event") == "prover.assigned"}
+    coordinators = [p for p in market.procs.values() if p.name.startswith("coordinator")]
+    wills = [
+        line["timestamp"]
+        for proc in coordinators
+        for line in proc.lines
+        if line.get("event") == "coordinator.prover_offline"
+        and line.get("prover") == victim
+        and line.get("taken")
+    ]
+    until = min([back, *wills])
+    late = {line["round"] for line in restarted.lines if line.get("code") == "late_proof"}
+    seen = assigned(killed) | (assigned(restarted) - late)
     cleared: dict[int, str] = {}
-    for proc in market.procs.values():
-        for line in proc.lines if proc.name.startswith("coordinator") else []:
+    for proc in coordinators:
+        for line in proc.lines:
             if line.get("event") == "round.progress" and line.get("phase") != "bid":
-                cleared[line["round"]] = min(cleared.get(line["round"], back), line["timestamp"])
-    return {number for number, at in cleared.items() if at < back and number not in seen}
+                cleared[line["round"]] = min(cleared.get(line["round"], until), line["timestamp"])
+    return {number for number, at in cleared.items() if at < until and number not in seen}
+
+
+def assigned(proc: Proc) -> set[int]:
+    return {line["round"] for line in proc.lines if line.get("event") == "prover.assigned"}
 
 
 def assert_market_sound(report: dict[str, Any], honest: list[str]) -> None:
@@ -292,5 +317,5 @@ async def test_market_survives_every_fault(mosquitto: RunningBroker, tmp_path: P
     honest = [p.public for p in market.plan.provers if p.public != victim]
     assert_market_sound(market.report(), honest)
     view = read_ledger(market)
-    assert view.slashed.get(victim, set()) <= won_while_down(market, killed, restarted)
+    assert view.slashed.get(victim, set()) <= undeliverable(market, killed, restarted, victim)
     assert_reports_equal_ledger(market, view, lives)

@@ -29,6 +29,7 @@ from protocol.messages import (
     Message,
     ProofSubmission,
     ProverCostBid,
+    ProverOnline,
     RoundAnnouncement,
     SettlementNotice,
     TaskBidMessage,
@@ -67,6 +68,7 @@ class FakeCoordinator:
         self.bus = bus
         self.bid_refs: dict[str, bytes] = {}  # task id -> the bid ref it came under
         self._entries: list[tuple[str, Message, int]] = []  # of a bulk, not yet returned
+        self.onlines: list[tuple[str, ProverOnline]] = []  # set aside by `receive`
 
     async def announce(self, round: int, prove_deadline: int = 10**15) -> None:
         msg = RoundAnnouncement(
@@ -96,6 +98,9 @@ class FakeCoordinator:
                 opened = open_envelope(COORD, delivery.payload, market=MARKET)
                 assert topics.inbox(MARKET, opened.sender) == delivery.topic
                 message, now = opened.message, wall_ms()
+                if isinstance(message, ProverOnline):
+                    self.onlines.append((opened.sender, message))
+                    continue  # sent on every (re)connect; tests of it read `onlines`
                 if isinstance(message, TaskBidMessage):
                     self.bid_refs[message.task_id] = opened.ref
                 if not isinstance(message, TaskBids):
@@ -464,6 +469,30 @@ async def test_killed_prover_leaves_its_last_will(
                 await process.wait()
     will = open_envelope(COORD, delivery.payload, market=MARKET)
     assert (PROVER.public_hex, "prover_will") == (will.sender, will.kind)
+
+
+async def test_prover_says_online_on_connect_and_after_a_broker_restart(
+    mosquitto: RunningBroker,
+) -> None:
+    """A `prover_online` on connecting, and one of a newer connection after a broker restart."""
+    stop = asyncio.Event()
+    async with coordinator(mosquitto) as fake:
+        node = asyncio.create_task(run_prover(PROVER, prover_config(mosquitto), stop=stop))
+        try:
+            await wait_subscribed(fake, 0)
+            await mosquitto.restart()
+            async with asyncio.timeout(WAIT):
+                while len(fake.onlines) < 2:
+                    await wait_subscribed(fake, 1)  # reads on, setting onlines aside
+        finally:
+            stop.set()
+            async with asyncio.timeout(WAIT):
+                await node
+    (first_sender, first), (second_sender, second) = fake.onlines[:2]
+    assert ([PROVER.public_hex] * 2, True) == (
+        [first_sender, second_sender],
+        first.connected_at < second.connected_at,
+    )
 
 
 async def test_prover_carries_on_after_a_broker_restart(broker: RunningBroker) -> None:

@@ -9,6 +9,7 @@ from protocol.messages import (
     BidReceipt,
     MarketParams,
     ProverCostBid,
+    ProverOnline,
     ProverWill,
     RoundAnnouncement,
 )
@@ -120,6 +121,26 @@ def test_will_is_sealed_signed_and_stamped_later_each_time() -> None:
     assert [PROVER.public_hex] * 2 == [o.sender for o in opened]
     expected = [ProverWill(market=MARKET, connected_at=t) for t in (1_000, 1_001)]
     assert expected == [o.message for o in opened]
+
+
+def test_online_carries_its_connection_s_will_stamp() -> None:
+    """`prover_online` goes to the coordinator's inbox, stamped as the newest will."""
+    w = wire()
+    w.will(now=1_000)
+    w.will(now=1_000)  # a reconnect: the connection now up has the stamp 1_001
+    topic, envelope = w.online(now=5_000)
+    opened = open_envelope(COORD, envelope, market=MARKET)
+    assert (topics.inbox(MARKET, PROVER.public_hex), PROVER.public_hex) == (topic, opened.sender)
+    assert ProverOnline(market=MARKET, connected_at=1_001) == opened.message
+
+
+def test_online_without_a_will_takes_a_fresh_stamp_below_the_next_will() -> None:
+    """A bus that made no will yet: the online's stamp is the time, the next will's later."""
+    w = wire()
+    _, online = w.online(now=2_000)
+    _, will = w.will(now=2_000)
+    stamps = [open_envelope(COORD, e, market=MARKET).message for e in (online, will)]
+    assert [2_000, 2_001] == [m.connected_at for m in stamps]  # type: ignore[union-attr]
 
 
 def announcement(round: int) -> RoundAnnouncement:
