@@ -38,6 +38,7 @@ class Admission:
 
     task_bids: TaskColumns
     prover_bids: list[ProverBid]
+    prover_ties: list[int]  # each prover bid's tie-key prefix
     refused: list[RefusedCostBid]
 
 
@@ -110,6 +111,7 @@ def plan_admission(
     that prover out of the round the task is rescued into.
     """
     prover_bids: list[ProverBid] = []
+    prover_ties: list[int] = []
     refused: list[RefusedCostBid] = []
     for key in sorted(r.cost_bids):
         cost_bid = r.cost_bids[key]
@@ -147,13 +149,14 @@ def plan_admission(
             )
         else:
             prover_bids.append(ProverBid(id=key, capacity=capacity, cost=cost_bid.cost))
+            prover_ties.append(cost_bid.tie)
     task_bids = TaskColumns(
         ids=WireIds(r.tasks, tasks),
         fees=np.frombuffer(r.fees, dtype=np.int64).copy(),
         ties=np.frombuffer(r.ties, dtype=np.uint64).copy(),
         seed=seed.seed,
     )
-    return Admission(task_bids, prover_bids, refused)
+    return Admission(task_bids, prover_bids, prover_ties, refused)
 
 
 Fate = Literal["assigned", "carried", "released"]

@@ -287,7 +287,8 @@ class Coordinator(MarketState):
             msg, event.sender, r, self._provers.get(event.sender), self.params
         )
         self._top_up_lock(event.sender, need)
-        r.cost_bids[event.sender] = CostBid(cost=msg.cost, ref=event.ref)
+        tie = self._seed(r.number).tie(event.sender)
+        r.cost_bids[event.sender] = CostBid(cost=msg.cost, ref=event.ref, tie=tie)
         self._remember(r.number, event.ref)
         receipt = BidReceipt(market=self.params.market, round=r.number, ref=event.ref)
         return [Record(event), Publish(receipt, to=event.sender)]
@@ -536,7 +537,9 @@ class Coordinator(MarketState):
             Publish(self._reject(x.code, x.reason, x.ref, r.number), to=x.prover)
             for x in admission.refused
         ]
-        outcome = clear_indexed(self.mechanism, admission.task_bids, admission.prover_bids)
+        outcome = clear_indexed(
+            self.mechanism, admission.task_bids, admission.prover_bids, admission.prover_ties
+        )
         r.close_book()
         subsidy_account = balance_of(self.params.subsidy_account or "")
         outcome, subsidy = clearing.plan_subsidy(outcome, self.accounts.balance(subsidy_account))

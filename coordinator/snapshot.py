@@ -240,7 +240,7 @@ def _round_of(r: _RoundState) -> Round:
         prove_deadline=r.prove_deadline,
         phase=Phase(r.phase),
         tasks=[tuple(t) for t in r.tasks],  # type: ignore[misc]
-        cost_bids={k: CostBid(cost=c, ref=ref) for k, c, ref in r.cost_bids},
+        cost_bids={k: CostBid(cost=c, ref=ref) for k, c, ref in r.cost_bids},  # ties: _apply
         batches=batches,
     )
 
@@ -255,6 +255,9 @@ def _apply(core: Coordinator, state: _State, ledger: Accounts, rounds: dict[int,
     core._tasks = {(t.user, t.task_id): t for t in state.tasks}
     core._wire = {t.wire_id: (t.user, t.task_id) for t in state.tasks}
     for r in rounds.values():
+        seed = core._seed(r.number)
+        for prover, cost_bid in r.cost_bids.items():
+            cost_bid.tie = seed.tie(prover)
         if r.phase is Phase.BID:  # the book's columns: taken again, as the bids came in
             keys, r.tasks = r.tasks, []
             for key in keys:

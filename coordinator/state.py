@@ -93,10 +93,12 @@ class TaskState:
 
 @dataclass(slots=True)
 class CostBid:
-    """A prover's cost bid in a round, with the envelope that carried it."""
+    """A prover's cost bid in a round, with the envelope that carried it and the prover's
+    tie-key prefix under the round's seed (taken as the bid comes in, like a task bid's)."""
 
     cost: int
     ref: bytes
+    tie: int = 0
 
 
 @dataclass(slots=True)

@@ -115,9 +115,14 @@ class _Observed:
         self.rows.append((out.welfare, best))
         return out
 
-    def clear_columns(self, tasks: TaskColumns, provers: Sequence[ProverBid]) -> IndexedOutcome:
-        out = clear_indexed(self.inner, tasks, provers)
-        best = clear_indexed(get_mechanism("optimum"), tasks, provers).welfare
+    def clear_columns(
+        self,
+        tasks: TaskColumns,
+        provers: Sequence[ProverBid],
+        prover_ties: Sequence[int] | None = None,
+    ) -> IndexedOutcome:
+        out = clear_indexed(self.inner, tasks, provers, prover_ties)
+        best = clear_indexed(get_mechanism("optimum"), tasks, provers, prover_ties).welfare
         self.rows.append((out.welfare, best))
         return out
 

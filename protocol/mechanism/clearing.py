@@ -165,29 +165,46 @@ class ColumnMechanism(Protocol):
     @property
     def name(self) -> str: ...
 
-    def clear_columns(self, tasks: TaskColumns, provers: Sequence[ProverBid]) -> IndexedOutcome: ...
+    def clear_columns(
+        self,
+        tasks: TaskColumns,
+        provers: Sequence[ProverBid],
+        prover_ties: Sequence[int] | None = None,
+    ) -> IndexedOutcome: ...
 
 
 def clear_indexed(
-    mechanism: Mechanism, tasks: TaskColumns, provers: Sequence[ProverBid]
+    mechanism: Mechanism,
+    tasks: TaskColumns,
+    provers: Sequence[ProverBid],
+    prover_ties: Sequence[int] | None = None,
 ) -> IndexedOutcome:
-    """Clear columns with any mechanism: directly if it takes columns, else as bid objects."""
+    """Clear columns with any mechanism: directly if it takes columns, else as bid objects.
+
+    `prover_ties`, when given, are the prover bids' tie-key prefixes under the columns'
+    seed, taken beforehand (as the coordinator does when a cost bid comes in)."""
     if isinstance(mechanism, ColumnMechanism):
-        return mechanism.clear_columns(tasks, provers)
+        return mechanism.clear_columns(tasks, provers, prover_ties)
     bids = [TaskBid(i, f) for i, f in zip(tasks.ids, tasks.fees.tolist(), strict=True)]
     return indexed_from_outcome(mechanism.clear(bids, provers, seed=tasks.seed), tasks.ids)
 
 
 def prover_arrays(
-    provers: Sequence[ProverBid], seed: bytes
+    provers: Sequence[ProverBid], seed: bytes, ties: Sequence[int] | None = None
 ) -> tuple[list[ProverBid], Int64Array, Int64Array]:
-    """Checked prover bids in tie-key order, with their capacities and costs as arrays."""
+    """Checked prover bids in tie-key order, with their capacities and costs as arrays;
+    `ties` are their tie-key prefixes if already known."""
     check_bids((), provers)
     key = tie_keyer(seed)
-    ps = sorted(provers, key=lambda p: key(p.id))
-    caps = np.fromiter((p.capacity for p in ps), dtype=np.int64, count=len(ps))
-    costs = np.fromiter((p.cost for p in ps), dtype=np.int64, count=len(ps))
-    return ps, caps, costs
+    m = len(provers)
+    ids = [p.id for p in provers]
+    if ties is None:
+        ties = [tie_prefix(key(i)) for i in ids]
+    prefixes = np.fromiter(ties, dtype=np.uint64, count=m)
+    order = TieOrder(prefixes, lambda i: key(ids[i])).sort(np.arange(m, dtype=np.int64))
+    caps = np.fromiter((p.capacity for p in provers), dtype=np.int64, count=m)[order]
+    costs = np.fromiter((p.cost for p in provers), dtype=np.int64, count=m)[order]
+    return [provers[i] for i in order.tolist()], caps, costs
 
 
 def check_columns(tasks: TaskColumns) -> None:
@@ -213,9 +230,14 @@ class ArrayMechanism:
         columns = TaskColumns.of(tasks, seed)
         return self.clear_columns(columns, provers).outcome(columns.ids)
 
-    def clear_columns(self, tasks: TaskColumns, provers: Sequence[ProverBid]) -> IndexedOutcome:
+    def clear_columns(
+        self,
+        tasks: TaskColumns,
+        provers: Sequence[ProverBid],
+        prover_ties: Sequence[int] | None = None,
+    ) -> IndexedOutcome:
         check_columns(tasks)
-        ps, caps, costs = prover_arrays(provers, tasks.seed)
+        ps, caps, costs = prover_arrays(provers, tasks.seed, prover_ties)
         check_arrays(tasks.fees, caps, costs)
         clearing = self.rule(tasks.fees, caps, costs, tasks.tie_order())
         return indexed_from_arrays(self.name, clearing, len(tasks.ids), [p.id for p in ps])

@@ -75,9 +75,14 @@ class ReserveProoph:
         columns = TaskColumns.of(tasks, seed)
         return self.clear_columns(columns, provers).outcome(columns.ids)
 
-    def clear_columns(self, tasks: TaskColumns, provers: Sequence[ProverBid]) -> IndexedOutcome:
+    def clear_columns(
+        self,
+        tasks: TaskColumns,
+        provers: Sequence[ProverBid],
+        prover_ties: Sequence[int] | None = None,
+    ) -> IndexedOutcome:
         check_columns(tasks)
-        ps, caps, costs = prover_arrays(provers, tasks.seed)
+        ps, caps, costs = prover_arrays(provers, tasks.seed, prover_ties)
         n = len(tasks.ids)
         clearing = clear_prooph_arrays(
             tasks.fees,

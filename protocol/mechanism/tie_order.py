@@ -4,7 +4,7 @@ A sort of Python bytes keys costs a microsecond a bid; a numpy sort of 64-bit in
 costs nanoseconds. Each bid's tie key prefix (`ties.tie_prefix`) is known once its id and
 the round's seed are, so a caller that keeps the prefixes beside the bids (the coordinator
 computes them as bids arrive) can order any subset of them by packing the prefix's high
-bits with the bid's position in the subset into one uint64 and sorting those. Positions
+bits with the bid's index into one uint64 and sorting those. Positions
 whose high bits collide, rare at any size, are ordered by their full keys, so the order is
 exactly the tie-key order.
 """
@@ -35,19 +35,19 @@ class TieOrder:
 
     def sort(self, indices: Int64Array) -> Int64Array:
         """`indices` in tie-key order of the bids they point at."""
-        m = indices.size
-        if m < 2:
+        if indices.size < 2:
             return indices.astype(np.int64, copy=True)
-        bits = (m - 1).bit_length()
+        # The low bits carry the index itself, so the sorted words are the answer.
+        bits = max(1, (self.prefixes.size - 1).bit_length())
         low = np.uint64((1 << bits) - 1)
         packed = self.prefixes[indices]
         packed &= ~low
-        packed |= np.arange(m, dtype=np.uint64)
+        packed |= indices.astype(np.uint64)
         packed.sort()
-        # Neighbours whose prefixes agree above the position bits: order unsettled there.
+        # Neighbours whose prefixes agree above the index bits: order unsettled there.
         same = np.flatnonzero((packed[1:] ^ packed[:-1]) <= low)
         packed &= low
-        order = indices[packed]
+        order = packed.view(np.int64)  # indices < 2**63: the same bits
         if same.size:
             self._settle_collisions(order, same)
         return order
