@@ -67,6 +67,7 @@ class MarketBenchConfig:
     provers: int = 8
     seed: int = 1
     proving_ms_per_task: float = 0.2  # measured by the command (proving_ms_per_task)
+    bid_window_ms: int | None = None  # None: sized for the load (TestnetConfig.sized)
 
     def prove_window_ms(self) -> int:
         work = self.tasks_per_round * self.proving_ms_per_task / (os.cpu_count() or 1)
@@ -83,7 +84,9 @@ class MarketBenchConfig:
             setup=0,
             prove_window_ms=self.prove_window_ms(),
         )
-        return TestnetConfig(
+        if self.bid_window_ms is not None:
+            params = msgspec.structs.replace(params, bid_window_ms=self.bid_window_ms)
+        testnet = TestnetConfig(
             provers=self.provers,
             users=self.users,
             rounds=self.rounds,
@@ -94,7 +97,8 @@ class MarketBenchConfig:
             seed=self.seed,
             workdir=workdir,
             params=params,
-        ).sized()
+        )
+        return testnet if self.bid_window_ms is not None else testnet.sized()
 
 
 async def run_market_bench(

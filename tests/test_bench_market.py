@@ -53,11 +53,12 @@ def test_a_small_market_bench_trades_every_round_and_says_so() -> None:
     )
     assert 0 == done.returncode, done.stdout[-2000:] + done.stderr[-2000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    assert ([300, 300], 0, True, [], 2) == (
+    assert ([300, 300], 0, True, [], 2, 2) == (
         result["tasks_bid"],
         result["honest_slashes"],
         result["ok"],
         result["problems"],
         len(result["clear_ms"]),
+        len(result["assign_ms"]),  # each clearing's round.assigned line was read
     )
     assert 0 < result["ratio"] and 0 < result["coordinator_max_rss_mb"]

@@ -27,6 +27,12 @@ import click
 @click.option("--provers", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--seed", type=int, default=1, show_default=True)
 @click.option(
+    "--bid-window-ms",
+    type=click.IntRange(min=100),
+    default=None,
+    help="The bid window to hold the load to (default: sized for the load).",
+)
+@click.option(
     "--workdir",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
@@ -41,6 +47,7 @@ def bench_market(
     user_processes: int,
     provers: int,
     seed: int,
+    bid_window_ms: int | None,
     workdir: Path | None,
     as_json: bool,
 ) -> None:
@@ -65,6 +72,7 @@ def bench_market(
         provers=provers,
         seed=seed,
         proving_ms_per_task=proving_ms_per_task(),
+        bid_window_ms=bid_window_ms,
     )
     try:
         result = asyncio.run(run_market_bench(config, workdir))
