@@ -14,6 +14,7 @@ the event loop's own timer only schedules the wake-ups.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import multiprocessing
@@ -24,9 +25,11 @@ from dataclasses import dataclass
 
 import structlog
 
+from protocol.envelope import envelope_ref
 from protocol.events import MessageReceived, Publish, Tick, WakeAt
 from protocol.identity import Identity
-from protocol.messages import Assignment, Message, Reject, SettlementNotice, TaskProof
+from protocol.messages import Assignment, Message, Reject, Rejects, SettlementNotice, TaskProof
+from protocol.rejects import RejectCode
 from protocol.wire import Wire
 from prover_node.core import ProverCore, ProverEffect, ProverEvent, ProvingDone, StartProving
 from prover_node.metrics import ProverMetrics
@@ -36,6 +39,12 @@ from runtime.memory_bus import open_bus
 from runtime.metrics import bus_check, serving
 from runtime.process import Clock, exit_with_parent, install_stop_signals, wall_ms
 from runtime.publish import publish_retrying
+
+RESEND_KEPT = 256
+"""Envelopes sent that the prover keeps to send again if the coordinator was too busy."""
+RESEND_TRIES = 5
+RESEND_FIRST_S = 0.2
+"""An envelope refused `overloaded` goes again after 0.2 s, then 0.4, 0.8, ... (5 tries)."""
 
 POOL_JOIN_S = 5.0
 """Bound on waiting for the proving pool's manager thread once its workers are terminated."""
@@ -86,6 +95,9 @@ class ProverService:
         self._timers: set[asyncio.TimerHandle] = set()
         self._proving: set[asyncio.Future[list[list[TaskProof]]]] = set()
         self.subscribed = False  # every topic granted once (the bus renews them)
+        self._sent: collections.OrderedDict[bytes, tuple[str, bytes]] = collections.OrderedDict()
+        self._tries: dict[bytes, int] = {}
+        self._resending: set[asyncio.Task[None]] = set()
         self.metrics = ProverMetrics(core, bus, self._events.qsize) if metrics else None
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -116,6 +128,8 @@ class ProverService:
                 event = getter.result()
                 if isinstance(event, MessageReceived):
                     self._note(event.message)
+                    for ref in overloaded_refs(event.message):
+                        self._resend_later(ref)
                 for effect in self.core.handle(event):
                     await self._carry_out(effect)
         finally:
@@ -126,6 +140,8 @@ class ProverService:
                 await asyncio.gather(*pending, return_exceptions=True)
             for timer in self._timers:
                 timer.cancel()
+            for resend in self._resending:
+                resend.cancel()
             self.log.info("prover.stopped", **self.core.stats.as_dict())
         error = None if reader.cancelled() else reader.exception()
         if error is not None:
@@ -186,6 +202,7 @@ class ProverService:
     async def _carry_out(self, effect: ProverEffect) -> None:
         if isinstance(effect, Publish):
             for topic, payload in self.wire.seal(effect.message, to=effect.to):
+                self._keep(topic, payload)
                 await publish_retrying(
                     self.bus, topic, payload, stopping=self._stopping, log=self.log
                 )
@@ -194,6 +211,33 @@ class ProverService:
             self._wake_at(effect.at)
         elif isinstance(effect, StartProving):
             self._start_proving(effect)
+
+    def _keep(self, topic: str, payload: bytes) -> None:
+        self._sent[envelope_ref(payload)] = (topic, payload)
+        while len(self._sent) > RESEND_KEPT:
+            ref, _ = self._sent.popitem(last=False)
+            self._tries.pop(ref, None)
+
+    def _resend_later(self, ref: bytes) -> None:
+        """Send again, after a growing pause, an envelope the coordinator could not take.
+
+        Nothing of an `overloaded` envelope was recorded, so the same envelope (same
+        reference) is simply new to it; a proof is never lost to a flood of task bids.
+        """
+        sent, tries = self._sent.get(ref), self._tries.get(ref, 0)
+        if sent is None or tries >= RESEND_TRIES:
+            self.log.warning("prover.overloaded", ref=ref.hex(), tries=tries, resending=False)
+            return
+        self._tries[ref] = tries + 1
+
+        async def resend() -> None:
+            await asyncio.sleep(RESEND_FIRST_S * 2**tries)  # a back-off, not a wait for anything
+            await publish_retrying(self.bus, *sent, stopping=self._stopping, log=self.log)
+            self.log.info("prover.resent", ref=ref.hex(), tries=tries + 1)
+
+        task = asyncio.create_task(resend(), name="prover:resend")
+        self._resending.add(task)
+        task.add_done_callback(self._resending.discard)
 
     def _wake_at(self, at: int) -> None:
         loop = asyncio.get_running_loop()
@@ -246,6 +290,16 @@ class ProverService:
             self._events.put_nowait(ProvingDone(start.round, proofs, now))
 
         batch.add_done_callback(done)
+
+
+def overloaded_refs(message: Message) -> list[bytes]:
+    """The envelopes a reject says the coordinator was too busy to take."""
+    code = RejectCode.OVERLOADED
+    if isinstance(message, Reject):
+        return [message.ref] if message.code == code else []
+    if isinstance(message, Rejects):
+        return [entry.ref for entry in message.rejects if entry.code == code]
+    return []
 
 
 def _newer(told: int, stats: BusStats) -> bool:

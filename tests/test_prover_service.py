@@ -30,6 +30,7 @@ from protocol.messages import (
     ProofSubmission,
     ProverCostBid,
     ProverOnline,
+    Reject,
     RoundAnnouncement,
     SettlementNotice,
     TaskBidMessage,
@@ -69,6 +70,7 @@ class FakeCoordinator:
         self.bid_refs: dict[str, bytes] = {}  # task id -> the bid ref it came under
         self._entries: list[tuple[str, Message, int]] = []  # of a bulk, not yet returned
         self.onlines: list[tuple[str, ProverOnline]] = []  # set aside by `receive`
+        self.last_ref = b""  # the envelope reference of the last message `receive` returned
 
     async def announce(self, round: int, prove_deadline: int = 10**15) -> None:
         msg = RoundAnnouncement(
@@ -104,6 +106,7 @@ class FakeCoordinator:
                 if isinstance(message, TaskBidMessage):
                     self.bid_refs[message.task_id] = opened.ref
                 if not isinstance(message, TaskBids):
+                    self.last_ref = opened.ref
                     return opened.sender, message, now
                 for i in range(len(message.bids)):
                     self.bid_refs[message.bids[i].task_id] = bid_ref(opened.ref, i)
@@ -223,6 +226,28 @@ async def test_prover_bids_proves_and_submits_valid_proofs(broker: RunningBroker
         stats["payments"],
         stats["paid_total"],
     )
+
+
+async def test_prover_sends_again_a_proof_refused_overloaded(broker: RunningBroker) -> None:
+    """A proof answered `overloaded` comes again, the same envelope, and only once."""
+    stop = asyncio.Event()
+    async with coordinator(broker) as fake:
+        node = asyncio.create_task(run_prover(PROVER, prover_config(broker), stop=stop))
+        await wait_subscribed(fake, 0)
+        await fake.receive()  # its cost bid
+        await fake.send(PROVER.public_hex, assignment(0))
+        _, first, _ = await fake.receive()
+        ref = fake.last_ref
+        busy = Reject(market=MARKET, code="overloaded", reason="inbox full", ref=ref, round=0)
+        await fake.send(PROVER.public_hex, busy)
+        _, again, _ = await fake.receive()
+        assert (ProofSubmission, first, ref) == (type(again), again, fake.last_ref)
+        await fake.announce(1)
+        _, bid, _ = await fake.receive()  # the next thing it sends: no third copy
+        assert ProverCostBid(market=MARKET, round=1, cost=3) == bid
+        stop.set()
+        async with asyncio.timeout(WAIT):
+            await node
 
 
 async def test_late_prover_submits_after_the_deadline(embedded_broker: RunningBroker) -> None:
