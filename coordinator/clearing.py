@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, NamedTuple, overload
+from typing import overload
 
 import numpy as np
 
@@ -159,18 +159,24 @@ def plan_admission(
     return Admission(task_bids, prover_bids, prover_ties, refused)
 
 
-Fate = Literal["assigned", "carried", "released"]
+@dataclass(frozen=True, slots=True)
+class Winner:
+    """A winning prover's share of the clearing: its tasks (tie order) and their charges."""
+
+    prover: str
+    tasks: list[TaskKey]
+    charges: list[int]
+    payment: int
 
 
-class TaskFate(NamedTuple):
-    """What clearing does with one task bid: assign it, carry it, or release its fee.
+@dataclass(frozen=True, slots=True)
+class TaskFates:
+    """What clearing does with a round's task bids: each winner's, to assign; the rest,
+    in bid order, to carry into the next round or to release."""
 
-    A tuple, not a dataclass: a round makes one for each of its task bids."""
-
-    key: TaskKey
-    fate: Fate
-    prover: str | None = None
-    price: int | None = None
+    winners: list[Winner]
+    carried: list[TaskKey]
+    released: list[TaskKey]
 
 
 def plan_task_fates(
@@ -179,21 +185,27 @@ def plan_task_fates(
     outcome: IndexedOutcome,
     *,
     can_carry: bool,
-) -> list[TaskFate]:
-    """Each of round `r`'s tasks, in bid order, with its fate under `outcome`.
+) -> TaskFates:
+    """Round `r`'s tasks by their fate under `outcome`, winners in prover key order.
 
     An unallocated task that asked to carry over moves to the next round once
     (`can_carry`: there is a next round), so an unallocatable fee is not escrowed forever;
     a rescued task has had its second chance and is released.
     """
-    winner = outcome.winner_of(len(r.tasks)).tolist()
-    charges = outcome.charges.tolist()
-    fates: list[TaskFate] = []
-    for i, key in enumerate(r.tasks):
-        w = winner[i]
-        if w >= 0:
-            fates.append(TaskFate(key, "assigned", outcome.winners[w], charges[i]))
-            continue
+    book = r.tasks
+    winners = sorted(
+        (
+            Winner(prover, [book[i] for i in batch.tolist()], outcome.charges[batch].tolist(), pay)
+            for prover, batch, pay in zip(
+                outcome.winners, outcome.batches, outcome.payments, strict=True
+            )
+        ),
+        key=lambda w: w.prover,
+    )
+    carried: list[TaskKey] = []
+    released: list[TaskKey] = []
+    for i in np.flatnonzero(outcome.winner_of(len(book)) < 0).tolist():
+        key = book[i]
         task = tasks[key]
         if (
             task.carry_over
@@ -201,10 +213,10 @@ def plan_task_fates(
             and task.rescued_from is None
             and can_carry
         ):
-            fates.append(TaskFate(key, "carried"))
+            carried.append(key)
         else:
-            fates.append(TaskFate(key, "released"))
-    return fates
+            released.append(key)
+    return TaskFates(winners, carried, released)
 
 
 def subsidy_draw(outcome: IndexedOutcome) -> int:
@@ -234,19 +246,16 @@ def plan_subsidy(outcome: IndexedOutcome, available: int) -> tuple[IndexedOutcom
     return outcome, draw
 
 
-def plan_batches(
-    r: Round, outcome: IndexedOutcome, tasks: Mapping[TaskKey, TaskState], now: int
-) -> list[Batch]:
-    """Each winner's batch of round `r` under `outcome`, assigned at `now`, by prover key;
-    a batch's tasks in tie order (the outcome's), so no sort of the round's tasks is needed."""
-    batches = []
-    for prover, positions, payment in sorted(
-        zip(outcome.winners, outcome.batches, outcome.payments, strict=True), key=lambda w: w[0]
-    ):
-        keys = [r.tasks[i] for i in positions.tolist()]
-        batches.append(
-            Batch(
-                prover=prover, round=r.number, tasks=tuple(keys), payment=payment, assigned_ms=now
-            )
+def plan_batches(r: Round, fates: TaskFates, now: int) -> list[Batch]:
+    """Each winner's batch of round `r`, assigned at `now`, by prover key; a batch's tasks
+    in tie order (the outcome's), so no sort of the round's tasks is needed."""
+    return [
+        Batch(
+            prover=w.prover,
+            round=r.number,
+            tasks=tuple(w.tasks),
+            payment=w.payment,
+            assigned_ms=now,
         )
-    return batches
+        for w in fates.winners
+    ]

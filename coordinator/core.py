@@ -546,7 +546,7 @@ class Coordinator(MarketState):
         if subsidy:
             self.accounts.move(subsidy_account, TREASURY, subsidy)
         fates = clearing.plan_task_fates(r, self._tasks, outcome, can_carry=next_round is not None)
-        batches = self._assign_batches(r, clearing.plan_batches(r, outcome, self._tasks, now))
+        batches = self._assign_batches(r, clearing.plan_batches(r, fates, now))
         result = notices.clearing_result(  # after the batches: its track records count the wins
             self.params.market,
             r,
@@ -554,7 +554,7 @@ class Coordinator(MarketState):
             outcome,
             subsidy=subsidy,
             tie_proof=seed.proof,
-            carried=sum(f.fate == "carried" for f in fates),
+            carried=len(fates.carried),
             refused=self._refusals.pop(r.number, {}),
             track_record=published(self._provers, list(r.cost_bids)),
         )
@@ -583,35 +583,39 @@ class Coordinator(MarketState):
         return effects
 
     def _apply_fates(
-        self, fates: list[clearing.TaskFate], number: int, next_round: Round | None
+        self, fates: clearing.TaskFates, number: int, next_round: Round | None
     ) -> list[CoordinatorEffect]:
         """Carry out each task's fate and tell its user; released fees go back one move a
         user, not one a task."""
         effects: list[CoordinatorEffect] = []
-        refunds: dict[str, int] = {}
-        market = self.params.market
-        for fate in fates:
-            task = self._tasks[fate.key]
-            if fate.fate == "assigned":
-                task.assign(fate.prover, fate.price)
-                receipt = notices.user_receipt(
-                    market, number, task.task_id, prover=task.prover, price=task.price
+        add = effects.append
+        tasks, market = self._tasks, self.params.market
+        for winner in fates.winners:
+            prover = winner.prover
+            for key, price in zip(winner.tasks, winner.charges, strict=True):
+                task = tasks[key]
+                task.assign(prover, price)
+                add(
+                    Publish(
+                        notices.assigned(market, number, task.task_id, prover, price), task.user
+                    )
                 )
-                effects.append(Publish(receipt, to=task.user))
-            elif fate.fate == "carried" and next_round is not None:
+        if next_round is not None:
+            for key in fates.carried:
+                task = tasks[key]
                 task.carry(next_round.number)
-                self._enter(next_round, fate.key)
+                self._enter(next_round, key)
                 receipt = notices.user_receipt(
                     market, number, task.task_id, carried_to=next_round.number
                 )
-                effects.append(Publish(receipt, to=task.user))
-            else:
-                refunds[task.user] = refunds.get(task.user, 0) + task.fee
-                task.close("released")
-                effects += [
-                    Publish(notices.user_receipt(market, number, task.task_id), to=task.user),
-                    Publish(notices.released(market, task), to=task.user),
-                ]
+                add(Publish(receipt, to=task.user))
+        refunds: dict[str, int] = {}
+        for key in fates.released:
+            task = tasks[key]
+            refunds[task.user] = refunds.get(task.user, 0) + task.fee
+            task.close("released")
+            add(Publish(notices.user_receipt(market, number, task.task_id), to=task.user))
+            add(Publish(notices.released(market, task), to=task.user))
         for user, amount in refunds.items():
             if amount:
                 self.accounts.move(escrow_of(user), balance_of(user), amount)

@@ -114,6 +114,14 @@ def user_receipt(
     )
 
 
+def assigned(market: str, number: int, task_id: str, prover: str, price: int) -> UserReceipt:
+    """Round `number` allocated the task to `prover` at `price`: `user_receipt` without its
+    keyword defaults, for a clearing makes one for every task it allocates."""
+    return UserReceipt(
+        market=market, round=number, task_id=task_id, allocated=True, price=price, prover=prover
+    )
+
+
 def released(market: str, task: TaskState) -> SettlementNotice:
     """A task bid no round allocated: its whole fee comes back."""
     return SettlementNotice(

@@ -10,7 +10,7 @@ from test_coordinator_helpers import MARKET, P_MAX, PROVERS, USERS, genesis, par
 from coordinator.accounts import balance_of, deposit_of
 from coordinator.bids import plan_cost_bid, plan_task_bid, round_for_task_bid, round_open_for_bid
 from coordinator.capacity import lock_excess, lock_top_up, stale_capacities
-from coordinator.clearing import plan_batches, plan_subsidy, round_seed
+from coordinator.clearing import plan_batches, plan_subsidy, plan_task_fates, round_seed
 from coordinator.funds import funds_account, opening_accounts
 from coordinator.notices import batch_notices, task_notices, user_receipt
 from coordinator.proofs import batch_for_proofs, check_proofs
@@ -235,7 +235,7 @@ def test_a_deficit_draws_its_subsidy_or_clears_nothing() -> None:
 
 
 def test_each_winner_gets_a_batch_of_its_tasks_in_prover_order() -> None:
-    """Batches come sorted by prover key, their tasks by wire id, read from the round."""
+    """Batches come sorted by prover key, their tasks in the outcome's order, from the book."""
     outcome = Outcome(
         "prooph", assignments={P1: ("w1",), P0: ("w0", "w2")}, payments={P1: 3, P0: 4}
     )
@@ -246,10 +246,29 @@ def test_each_winner_gets_a_batch_of_its_tasks_in_prover_order() -> None:
         (U0, "c"): _task(U0, "c", "w0"),
     }
     r.tasks = list(tasks)
-    batches = plan_batches(r, indexed_from_outcome(outcome, ["w2", "w1", "w0"]), tasks, now=120)
+    indexed = indexed_from_outcome(outcome, ["w2", "w1", "w0"])
+    fates = plan_task_fates(r, tasks, indexed, can_carry=False)
+    batches = plan_batches(r, fates, now=120)
     expected = sorted([(P0, ((U0, "c"), (U0, "a")), 4), (P1, ((U1, "b"),), 3)])
     assert expected == [(b.prover, b.tasks, b.payment) for b in batches]
     assert {120} == {b.assigned_ms for b in batches}
+
+
+def test_unallocated_tasks_carry_once_or_are_released() -> None:
+    """Left out: a carry-over bid moves on once, a carried or rescued one is released."""
+    r = rounds_from(Phase.PROVE)[0]
+    tasks = {(U0, n): _task(U0, n, f"w{n}") for n in ("keep", "once", "rescued", "plain")}
+    tasks[(U0, "keep")].carry_over = True
+    tasks[(U0, "once")].carry_over, tasks[(U0, "once")].carried_from = True, 0
+    tasks[(U0, "rescued")].carry_over, tasks[(U0, "rescued")].rescued_from = True, 0
+    r.tasks = list(tasks)
+    nothing = indexed_from_outcome(Outcome("prooph"), [t.wire_id for t in tasks.values()])
+    fates = plan_task_fates(r, tasks, nothing, can_carry=True)
+    assert ([(U0, "keep")], [(U0, "once"), (U0, "rescued"), (U0, "plain")]) == (
+        fates.carried,
+        fates.released,
+    )
+    assert [] == plan_task_fates(r, tasks, nothing, can_carry=False).carried
 
 
 def _task(user: str, task_id: str, wire_id: str) -> TaskState:
