@@ -79,8 +79,8 @@ from protocol.messages import (
 from protocol.rejects import RejectCode
 from protocol.replay import ReplayGuard, round_of
 from protocol.split import split_to_fit
-from runtime import heap
 from runtime.bus import Bus, Delivery
+from runtime.heap import Heap
 from runtime.memory_bus import open_bus
 from runtime.metrics import Check, bus_check, ledger_check, serving
 from runtime.process import Clock, install_stop_signals, wall_ms
@@ -289,6 +289,7 @@ class CoordinatorService:
         self.market = core.params.market
         self.tally = RoundTally(keep_rounds=TALLY_ROUNDS)  # the live view's window
         self.stats = IngestStats()
+        self.heap = Heap()
         self.log = structlog.get_logger("coordinator").bind(market=self.market)
         self._ticks: asyncio.Queue[Tick] = asyncio.Queue()
         self._timer: asyncio.TimerHandle | None = None
@@ -613,9 +614,6 @@ class CoordinatorService:
             # is never behind the live view's log lines.
             self.metrics.after_batch()
         sending: asyncio.Task[None] | None = None
-        if clearings:
-            # What a clearing leaves is the market's long-lived state (runtime.heap).
-            heap.settle()
         if sends:
             began = time.perf_counter()
             urgent, rest = by_urgency(coalesce_receipts(sends))
@@ -677,6 +675,9 @@ class CoordinatorService:
                 seal_ms=round(sealed_s * 1000),
                 assignments=clearing.assignments,
             )
+        if clearings:
+            # The assignments are out: what the clearing left is long-lived (runtime.heap).
+            self.heap.settle()
         for start in range(0, len(later), SEAL_CHUNK):
             await asyncio.sleep(0)  # a yield between chunks, not a wait for anything
             chunk = [o for e in later[start : start + SEAL_CHUNK] for o in self._outgoing(e)]
