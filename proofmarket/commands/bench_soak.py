@@ -139,10 +139,18 @@ def _print(result: dict[str, object]) -> None:
         f"{result['rounds']} rounds, {result['provers']} provers x {result['users']} users: "
         f"CPU per round {per_round['first_ms']} ms first, {per_round['last_ms']} ms last "
         f"(ratio {per_round['ratio']}); RSS {rss['first']} -> {rss['last']} MB "
-        f"({rss['slope_per_1000']} MB per 1,000 rounds); restart {restart['seconds']} s "
+        f"({rss['slope_per_1000']} MB per 1,000 rounds); restart: "
+        f"{_process_restart(restart)}fold {restart['seconds']} s "
         f"over {restart['replayed']} of {restart['records']} records; "
         f"{'ok' if verdict['ok'] else 'NOT ok: ' + str(verdict)}"
     )
+
+
+def _process_restart(restart: dict[str, object]) -> str:
+    process = restart.get("process")
+    if not isinstance(process, dict):
+        return ""
+    return f"exec to serving {process['exec_to_serving_s']} s (CPU {process['cpu_ms']} ms), "
 
 
 def _on_broker(
@@ -189,7 +197,7 @@ def _print_net(result: dict[str, object]) -> None:
     click.echo(
         f"{result['rounds']} rounds of {result['round_ms']} ms over {result['broker']}, "
         f"{result['provers']} provers x {result['users']} users: RSS slope per 1,000 rounds "
-        f"(MB) {slopes}; restart: fold {restart['fold_ms']} ms, exec to listening "
-        f"{restart['exec_to_listening_s']} s; "
+        f"(MB) {slopes}; restart: exec to serving {restart['exec_to_serving_s']} s "
+        f"(fold {restart['fold_ms']} ms, CPU {restart['cpu_ms']} ms); "
         f"{'ok' if verdict['ok'] else 'NOT ok: ' + str(verdict) + ' ' + str(result['problems'])}"
     )
