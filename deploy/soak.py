@@ -26,7 +26,7 @@ from coordinator.records import CoordinatorEvent, encode_record
 from coordinator.report import RoundTally
 from coordinator.retention import KEEP_ALL, Retention, archive_dir
 from deploy.simulation import SimConfig, Simulation
-from deploy.soak_restart import soak_identity, time_restart, write_run_files
+from deploy.soak_restart import soak_identity, time_restarts, write_run_files
 
 WARMUP_ROUNDS: Final = 2200
 """Rounds before the slopes are fitted: twice the longest memory horizon (1,024 rounds),
@@ -127,7 +127,7 @@ def _soak(config: SoakConfig, ledger: str, scratch: Path) -> dict[str, object]:
         files = write_run_files(
             scratch, identity, c.params, dict(genesis.balances), dict(genesis.deposits)
         )
-        restart["process"] = asyncio.run(time_restart(files, ledger, config.rounds))
+        restart["process"] = asyncio.run(time_restarts(files, ledger, config.rounds, scratch))
     return _document(config, market, (times, wall), samples, restart, ledger)
 
 
