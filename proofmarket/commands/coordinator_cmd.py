@@ -107,6 +107,21 @@ def coordinator(
 ) -> None:
     """Run a market's coordinator: announce rounds, clear, verify proofs, settle."""
     import json
+    import os
+    import sys
+
+    # The clearing's arrays need no BLAS: its threads only cost CPU when numpy loads.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    if log_format == "json" and "structlog" not in sys.modules:
+        # structlog imports rich (and pygments) when it can, to draw tracebacks on a
+        # console: a sixth of a restart's CPU for what JSON logs never show. Hidden while
+        # structlog loads, it formats tracebacks plainly (docs/deploy.md, "Restarts").
+        hidden = "rich" not in sys.modules
+        sys.modules.setdefault("rich", None)  # type: ignore[arg-type]
+        import structlog  # noqa: F401
+
+        if hidden:
+            del sys.modules["rich"]
 
     from coordinator.verifier import default_workers, new_verifier
 
