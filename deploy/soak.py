@@ -49,6 +49,7 @@ class SoakConfig:
     compare_full_replay: bool = False
     retention: Retention = KEEP_ALL
     exec_restart: bool = True  # also time a `proofmarket coordinator` process restarting
+    bytecode_restart: bool = True  # and once more with compiled bytecode (compiles first)
 
 
 def rss_mb() -> float:
@@ -127,7 +128,8 @@ def _soak(config: SoakConfig, ledger: str, scratch: Path) -> dict[str, object]:
         files = write_run_files(
             scratch, identity, c.params, dict(genesis.balances), dict(genesis.deposits)
         )
-        restart["process"] = asyncio.run(time_restarts(files, ledger, config.rounds, scratch))
+        cache = scratch / "pycache" if config.bytecode_restart else None
+        restart["process"] = asyncio.run(time_restarts(files, ledger, config.rounds, cache))
     return _document(config, market, (times, wall), samples, restart, ledger)
 
 

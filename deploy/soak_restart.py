@@ -59,11 +59,14 @@ def write_run_files(
 
 
 async def time_restarts(
-    files: tuple[Path, Path, Path], ledger: str, rounds: int, scratch: Path
+    files: tuple[Path, Path, Path], ledger: str, rounds: int, cache: Path | None
 ) -> dict[str, object]:
-    """The restart as this environment runs it, and with compiled bytecode (`bytecode`)."""
+    """The restart as this environment runs it; with a `cache` directory, also with
+    bytecode compiled into it (`bytecode`)."""
     plain = await time_restart(files, ledger, rounds)
-    cached = dict(os.environ, PYTHONPYCACHEPREFIX=str(scratch / "pycache"))
+    if cache is None:
+        return plain
+    cached = dict(os.environ, PYTHONPYCACHEPREFIX=str(cache))
     cached.pop("PYTHONDONTWRITEBYTECODE", None)
     await time_restart(files, ledger, rounds, env=cached)  # compiles; not timed
     return plain | {"bytecode": await time_restart(files, ledger, rounds, env=cached)}
@@ -133,6 +136,7 @@ def _restart_figures(
         "exec_to_restored_s": at("coordinator.restored"),
         "exec_to_started_s": at("coordinator.started"),
         "fold_ms": restored.get("ms"),
+        "replayed": restored.get("replayed"),
         "since_exec_ms": serving.get("since_exec_ms"),
         "cpu_ms": serving.get("cpu_ms"),
         "startup_ms": serving.get("startup_ms"),

@@ -36,6 +36,11 @@ import click
 )
 @click.option("--audit-rounds", type=click.IntRange(min=0), default=86_400, show_default=True)
 @click.option(
+    "--no-bytecode-restart",
+    is_flag=True,
+    help="Skip timing the restart with compiled bytecode (it compiles every module first).",
+)
+@click.option(
     "--broker",
     default=None,
     help="Run one OS process per party over this broker (an mqtt:// URL, or 'embedded') "
@@ -73,6 +78,7 @@ def bench_soak(
     compare_full_replay: bool,
     retention: str,
     audit_rounds: int,
+    no_bytecode_restart: bool,
     broker: str | None,
     minutes: float | None,
     round_ms: int,
@@ -114,6 +120,7 @@ def bench_soak(
         snapshot_every=snapshot_every or SNAPSHOT_EVERY,
         compare_full_replay=compare_full_replay,
         retention=Retention(retention, audit_rounds),  # type: ignore[arg-type]
+        bytecode_restart=not no_bytecode_restart,
     )
     result = run_soak(config)
     if as_json:
