@@ -123,6 +123,13 @@ class RecordLog:
         )
         return position
 
+    def snapshot_if_behind(self) -> int | None:
+        """File a snapshot if records came since the last one: a clean stop's last act,
+        so that the next start replays nothing. Its position, or None if none was due."""
+        if self._core is None or len(self.store) == self._snapshot_at:
+            return None
+        return self.snapshot()
+
     def retire(self) -> int | None:
         """Apply the retention once; the new first live record, or None if none moved."""
         meta = self.meta
