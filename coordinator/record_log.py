@@ -97,6 +97,7 @@ class RecordLog:
         self.retention = retention or Retention()
         self.archive = archive  # where retired records go when retention is "archive"
         self._core: Coordinator | None = None
+        self._wrote = False  # records appended through this log since it was opened
         filed = store.snapshots()
         self._snapshot_at = filed[-1] if filed else 0
 
@@ -124,9 +125,10 @@ class RecordLog:
         return position
 
     def snapshot_if_behind(self) -> int | None:
-        """File a snapshot if records came since the last one: a clean stop's last act,
-        so that the next start replays nothing. Its position, or None if none was due."""
-        if self._core is None or len(self.store) == self._snapshot_at:
+        """File a snapshot if this run wrote records since the last one: a clean stop's
+        last act, so that the next start replays nothing (a run that wrote nothing leaves
+        the file as it found it). Its position, or None if none was due."""
+        if self._core is None or not self._wrote or len(self.store) == self._snapshot_at:
             return None
         return self.snapshot()
 
@@ -149,6 +151,7 @@ class RecordLog:
 
     def append_many(self, records: Sequence[bytes], *, published: int | None = None) -> int:
         last = self.store.append_many(records, published=published)
+        self._wrote = self._wrote or bool(records)
         if self._core is not None and last + 1 - self._snapshot_at >= self.snapshot_every:
             self.snapshot()
         return last
