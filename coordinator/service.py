@@ -1047,6 +1047,7 @@ async def _serve(
         metrics=metrics,
         startup=laps,
     )
+    folded.tail, folded.resend = [], []  # taken in by the service; not kept for its life
     laps.lap("service")
     await warming  # a worker that failed to start fails the start-up here
     laps.lap("verifier")
