@@ -23,19 +23,19 @@ import resource
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import structlog
 
 from coordinator.core import Coordinator
-from coordinator.metrics import CoordinatorMetrics
 from coordinator.record_log import (
     SNAPSHOT_EVERY,
     RecordLog,
     fold,
     open_record_log,
     read_meta,
+    resuming,
 )
 from coordinator.record_log import CoordinatorStartError as CoordinatorStartError
 from coordinator.records import CoordinatorEvent, decode_record, encode_record
@@ -43,7 +43,7 @@ from coordinator.report import RoundTally, market_report
 from coordinator.retention import KEEP_ALL, Retention
 from coordinator.state import OpeningBalances
 from coordinator.store import RecordStore, SqliteStore
-from coordinator.verifier import InlineVerifier, SignatureVerifier, open_verifier
+from coordinator.verifier import InlineVerifier, PoolVerifier, SignatureVerifier, new_verifier
 from protocol import topics
 from protocol.envelope import (
     MAX_ENVELOPE_SIZE,
@@ -83,7 +83,10 @@ from runtime.bus import Bus, Delivery
 from runtime.heap import Heap
 from runtime.memory_bus import open_bus
 from runtime.metrics import Check, bus_check, ledger_check, serving
-from runtime.process import Clock, install_stop_signals, wall_ms
+from runtime.process import Clock, install_stop_signals, since_exec_ms, wall_ms
+
+if TYPE_CHECKING:  # imported when metrics are served: a start without them is quicker
+    from coordinator.metrics import CoordinatorMetrics
 
 BATCH_MAX = 1024
 """Most deliveries handled per durable write: bounds latency under a flood of bids."""
@@ -113,6 +116,19 @@ class CoordinatorConfig:
     snapshot_every: int = SNAPSHOT_EVERY  # records between snapshots of the core
     retention: Retention = KEEP_ALL  # what happens to records behind the snapshots
     metrics: str | None = None  # HOST:PORT to serve /metrics and /health on
+
+
+class StartupLaps:
+    """How long each part of starting took, in ms: the `coordinator.serving` line's figures."""
+
+    def __init__(self) -> None:
+        self._last = time.perf_counter()
+        self.ms: dict[str, float] = {}
+
+    def lap(self, part: str) -> None:
+        now = time.perf_counter()
+        self.ms[part] = round((now - self._last) * 1000, 1)
+        self._last = now
 
 
 @dataclass(slots=True)
@@ -278,8 +294,10 @@ class CoordinatorService:
         resend: Sequence[Publish] = (),
         verifier: SignatureVerifier | None = None,
         metrics: CoordinatorMetrics | None = None,
+        startup: StartupLaps | None = None,
     ) -> None:
         self.core = core
+        self.startup = startup or StartupLaps()
         self.metrics = metrics
         self.verifier: SignatureVerifier = verifier or InlineVerifier()
         self.identity = identity
@@ -342,6 +360,7 @@ class CoordinatorService:
         """Subscribe, send again what a crash may have kept from the wire, arm the timer."""
         await self.bus.subscribe(*topics.coordinator_subscriptions(self.market))
         self.subscribed = True
+        self.startup.lap("subscribe")
         self.log.info(
             "coordinator.started",
             key=self.identity.public_hex,
@@ -362,6 +381,14 @@ class CoordinatorService:
             self.store.mark_published(self._published_through)
         await self._resume()
         self._arm(self.core.next_wake())
+        self.startup.lap("resend_resume")
+        # Taking inputs from here on: the restart time an operator waits for.
+        self.log.info(
+            "coordinator.serving",
+            since_exec_ms=since_exec_ms(),
+            cpu_ms=round(time.process_time() * 1000),  # on a busy machine, what it cost
+            startup_ms=self.startup.ms,
+        )
 
     async def _resume(self) -> None:
         """After a restart, stop the market's clock for the time this service was away.
@@ -930,15 +957,22 @@ async def run_coordinator(
     *,
     stop: asyncio.Event | None = None,
     clock: Clock = wall_ms,
+    verifier: InlineVerifier | PoolVerifier | None = None,
 ) -> Coordinator:
-    """Run a market's coordinator until its rounds are done or it is stopped."""
+    """Run a market's coordinator until its rounds are done or it is stopped.
+
+    `verifier`, when given, is one the caller made (and perhaps spawned) early; it is
+    closed here, as is the one made of `config.verify_workers` otherwise.
+    """
     if stop is None:
         # no caller to stop us: SIGINT and SIGTERM do
         stop = asyncio.Event()
         install_stop_signals(stop)
-    # The slow parts of starting (worker processes, the broker connection) come first, so
-    # that a new market's clock starts when the coordinator can take its first bid.
-    verifier = await open_verifier(config.verify_workers)
+    laps = StartupLaps()
+    # The slow parts of starting overlap: the signature workers start (on another core)
+    # while the broker is connected and the record log folded; serving waits for both.
+    verifier = verifier or new_verifier(config.verify_workers)
+    warming = asyncio.create_task(verifier.start(), name="coordinator:verifier")
     try:
         async with open_bus(
             config.broker,
@@ -948,6 +982,10 @@ async def run_coordinator(
             ca_file=config.ca_file,
             clock=clock,  # arrivals and deadlines on one clock
         ) as bus:
+            laps.lap("connect")
+            if not resuming(config.ledger):
+                # A new market's clock starts when the coordinator can take its first bid.
+                await warming
             log = open_record_log(
                 config.ledger,
                 key=identity.public_hex,
@@ -958,10 +996,14 @@ async def run_coordinator(
                 retention=config.retention,
             )
             try:
-                core = await _serve(identity, log, bus, verifier, config, stop, clock)
+                core = await _serve(
+                    identity, log, bus, (verifier, warming), config, stop, clock, laps
+                )
             finally:
                 log.close()
     finally:
+        warming.cancel()
+        await asyncio.gather(warming, return_exceptions=True)
         verifier.close()
     return core
 
@@ -970,13 +1012,19 @@ async def _serve(
     identity: Identity,
     log: RecordLog,
     bus: Bus,
-    verifier: SignatureVerifier | None,
+    verifying: tuple[SignatureVerifier, asyncio.Task[None]],
     config: CoordinatorConfig,
     stop: asyncio.Event,
     clock: Clock,
+    laps: StartupLaps,
 ) -> Coordinator:
-    """Fold the record log into a core and serve it until done or stopped."""
+    """Fold the record log into a core and serve it once the verifier is up."""
+    verifier, warming = verifying
     folded = fold(log, rounds=config.rounds, tie_signer=identity.sign)
+    # The restored state is the long-lived heap a clearing settles (runtime.heap): settled
+    # now, the collector's first passes do not crawl it while the service starts.
+    heap.settle()
+    laps.lap("fold")
     structlog.get_logger("coordinator").info(
         "coordinator.restored",
         records=len(log),
@@ -986,6 +1034,11 @@ async def _serve(
         ms=round(folded.seconds * 1000, 1),
     )
     log.attach(folded.core)
+    metrics = None
+    if config.metrics is not None:
+        from coordinator.metrics import CoordinatorMetrics
+
+        metrics = CoordinatorMetrics(folded.core, bus)
     service = CoordinatorService(
         folded.core,
         identity,
@@ -995,11 +1048,19 @@ async def _serve(
         recorded=folded.tail,
         resend=folded.resend,
         verifier=verifier,
-        metrics=None if config.metrics is None else CoordinatorMetrics(folded.core, bus),
+        metrics=metrics,
+        startup=laps,
     )
+    folded.tail, folded.resend = [], []  # taken in by the service; not kept for its life
+    laps.lap("service")
+    await warming  # a worker that failed to start fails the start-up here
+    laps.lap("verifier")
     registry = None if service.metrics is None else service.metrics.registry
     async with serving(config.metrics, registry, _health_checks(config, service), service.log):
         await service.run(stop)
+    # Stopped cleanly (a bus failure raises past this): a planned restart then loads this
+    # snapshot and replays nothing. One sent before the stop finished is not used.
+    log.snapshot_if_behind()
     return folded.core
 
 

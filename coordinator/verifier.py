@@ -16,12 +16,11 @@ import asyncio
 import concurrent.futures
 import multiprocessing
 import os
-import signal
 from collections.abc import Sequence
 from typing import Protocol
 
+from coordinator.verify_worker import worker_setup
 from protocol.envelope import signatures_valid
-from runtime.process import exit_with_parent
 
 MIN_OFFLOAD = 16
 """Smaller batches are checked in the loop: the trip to a worker costs about as much."""
@@ -38,8 +37,16 @@ class SignatureVerifier(Protocol):
 class InlineVerifier:
     """Checks signatures in the calling event loop."""
 
+    workers = 0
+
     async def verify(self, items: Sequence[tuple[bytes, bytes]]) -> list[bool]:
         return signatures_valid(items)
+
+    def spawn(self) -> None:
+        """Nothing to spawn: signatures are checked in the loop."""
+
+    async def start(self) -> None:
+        """Nothing to start: signatures are checked in the loop."""
 
     def close(self) -> None:
         pass
@@ -58,16 +65,24 @@ class PoolVerifier:
         self._pool = concurrent.futures.ProcessPoolExecutor(
             workers,
             mp_context=multiprocessing.get_context("spawn"),
-            initializer=_worker_setup,
+            initializer=worker_setup,
             initargs=(os.getpid(),),
         )
+        self._warming: list[concurrent.futures.Future[list[bool]]] = []
+
+    def spawn(self) -> None:
+        """Start every worker process now, without waiting for it to be ready.
+
+        A coordinator calls this first thing, so the workers' start overlaps its own
+        imports and the fold of its record log; `start` then waits for them.
+        """
+        if not self._warming:
+            self._warming = [self._pool.submit(signatures_valid, ()) for _ in range(self.workers)]
 
     async def start(self) -> None:
-        """Start every worker now, so the first busy batch does not wait for a spawn."""
-        loop = asyncio.get_running_loop()
-        await asyncio.gather(
-            *(loop.run_in_executor(self._pool, signatures_valid, ()) for _ in range(self.workers))
-        )
+        """Wait until every worker is up, so the first busy batch does not wait for a spawn."""
+        self.spawn()
+        await asyncio.gather(*(asyncio.wrap_future(f) for f in self._warming))
 
     async def verify(self, items: Sequence[tuple[bytes, bytes]]) -> list[bool]:
         if len(items) < self.min_offload:
@@ -84,14 +99,6 @@ class PoolVerifier:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _worker_setup(parent: int) -> None:
-    # Ctrl-C reaches the whole process group; the coordinator decides when its workers
-    # stop (it shuts the pool down on its way out), so they ignore it. A coordinator that
-    # was killed cannot, so they also leave when it is gone.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    exit_with_parent(parent)
-
-
 def default_workers() -> int:
     """One worker when this process may run on a second core, else none."""
     affinity = getattr(os, "sched_getaffinity", None)
@@ -99,14 +106,17 @@ def default_workers() -> int:
     return 1 if cores > 1 else 0
 
 
+def new_verifier(workers: int) -> InlineVerifier | PoolVerifier:
+    """A verifier not started yet: inline for 0 workers, else a pool of that many."""
+    return InlineVerifier() if workers == 0 else PoolVerifier(workers)
+
+
 async def open_verifier(workers: int) -> SignatureVerifier:
     """A started verifier: inline for 0 workers, else a pool of that many."""
-    if workers == 0:
-        return InlineVerifier()
-    pool = PoolVerifier(workers)
+    verifier = new_verifier(workers)
     try:
-        await pool.start()
+        await verifier.start()
     except BaseException:
-        pool.close()
+        verifier.close()
         raise
-    return pool
+    return verifier

@@ -30,7 +30,7 @@ One table holds the coordinator's record-log settings, which are not market rule
 (no other party sees them)::
 
     [ledger]
-    snapshot_every = 4096   # records between snapshots of the coordinator's state
+    snapshot_every = 2048   # records between snapshots of the coordinator's state
     retention = "keep"      # or "archive" (compressed segments beside the ledger) or "drop"
     audit_rounds = 86400    # rounds behind the newest snapshot that always stay live
 

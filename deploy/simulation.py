@@ -173,6 +173,7 @@ class Simulation:
         keep_inputs: bool = False,
         tally: RoundTally | None = None,
         on_record: Callable[[CoordinatorEvent], None] | None = None,
+        coordinator_key: str | None = None,
     ) -> None:
         if config.rounds < 1 or config.provers < 0 or config.users < 0:
             raise ValueError("a simulation needs rounds >= 1 and non-negative party counts")
@@ -182,7 +183,9 @@ class Simulation:
         self.keep_inputs = keep_inputs
         self.on_record = on_record  # sees each event the coordinator records, in order
         rng = random.Random(config.seed)
-        self.coordinator_key = sim_key(config.seed, "coordinator", 0)
+        # A real key when a coordinator process is to take the market over (the soak's
+        # restart); a stand-in otherwise.
+        self.coordinator_key = coordinator_key or sim_key(config.seed, "coordinator", 0)
         self.provers, deposits = _provers(config, rng, self.coordinator_key)
         self.users, balances = _users(config, rng, self.coordinator_key)
         self.parties: dict[str, _Party] = {**self.provers, **self.users}

@@ -11,6 +11,7 @@ or the second half of a shorter run).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import resource
 import statistics
@@ -25,6 +26,7 @@ from coordinator.records import CoordinatorEvent, encode_record
 from coordinator.report import RoundTally
 from coordinator.retention import KEEP_ALL, Retention, archive_dir
 from deploy.simulation import SimConfig, Simulation
+from deploy.soak_restart import soak_identity, time_restarts, write_run_files
 
 WARMUP_ROUNDS: Final = 2200
 """Rounds before the slopes are fitted: twice the longest memory horizon (1,024 rounds),
@@ -46,6 +48,8 @@ class SoakConfig:
     snapshot_every: int = SNAPSHOT_EVERY
     compare_full_replay: bool = False
     retention: Retention = KEEP_ALL
+    exec_restart: bool = True  # also time a `proofmarket coordinator` process restarting
+    bytecode_restart: bool = True  # and once more with compiled bytecode (compiles first)
 
 
 def rss_mb() -> float:
@@ -84,10 +88,10 @@ def run_soak(config: SoakConfig) -> dict[str, object]:
         raise ValueError("a soak needs at least 4 rounds")
     with tempfile.TemporaryDirectory(prefix="proofmarket-soak-") as scratch:
         ledger = config.ledger or str(Path(scratch) / "ledger.sqlite")
-        return _soak(config, ledger)
+        return _soak(config, ledger, Path(scratch))
 
 
-def _soak(config: SoakConfig, ledger: str) -> dict[str, object]:
+def _soak(config: SoakConfig, ledger: str, scratch: Path) -> dict[str, object]:
     sim = SimConfig(
         rounds=config.rounds, provers=config.provers, users=config.users, seed=config.seed
     )
@@ -96,7 +100,13 @@ def _soak(config: SoakConfig, ledger: str) -> dict[str, object]:
     def record(event: CoordinatorEvent) -> None:
         pending.append(encode_record(event))
 
-    market = Simulation(sim, tally=RoundTally(keep_rounds=64), on_record=record)
+    identity = soak_identity(config.seed)
+    market = Simulation(
+        sim,
+        tally=RoundTally(keep_rounds=64),
+        on_record=record,
+        coordinator_key=identity.public_hex,
+    )
     c = market.coordinator
     log = open_record_log(
         ledger,
@@ -113,6 +123,13 @@ def _soak(config: SoakConfig, ledger: str) -> dict[str, object]:
         restart = _restart(log, config, market)
     finally:
         log.close()
+    if config.exec_restart:
+        genesis = c.genesis
+        files = write_run_files(
+            scratch, identity, c.params, dict(genesis.balances), dict(genesis.deposits)
+        )
+        cache = scratch / "pycache" if config.bytecode_restart else None
+        restart["process"] = asyncio.run(time_restarts(files, ledger, config.rounds, cache))
     return _document(config, market, (times, wall), samples, restart, ledger)
 
 
@@ -238,7 +255,7 @@ def _document(
         "rss_flat": rss_slope <= RSS_SLOPE_MB,
         "entries_flat": all(entry_slopes[p] <= 1 + 0.01 * entry_means[p] for p in parties),
         "honest_ok": honest["ok"],
-        "restart_ok": restart["same_state"],
+        "restart_ok": restart["same_state"] and _process_ok(restart),
     }
     verdict["ok"] = all(verdict.values())
     return {
@@ -273,6 +290,12 @@ def _document(
         "verdict": verdict,
         "samples": samples,
     }
+
+
+def _process_ok(restart: dict[str, object]) -> bool:
+    """The coordinator process restarted on the ledger and exited 0 (when it was run)."""
+    process = restart.get("process")
+    return not isinstance(process, dict) or process.get("exit_code") == 0
 
 
 def _ms_points(times: list[float], fit_from: int) -> list[tuple[int, float]]:

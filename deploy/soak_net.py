@@ -9,7 +9,7 @@ round the coordinator last reported. From consecutive samples come each process'
 time per round and the wall time per round; slopes per 1,000 rounds are fitted as in the
 in-memory soak (deploy/soak.py). At the end the coordinator is started again on its
 ledger, and its restart is timed: the fold of the record log it logs, and the process's
-time from exec to listening.
+time from exec to serving (taking inputs), with its parts as it logs them.
 """
 
 from __future__ import annotations
@@ -240,7 +240,11 @@ async def _soak(config: NetSoakConfig, workdir: Path) -> dict[str, object]:
 
 
 async def _restart(testnet: TestnetConfig, plan: Plan, url: str) -> dict[str, object]:
-    """Start the coordinator again on the finished market's ledger; time it to listening."""
+    """Start the coordinator again on the finished market's ledger; time it to serving.
+
+    Serving is its `coordinator.serving` line: folded, subscribed, verifier up, about to
+    take inputs. The parts are the fold (`coordinator.restored`) and its own laps.
+    """
     lines: list[dict[str, object]] = []
     args = ["--broker", url, "--key", str(plan.coordinator_key), "--market", str(plan.market_file)]
     args += ["--genesis", str(plan.genesis_file), "--ledger", str(plan.ledger)]
@@ -250,7 +254,7 @@ async def _restart(testnet: TestnetConfig, plan: Plan, url: str) -> dict[str, ob
         "coordinator-restart",
         _command("coordinator", *args),
         plan.workdir,
-        "coordinator.started",
+        "coordinator.serving",
         lines.append,
     )
     ready_s: float | None = None
@@ -271,12 +275,15 @@ async def _restart(testnet: TestnetConfig, plan: Plan, url: str) -> dict[str, ob
         ready.cancel()
         await _stop([child])
     restored = next((e for e in lines if e.get("event") == "coordinator.restored"), {})
+    serving = next((e for e in lines if e.get("event") == "coordinator.serving"), {})
     return {
         "records": restored.get("records"),
         "snapshot": restored.get("snapshot"),
         "replayed": restored.get("replayed"),
         "fold_ms": restored.get("ms"),
-        "exec_to_listening_s": None if ready_s is None else round(ready_s, 3),
+        "exec_to_serving_s": None if ready_s is None else round(ready_s, 3),
+        "cpu_ms": serving.get("cpu_ms"),
+        "startup_ms": serving.get("startup_ms"),
         "exit_code": child.process.returncode,
         "log": None if ready_s is not None else str(child.log_path),
     }

@@ -25,9 +25,10 @@ import os
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final, Protocol, Self
+from typing import TYPE_CHECKING, Any, Final, Protocol, Self
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+if TYPE_CHECKING:  # the client is imported when metrics are served: a start without is quicker
+    from prometheus_client import CollectorRegistry
 
 Check = Callable[[], str | None]
 """A health check: None while fine, else why not."""
@@ -165,6 +166,8 @@ class MetricsServer:
         if method not in ("GET", "HEAD"):
             return "405 Method Not Allowed", "text/plain", b"GET only\n"
         if path == "/metrics":
+            from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
             return "200 OK", CONTENT_TYPE_LATEST, generate_latest(self.registry)
         if path == "/health":
             ok, states = self.health()

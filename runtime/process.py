@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 import time
@@ -13,6 +14,9 @@ from typing import Any, TypeVar
 
 import structlog
 
+from runtime.orphans import PARENT_WATCH_S as PARENT_WATCH_S
+from runtime.orphans import exit_with_parent as exit_with_parent
+
 Clock = Callable[[], int]
 T = TypeVar("T")
 
@@ -20,6 +24,23 @@ T = TypeVar("T")
 def wall_ms() -> int:
     """Wall-clock time in integer milliseconds: deadlines are compared across machines."""
     return time.time_ns() // 1_000_000
+
+
+def since_exec_ms() -> int | None:
+    """Milliseconds since this process was started, to the kernel's tick; None off Linux.
+
+    A service's own figure for how long it took to be ready, imports included: the
+    kernel's start time of the process (/proc/self/stat, in ticks since boot) against
+    the boot clock now.
+    """
+    try:
+        with open("/proc/self/stat", "rb") as stat:
+            fields = stat.read().rsplit(b")", 1)[1].split()
+        ticks = int(fields[19])  # field 22, starttime; the split starts at field 3
+        boot = time.clock_gettime(time.CLOCK_BOOTTIME)
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None
+    return round((boot - ticks / os.sysconf("SC_CLK_TCK")) * 1000)
 
 
 def install_stop_signals(stop: asyncio.Event) -> None:
@@ -61,25 +82,3 @@ def configure_logging(fmt: str = "console", level: str = "info") -> None:
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
         cache_logger_on_first_use=True,
     )
-
-
-PARENT_WATCH_S = 0.5
-"""How often a worker process checks that the service that started it is still there."""
-
-
-def exit_with_parent(parent: int) -> None:
-    """In a worker process: exit as soon as `parent` (the service's pid) is gone.
-
-    A service killed outright (SIGKILL, OOM) cannot stop its pool, and a spawned worker
-    holds both ends of its own task pipe, so it would wait for work for ever, keeping
-    multiprocessing's resource tracker alive beside it. A daemon thread watches instead.
-    """
-    import os
-    import threading
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(PARENT_WATCH_S)  # a watchdog's period, not synchronisation
-        os._exit(0)
-
-    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()

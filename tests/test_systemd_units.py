@@ -52,7 +52,7 @@ def test_unit_command_line_parses_with_every_required_option(unit: Path, tmp_pat
             Path(arg).touch()
         argv.append(arg)
     assert argv[0].endswith("/proofmarket")
-    command = cli.commands[argv[1]]
+    command = cli.get_command(click.Context(cli), argv[1])
     assert isinstance(command, click.Command)
     context = command.make_context(argv[1], argv[2:])  # raises on a missing option
     assert "m1" in " ".join(str(v) for v in context.params.values())

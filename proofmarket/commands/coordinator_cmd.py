@@ -107,6 +107,28 @@ def coordinator(
 ) -> None:
     """Run a market's coordinator: announce rounds, clear, verify proofs, settle."""
     import json
+    import os
+    import sys
+
+    # The clearing's arrays need no BLAS: its threads only cost CPU when numpy loads.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    if log_format == "json" and "structlog" not in sys.modules:
+        # structlog imports rich (and pygments) when it can, to draw tracebacks on a
+        # console: a sixth of a restart's CPU for what JSON logs never show. Hidden while
+        # structlog loads, it formats tracebacks plainly (docs/deploy.md, "Restarts").
+        hidden = "rich" not in sys.modules
+        sys.modules.setdefault("rich", None)  # type: ignore[arg-type]
+        import structlog  # noqa: F401
+
+        if hidden:
+            del sys.modules["rich"]
+
+    from coordinator.verifier import default_workers, new_verifier
+
+    # The signature workers start first: they come up (on another core) while the rest
+    # is imported and the record log folded, not after (docs/deploy.md, "Restarts").
+    verifier = new_verifier(default_workers() if verify_workers is None else verify_workers)
+    verifier.spawn()
 
     from coordinator.service import (
         CoordinatorConfig,
@@ -114,7 +136,6 @@ def coordinator(
         run_coordinator,
         summary_from_ledger,
     )
-    from coordinator.verifier import default_workers
     from deploy.genesis import opening_balances
     from deploy.market import (
         DEFAULT_MARKET,
@@ -142,14 +163,16 @@ def coordinator(
             start_delay_ms=start_delay_ms,
             password=password,
             ca_file=ca_file,
-            verify_workers=default_workers() if verify_workers is None else verify_workers,
+            verify_workers=verifier.workers,
             snapshot_every=settings.snapshot_every,
             retention=settings.policy(),
             metrics=metrics,
         )
-        core = run_service(run_coordinator(identity, config))
+        core = run_service(run_coordinator(identity, config, verifier=verifier))
     except (ProtocolError, MarketFileError, CoordinatorStartError, BusError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
+    finally:
+        verifier.close()  # run_coordinator closes it; not so when it never ran
     if as_json and ledger is not None:
         click.echo(json.dumps(summary_from_ledger(config, identity.public_hex), sort_keys=False))
     if rounds is not None and not core.finished:
