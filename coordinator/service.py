@@ -79,6 +79,7 @@ from protocol.messages import (
 from protocol.rejects import RejectCode
 from protocol.replay import ReplayGuard, round_of
 from protocol.split import split_to_fit
+from runtime import heap
 from runtime.bus import Bus, Delivery
 from runtime.heap import Heap
 from runtime.memory_bus import open_bus
@@ -1021,9 +1022,9 @@ async def _serve(
     """Fold the record log into a core and serve it once the verifier is up."""
     verifier, warming = verifying
     folded = fold(log, rounds=config.rounds, tie_signer=identity.sign)
-    # The restored state is the long-lived heap a clearing settles (runtime.heap): settled
+    # The restored state is the long-lived heap a clearing settles (runtime.heap): frozen
     # now, the collector's first passes do not crawl it while the service starts.
-    heap.settle()
+    heap.freeze()
     laps.lap("fold")
     structlog.get_logger("coordinator").info(
         "coordinator.restored",

@@ -36,3 +36,10 @@ class Heap:
             gc.unfreeze()
         gc.collect()
         gc.freeze()
+
+
+def freeze() -> None:
+    """Freeze what is alive without a collection first: for a state just built with the
+    collector paused (a fold), which made little garbage; what it made waits for the next
+    full settle."""
+    gc.freeze()
