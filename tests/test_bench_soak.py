@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 from conftest import RunningBroker
 
+from deploy.lab.plots import soak_curves, soak_series
 from deploy.soak import RSS_SLOPE_MB, TIME_TOLERANCE, SoakConfig, run_soak, slope_per_1000
 from deploy.soak_net import (
     NetSoakConfig,
@@ -71,6 +73,29 @@ def test_the_command_prints_json_and_exits_by_its_verdict() -> None:
     document = json.loads(outcome.output.strip().splitlines()[-1])
     assert ("soak", 12) == (document["benchmark"], document["rounds"])
     assert (0 if document["verdict"]["ok"] else 1) == outcome.exit_code
+
+
+def test_the_command_draws_its_curves(tmp_path: Path) -> None:
+    """`--plot FILE` writes a PNG of the RSS and CPU-per-round curves."""
+    picture = tmp_path / "soak.png"
+    args = ["bench", "soak", "--rounds", "8", "--provers", "1", "--users", "2", "--json"]
+    CliRunner().invoke(cli, [*args, "--no-bytecode-restart", "--plot", str(picture)])
+    assert b"\x89PNG" == picture.read_bytes()[:4]
+
+
+def test_broker_samples_draw_a_line_per_party(tmp_path: Path) -> None:
+    """Broker-mode samples (per-party RSS and cumulative CPU) draw without a child's line."""
+    samples = [
+        {
+            "round": r,
+            "rss_mb": {"coordinator": 60.0 + r, "prover-0.child-7": 12.0},
+            "cpu_s": {"coordinator": 0.05 * r},
+        }
+        for r in (0, 10, 20)
+    ]
+    soak_curves(tmp_path / "net.png", samples)
+    assert {"coordinator": [60.0, 70.0, 80.0]} == soak_series(samples, "rss_mb")
+    assert (tmp_path / "net.png").stat().st_size > 0
 
 
 # -- over a real broker --------------------------------------------------------------------

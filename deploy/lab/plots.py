@@ -143,3 +143,47 @@ def bar_chart(
 
 
 __all__ = ["bar_chart", "book_curves", "plot_clearing"]
+
+
+def soak_curves(path: str | os.PathLike[str], samples: Sequence[Mapping[str, object]]) -> None:
+    """`bench soak`'s curves: RSS and CPU per round against the round, one line a process.
+
+    In memory a sample holds the one process's `rss_mb` and `cpu_ms` per round; over a
+    broker, `rss_mb` and cumulative `cpu_s` per party, whose differences give per round.
+    """
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 6), dpi=80, sharex=True)
+    rounds = [float(str(s["round"])) for s in samples]
+    for name, rss in soak_series(samples, "rss_mb").items():
+        top.plot(rounds, rss, label=name, lw=1)
+    if samples and "cpu_ms" in samples[0]:
+        bottom.plot(rounds, [float(str(s["cpu_ms"])) for s in samples], label="market", lw=1)
+    else:
+        for name, cpu in soak_series(samples, "cpu_s").items():
+            per_round = [
+                1000 * (b - a) / max(1.0, r1 - r0)
+                for a, b, r0, r1 in zip(cpu, cpu[1:], rounds, rounds[1:], strict=False)
+            ]
+            bottom.plot(rounds[1:], per_round, label=name, lw=1)
+    top.set_ylabel("RSS (MB)")
+    bottom.set_ylabel("CPU per round (ms)")
+    bottom.set_xlabel("round")
+    top.set_title("bench soak")
+    for ax in (top, bottom):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6, ncol=3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def soak_series(samples: Sequence[Mapping[str, object]], field: str) -> dict[str, list[float]]:
+    """Per process (children of a party left out: their own lines are flat) the values of
+    `field` across the samples; a bare number is the one process, "market"."""
+    out: dict[str, list[float]] = {}
+    for sample in samples:
+        value = sample.get(field)
+        readings = value if isinstance(value, Mapping) else {"market": value}
+        for name, reading in readings.items():
+            if ".child-" not in name and isinstance(reading, int | float):
+                out.setdefault(name, []).append(float(reading))
+    return out

@@ -66,6 +66,12 @@ import click
     default=None,
     help="With --broker: keep keys, ledger and every process's log here (a new directory).",
 )
+@click.option(
+    "--plot",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Also draw the RSS and CPU-per-round curves to this PNG.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON line.")
 def bench_soak(
     rounds: int,
@@ -83,6 +89,7 @@ def bench_soak(
     minutes: float | None,
     round_ms: int,
     workdir: str | None,
+    plot: str | None,
     as_json: bool,
 ) -> None:
     """A long market: per-round time, RSS and state size as it ages; restart time.
@@ -106,7 +113,7 @@ def bench_soak(
         if workdir is not None and os.path.exists(workdir):
             raise click.BadParameter("must not exist yet", param_hint="--workdir")
         net = (rounds, provers, users, samples, seed, minutes, round_ms)
-        _on_broker(broker, net, None if workdir is None else Path(workdir), as_json)
+        _on_broker(broker, net, None if workdir is None else Path(workdir), as_json, plot)
         return
     if minutes is not None:
         raise click.BadParameter("needs --broker", param_hint="--minutes")
@@ -123,6 +130,7 @@ def bench_soak(
         bytecode_restart=not no_bytecode_restart,
     )
     result = run_soak(config)
+    _draw(plot, result)
     if as_json:
         click.echo(json.dumps(result))
     else:
@@ -165,6 +173,7 @@ def _on_broker(
     net: tuple[int, int, int, int, int, float | None, int],
     workdir: Path | None,
     as_json: bool,
+    plot: str | None = None,
 ) -> None:
     import asyncio
     import json
@@ -187,6 +196,7 @@ def _on_broker(
         )
 
     result = asyncio.run(on_broker(broker, lambda url: run_net_soak(config(url))))
+    _draw(plot, result)
     if as_json:
         click.echo(json.dumps(result))
     else:
@@ -195,6 +205,15 @@ def _on_broker(
     assert isinstance(verdict, dict)
     if not verdict["ok"]:
         raise SystemExit(1)
+
+
+def _draw(plot: str | None, result: dict[str, object]) -> None:
+    if plot is not None:
+        from deploy.lab.plots import soak_curves
+
+        samples = result["samples"]
+        assert isinstance(samples, list)
+        soak_curves(plot, samples)
 
 
 def _print_net(result: dict[str, object]) -> None:
