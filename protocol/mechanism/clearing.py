@@ -189,6 +189,18 @@ def clear_indexed(
     return indexed_from_outcome(mechanism.clear(bids, provers, seed=tasks.seed), tasks.ids)
 
 
+def clear_objects(
+    mechanism: ColumnMechanism,
+    tasks: Sequence[TaskBid],
+    provers: Sequence[ProverBid],
+    seed: bytes,
+) -> Outcome:
+    """Bid objects through a column mechanism: checked, made columns, cleared, keyed by id."""
+    check_bids(tasks, provers)
+    columns = TaskColumns.of(tasks, seed)
+    return mechanism.clear_columns(columns, provers).outcome(columns.ids)
+
+
 def prover_arrays(
     provers: Sequence[ProverBid], seed: bytes, ties: Sequence[int] | None = None
 ) -> tuple[list[ProverBid], Int64Array, Int64Array]:
@@ -226,9 +238,7 @@ class ArrayMechanism:
     def clear(
         self, tasks: Sequence[TaskBid], provers: Sequence[ProverBid], *, seed: bytes = b""
     ) -> Outcome:
-        check_bids(tasks, provers)
-        columns = TaskColumns.of(tasks, seed)
-        return self.clear_columns(columns, provers).outcome(columns.ids)
+        return clear_objects(self, tasks, provers, seed)
 
     def clear_columns(
         self,

@@ -15,12 +15,12 @@ import numpy as np
 
 from protocol.mechanism.arrays import clear_optimum_arrays, clear_prooph_arrays
 from protocol.mechanism.base import Mechanism, Outcome, ProverBid, TaskBid
-from protocol.mechanism.bids import check_bids
 from protocol.mechanism.clearing import (
     ArrayMechanism,
     IndexedOutcome,
     TaskColumns,
     check_columns,
+    clear_objects,
     indexed_from_arrays,
     prover_arrays,
 )
@@ -71,9 +71,7 @@ class ReserveProoph:
     def clear(
         self, tasks: Sequence[TaskBid], provers: Sequence[ProverBid], *, seed: bytes = b""
     ) -> Outcome:
-        check_bids(tasks, provers)
-        columns = TaskColumns.of(tasks, seed)
-        return self.clear_columns(columns, provers).outcome(columns.ids)
+        return clear_objects(self, tasks, provers, seed)
 
     def clear_columns(
         self,
