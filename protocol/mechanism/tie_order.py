@@ -16,8 +16,6 @@ from collections.abc import Callable
 import numpy as np
 from numpy.typing import NDArray
 
-from protocol.mechanism.ties import tie_prefix
-
 Int64Array = NDArray[np.int64]
 UInt64Array = NDArray[np.uint64]
 
@@ -59,9 +57,3 @@ class TieOrder:
         for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
             run = sorted(order[start:end].tolist(), key=self.full_key)
             order[start:end] = run
-
-
-def tie_order_of(ids: list[str], keyer: Callable[[str], bytes]) -> TieOrder:
-    """A TieOrder over bids with these ids, their keys computed now (one hash a bid)."""
-    prefixes = np.fromiter((tie_prefix(keyer(i)) for i in ids), dtype=np.uint64, count=len(ids))
-    return TieOrder(prefixes, lambda i: keyer(ids[i]))
