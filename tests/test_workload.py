@@ -20,6 +20,7 @@ from protocol.workload import (
     verify_batch,
 )
 
+KNOWN_PROOF = "1d6887c899b818848f2204a7f80f5d652cb762b09e1a2b3a46a5addba1026158"
 INPUTS = [b"", b"task-0", b"task-1", bytes(range(256)), b"\xff" * 4096]
 
 
@@ -134,6 +135,20 @@ def test_step_is_a_permutation_with_inverse() -> None:
     rng = random.Random(7)
     for x in [0, 1, 2, P - 1, P - 2, *(rng.randrange(P) for _ in range(50))]:
         assert x == workload._square_step(workload._root_step(x))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(min_value=0, max_value=P - 1))
+def test_gmp_square_root_is_pythons(x: int) -> None:
+    """The step's GMP power gives the very integer Python's pow gives, so proofs match."""
+    y = pow(x, (P + 1) // 4, P)
+    root = y if (y * y % P == x) == (y % 2 == 0) else P - y
+    assert (root + workload._STEP_CONSTANT) % P == workload._root_step(x)
+
+
+def test_known_proof_is_unchanged() -> None:
+    """A proof computed before GMP did the roots still comes out the same."""
+    assert KNOWN_PROOF == prove(b"task-0", difficulty=3, setup=2).hex()
 
 
 @pytest.mark.parametrize("start", [0, 1, P - 1])
