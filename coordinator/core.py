@@ -585,21 +585,17 @@ class Coordinator(MarketState):
     def _apply_fates(
         self, fates: clearing.TaskFates, number: int, next_round: Round | None
     ) -> list[CoordinatorEffect]:
-        """Carry out each task's fate and tell its user; released fees go back one move a
-        user, not one a task."""
-        effects: list[CoordinatorEffect] = []
-        add = effects.append
+        """Carry out each task's fate and tell its user, one message a user; released fees
+        go back one move a user, not one a task."""
+        told = notices.Told(self.params.market)
+        tell = told.tell
         tasks, market = self._tasks, self.params.market
         for winner in fates.winners:
             prover = winner.prover
             for key, price in zip(winner.tasks, winner.charges, strict=True):
                 task = tasks[key]
                 task.assign(prover, price)
-                add(
-                    Publish(
-                        notices.assigned(market, number, task.task_id, prover, price), task.user
-                    )
-                )
+                tell(task.user, notices.assigned(market, number, task.task_id, prover, price))
         if next_round is not None:
             for key in fates.carried:
                 task = tasks[key]
@@ -608,18 +604,18 @@ class Coordinator(MarketState):
                 receipt = notices.user_receipt(
                     market, number, task.task_id, carried_to=next_round.number
                 )
-                add(Publish(receipt, to=task.user))
+                tell(task.user, receipt)
         refunds: dict[str, int] = {}
         for key in fates.released:
             task = tasks[key]
             refunds[task.user] = refunds.get(task.user, 0) + task.fee
             task.close("released")
-            add(Publish(notices.user_receipt(market, number, task.task_id), to=task.user))
-            add(Publish(notices.released(market, task), to=task.user))
+            tell(task.user, notices.user_receipt(market, number, task.task_id))
+            tell(task.user, notices.released(market, task))
         for user, amount in refunds.items():
             if amount:
                 self.accounts.move(escrow_of(user), balance_of(user), amount)
-        return effects
+        return list(told.publishes())
 
     # -- settlement -----------------------------------------------------------------------
 
@@ -646,9 +642,10 @@ class Coordinator(MarketState):
             rescuable=lambda t: self.params.rescue and into is not None and t.rescued_from is None,
         )
         self.accounts.transfer(plan.postings)
-        effects: list[CoordinatorEffect] = []
+        told = notices.Told(self.params.market)
         for settled in plan.tasks:
-            effects.extend(self._settle_task(r, batch, settled, into))
+            self._settle_task(r, batch, settled, into, told)
+        effects: list[CoordinatorEffect] = list(told.publishes())
         if not plan.proven:
             self.slashes[batch.prover] = self.slashes.get(batch.prover, 0) + 1
         prover = self._provers[batch.prover]
@@ -666,12 +663,17 @@ class Coordinator(MarketState):
         return effects
 
     def _settle_task(
-        self, r: Round, batch: Batch, settled: settlement.TaskSettlement, into: Round | None
-    ) -> list[Publish]:
+        self,
+        r: Round,
+        batch: Batch,
+        settled: settlement.TaskSettlement,
+        into: Round | None,
+        told: notices.Told,
+    ) -> None:
         """Close (or, rescued, reopen) one task of a settled batch, and tell its user."""
         task = self._tasks[settled.key]
         reopen = into if settled.outcome == "rescued" else None
-        told = notices.task_notices(
+        phrased = notices.task_notices(
             self.params.market,
             r.number,
             task.task_id,
@@ -683,7 +685,8 @@ class Coordinator(MarketState):
             self._enter(reopen, settled.key)
         else:
             task.close("charged" if settled.outcome == "charged" else "refunded")
-        return [Publish(n, to=task.user) for n in told]
+        for notice in phrased:
+            told.tell(task.user, notice)
 
     def _rescue(self, key: str) -> list[CoordinatorEffect]:
         """`key`'s reconnect grace ran out: its open batches fail now, as at a deadline."""

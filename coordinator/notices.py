@@ -7,11 +7,12 @@ decision, so a rule in coordinator/core.py reads as the change it makes.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Literal
+from typing import Literal, TypeAlias
 
 from coordinator.clearing import Admission
 from coordinator.settlement import SettlementPlan, TaskSettlement
 from coordinator.state import Batch, Round, TaskKey, TaskState
+from protocol.events import Publish
 from protocol.mechanism.clearing import IndexedOutcome
 from protocol.messages import (
     AssignedTask,
@@ -20,6 +21,7 @@ from protocol.messages import (
     FaucetGrant,
     FundingNotice,
     MarketParams,
+    Notices,
     ProverRecord,
     Reject,
     RejectEntry,
@@ -120,6 +122,34 @@ def assigned(market: str, number: int, task_id: str, prover: str, price: int) ->
     return UserReceipt(
         market=market, round=number, task_id=task_id, allocated=True, price=price, prover=prover
     )
+
+
+UserNotice: TypeAlias = UserReceipt | SettlementNotice
+
+
+class Told:
+    """What each user hears of one clearing or settlement, gathered in order, so that a
+    round of 100,000 tasks hands the service one message per user, not one per task."""
+
+    __slots__ = ("market", "users")
+
+    def __init__(self, market: str) -> None:
+        self.market = market
+        self.users: dict[str, list[UserNotice]] = {}
+
+    def tell(self, user: str, notice: UserNotice) -> None:
+        told = self.users.get(user)
+        if told is None:
+            told = self.users[user] = []
+        told.append(notice)
+
+    def publishes(self) -> list[Publish]:
+        """One message per user, users in the order first told: a lone notice as itself,
+        several as one `notices`, which means exactly what they would alone, in order."""
+        return [
+            Publish(told[0] if len(told) == 1 else Notices(market=self.market, notices=told), user)
+            for user, told in self.users.items()
+        ]
 
 
 def released(market: str, task: TaskState) -> SettlementNotice:

@@ -12,7 +12,13 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from protocol.horizon import drop_below
-from protocol.messages import ClearingResult, Message, RoundAnnouncement, SettlementNotice
+from protocol.messages import (
+    ClearingResult,
+    Message,
+    Notices,
+    RoundAnnouncement,
+    SettlementNotice,
+)
 from protocol.rejects import RejectCode
 
 if TYPE_CHECKING:
@@ -61,7 +67,14 @@ class RoundTally:
         self._floor = 0
 
     def note(self, message: Message) -> int | None:
-        """Fold one outgoing message in; the round it changed, if any."""
+        """Fold one outgoing message in; the round it changed, if any (of a `notices`,
+        the last one it changed)."""
+        if isinstance(message, Notices):
+            changed = None
+            for notice in message.notices:
+                noted = self.note(notice)
+                changed = changed if noted is None else noted
+            return changed
         if isinstance(message, RoundAnnouncement):
             self.rows.setdefault(
                 message.round,

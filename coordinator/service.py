@@ -184,13 +184,19 @@ def coalesce_receipts(sends: list[Publish]) -> list[Publish]:
 
 
 def coalesce_notices(sends: list[Publish]) -> list[Publish]:
-    """One `notices` per user with several user receipts or settlements in `sends`."""
+    """One `notices` per user with several user receipts or settlements in `sends`, the
+    core's own `notices` (one per user of a clearing or settlement) merged in, in order."""
 
     def together(market: str, notices: list[Message]) -> Message:
-        kept = [n for n in notices if isinstance(n, UserReceipt | SettlementNotice)]
+        kept: list[UserReceipt | SettlementNotice] = []
+        for n in notices:
+            if isinstance(n, Notices):
+                kept += n.notices
+            elif isinstance(n, UserReceipt | SettlementNotice):
+                kept.append(n)
         return Notices(market=market, notices=kept)
 
-    return _coalesce(sends, (UserReceipt, SettlementNotice), together)
+    return _coalesce(sends, (UserReceipt, SettlementNotice, Notices), together)
 
 
 def _coalesce(
@@ -612,7 +618,7 @@ class CoordinatorService:
                 # and meanwhile the loop goes on reading what arrives, so each input is
                 # stamped when it came, not when the clearing let the loop look.
                 effects: Sequence[Publish | Record | WakeAt] = await asyncio.to_thread(
-                    self.core.handle, item
+                    self._on_time, item
                 )
                 clearings += _clearings(self.core, effects, time.perf_counter() - began)
             elif isinstance(item, _Unverified):
@@ -660,6 +666,12 @@ class CoordinatorService:
         self._applied += batch.deliveries
         self._after_batch()
         self._arm(wake if wake is not None else self.core.next_wake())
+
+    def _on_time(self, item: Tick | Resumed) -> Sequence[Publish | Record | WakeAt]:
+        """The core on a tick, with the collector paused: a clearing makes a notice per
+        task, and the heap's settle after its assignments collects what it left."""
+        with heap.paused():
+            return self.core.handle(item)
 
     async def _reap(self, limit: int) -> None:
         """Wait until at most `limit` batches are still being published, oldest first.

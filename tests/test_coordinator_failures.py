@@ -21,7 +21,7 @@ from coordinator.invariants import check_invariants
 from coordinator.settlement import plan_settlement
 from coordinator.state import Batch, TaskState, TrackRecord, wire_task_id
 from coordinator.track_record import median_ms, note_failed, note_proved, suspended
-from protocol.events import Publish, Resumed
+from protocol.events import Resumed
 from protocol.messages import (
     Assignment,
     ClearingResult,
@@ -65,13 +65,8 @@ def bid_more(market: Market, now: int) -> None:
 
 def notices(effects: list[object], outcome: str) -> list[tuple[str | None, int]]:
     """(task id, amount) of every settlement notice with `outcome`, in order."""
-    return [
-        (e.message.task_id, e.message.amount)
-        for e in effects
-        if isinstance(e, Publish)
-        and isinstance(e.message, SettlementNotice)
-        and e.message.outcome == outcome
-    ]
+    told = [e.message for e in published(effects, SettlementNotice)]  # type: ignore[arg-type]
+    return [(n.task_id, n.amount) for n in told if n.outcome == outcome]  # type: ignore[attr-defined]
 
 
 # -- rescue --------------------------------------------------------------------------

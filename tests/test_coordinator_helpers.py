@@ -16,6 +16,7 @@ from protocol.messages import (
     FaucetGrant,
     MarketParams,
     Message,
+    Notices,
     ProofSubmission,
     ProverCostBid,
     Reject,
@@ -171,7 +172,18 @@ def proofs_for(assignment: Assignment, corrupt: Sequence[str] = ()) -> ProofSubm
 
 
 def published(effects: Sequence[CoordinatorEffect], kind: type[Message]) -> list[Publish]:
-    return [e for e in effects if isinstance(e, Publish) and isinstance(e.message, kind)]
+    """The messages of `kind` in `effects`, each notice of a `notices` as its own Publish."""
+    return [
+        each
+        for e in effects
+        if isinstance(e, Publish)
+        for each in (
+            [Publish(n, e.to) for n in e.message.notices]
+            if isinstance(e.message, Notices) and kind is not Notices
+            else [e]
+        )
+        if isinstance(each.message, kind)
+    ]
 
 
 def reject_codes(effects: Sequence[CoordinatorEffect]) -> list[str]:

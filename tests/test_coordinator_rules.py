@@ -27,7 +27,7 @@ from coordinator.core import SEEN_ROUNDS, Coordinator
 from coordinator.invariants import check_invariants
 from coordinator.records import CoordinatorEffect
 from coordinator.state import wire_task_id
-from protocol.events import Publish, Record, WakeAt
+from protocol.events import Record, WakeAt
 from protocol.messages import (
     Assignment,
     BidReceipt,
@@ -73,13 +73,8 @@ def cleared_market() -> tuple[Market, Assignment]:
 
 
 def notices(effects: list[object], outcome: str) -> list[SettlementNotice]:
-    return [
-        e.message
-        for e in effects
-        if isinstance(e, Publish)
-        and isinstance(e.message, SettlementNotice)
-        and e.message.outcome == outcome
-    ]
+    told = [e.message for e in published(effects, SettlementNotice)]  # type: ignore[arg-type]
+    return [n for n in told if n.outcome == outcome]  # type: ignore[attr-defined, misc]
 
 
 # -- rounds and time -------------------------------------------------------------------

@@ -5,6 +5,9 @@ from __future__ import annotations
 import gc
 import weakref
 
+import pytest
+
+from runtime import heap as collector
 from runtime.heap import Heap
 
 
@@ -41,3 +44,23 @@ def test_settle_collects_new_garbage_before_freezing() -> None:
         assert (None, True) == (gone(), gc.get_freeze_count() > 0)
     finally:
         gc.unfreeze()
+
+
+def test_paused_turns_the_collector_off_and_back_on() -> None:
+    """Inside `paused` the collector is off; after it, on again, even if the body raised."""
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError), collector.paused():
+        assert not gc.isenabled()
+        raise RuntimeError("the burst failed")
+    assert gc.isenabled()
+
+
+def test_paused_leaves_a_collector_that_was_off_off() -> None:
+    """A pause inside a pause (a fold, say) does not turn the collector on early."""
+    gc.disable()
+    try:
+        with collector.paused():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
