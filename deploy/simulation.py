@@ -53,6 +53,8 @@ class SimConfig:
     setup: int = 1
     bid_window_ms: int = 1_000
     prove_window_ms: int = 1_000
+    # Proving takes fake time: a ms of setup, then this many µs a task.
+    proving_us_per_task: int = 1_000
     mechanism: str = "prooph"
     carry_over: bool = False
     market: str = "sim"
@@ -166,6 +168,8 @@ class Simulation:
     round, or a window of rows with `tally`) and, with `keep_inputs`, every input.
     """
 
+    proving_us_per_task = 1_000  # a market built another way (a scenario's) proves at this
+
     def __init__(
         self,
         config: SimConfig,
@@ -180,6 +184,7 @@ class Simulation:
         if not 0 <= config.faulty_provers <= config.provers:
             raise ValueError("faulty provers must be between 0 and the number of provers")
         self.config = config
+        self.proving_us_per_task = config.proving_us_per_task
         self.keep_inputs = keep_inputs
         self.on_record = on_record  # sees each event the coordinator records, in order
         rng = random.Random(config.seed)
@@ -266,6 +271,16 @@ class Simulation:
             else:
                 self._party_effects(key, party.handle(Tick(self.now)))
         self._drain()
+        self._rearm()
+
+    def _rearm(self) -> None:
+        """Wake for the core's next deadline, as the coordinator service does after every
+        batch: a round settled early on its proofs leaves its prove-deadline tick with
+        nothing to do, and so with no WakeAt for the next bid deadline."""
+        wake = self.coordinator.next_wake()
+        if wake is not None and wake not in self._wakes and wake > self._woken:
+            self._wakes.add(wake)
+            self._add_timer(wake, "", None)
 
     def _add_timer(self, at: int, key: str, done: ProvingDone | None) -> None:
         self._seq += 1
@@ -312,8 +327,8 @@ class Simulation:
                     ],
                     now=0,
                 )
-                # Proving takes fake time: one ms per task after a one-ms setup.
-                self._add_timer(self.now + 1 + len(effect.tasks), key, done)
+                took = 1 + -(-len(effect.tasks) * self.proving_us_per_task // 1000)
+                self._add_timer(self.now + took, key, done)
 
     def _drain(self) -> None:
         while self._inbox:

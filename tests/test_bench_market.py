@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from deploy.market_bench import round_timings
+from deploy.market_bench import MarketBenchConfig, in_memory_baseline, round_timings
 
 
 def test_round_timings_are_read_from_the_coordinators_log(tmp_path: Path) -> None:
@@ -39,6 +39,19 @@ def test_round_timings_are_read_from_the_coordinators_log(tmp_path: Path) -> Non
     assert ([250, 100], [1500, 100]) == (timings["clear_ms"], timings["settle_ms"])
 
 
+def test_the_in_memory_baseline_is_the_same_market_on_a_simulated_clock(tmp_path: Path) -> None:
+    """The baseline trades the bench's market in memory: tasks settled over its rounds' span."""
+    config = MarketBenchConfig(broker="embedded", tasks_per_round=40, users=4, provers=2, rounds=2)
+    testnet = config.testnet(tmp_path)
+    baseline = in_memory_baseline(config, testnet)
+    window_s = testnet.params.bid_window_ms / 1000
+    settled, span = baseline["settled_tasks"], baseline["span_s"]
+    assert isinstance(settled, int) and isinstance(span, float)
+    assert 0 < settled <= config.rounds * config.tasks_per_round
+    assert config.rounds * window_s <= span
+    assert round(settled / span, 1) == baseline["settled_per_s"]
+
+
 @pytest.mark.slow
 @pytest.mark.broker
 def test_a_small_market_bench_trades_every_round_and_says_so() -> None:
@@ -62,3 +75,4 @@ def test_a_small_market_bench_trades_every_round_and_says_so() -> None:
         len(result["assign_ms"]),  # each clearing's round.assigned line was read
     )
     assert 0 < result["ratio"] and 0 < result["coordinator_max_rss_mb"]
+    assert 0 < result["schedule_ratio"] and 0 < result["in_memory"]["settled_tasks"]

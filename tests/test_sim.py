@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 from coordinator.report import round_summaries
-from deploy.simulation import SimConfig, run_simulation
+from deploy.simulation import SimConfig, Simulation, run_simulation
 from protocol.messages import ClearingResult, SettlementNotice
 
 ROUND_KEYS = [
@@ -141,3 +141,21 @@ def test_a_windowed_tally_keeps_only_its_last_rounds() -> None:
     assert [36, 37, 38, 39] == sorted(tally.rows)
     stale = SettlementNotice(market="sim", round=2, outcome="charged", amount=1, task_id="x")
     assert (None, [36, 37, 38, 39]) == (tally.note(stale), sorted(tally.rows))
+
+
+def test_a_prove_window_shorter_than_the_bid_window_still_runs_every_round() -> None:
+    """A round settled early on its proofs leaves a tick with nothing to do; the market goes on."""
+    config = SimConfig(
+        rounds=5,
+        provers=4,
+        users=10,
+        seed=1,
+        tasks_per_round=50,
+        bid_window_ms=10_000,
+        prove_window_ms=300,
+        setup=0,
+    )
+    sim = Simulation(config)
+    sim.run()
+    report = sim.finish().report
+    assert [0, 1, 2, 3, 4] == [row["round"] for row in report["rounds"]]  # type: ignore[attr-defined]

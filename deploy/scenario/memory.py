@@ -68,13 +68,7 @@ class ScenarioSimulation(Simulation):
         if bidding in self._restarts:
             self._restarts.discard(bidding)
             self._restart_coordinator()
-        # Re-arm for the core's next deadline, as the coordinator service does after every
-        # batch: a round settled early on its proofs leaves its prove-deadline tick with
-        # nothing to do, and so with no WakeAt for the next bid deadline.
-        wake = self.coordinator.next_wake()
-        if wake is not None and wake not in self._wakes and wake > self._woken:
-            self._wakes.add(wake)
-            self._add_timer(wake, "", None)
+            self._rearm()  # the rebuilt core's next deadline
 
     def _restart_coordinator(self) -> None:
         """Throw the core away and rebuild it from its records, as a restarted service does."""
