@@ -35,6 +35,7 @@ from protocol.messages import (
     FailureRules,
     FaucetGrant,
     Message,
+    Notices,
     ProofSubmission,
     ProverCostBid,
     SettlementNotice,
@@ -270,12 +271,14 @@ class FailureRulesMachine(CoordinatorMachine):
         super()._check_effects(before, effects)
         for effect in effects:
             message = effect.message if isinstance(effect, Publish) else None
-            if isinstance(message, SettlementNotice) and message.outcome in (
-                "rescued",
-                "compensated",
-                "penalty",
-            ):
-                event(f"some {message.outcome} notice")
+            told = message.notices if isinstance(message, Notices) else [message]
+            for notice in told:
+                if isinstance(notice, SettlementNotice) and notice.outcome in (
+                    "rescued",
+                    "compensated",
+                    "penalty",
+                ):
+                    event(f"some {notice.outcome} notice")
         for task in self.coordinator.tasks():
             # A rescued task is never handed back to the prover that failed it.
             assert task.failed_by is None or task.prover != task.failed_by

@@ -38,7 +38,7 @@ from coordinator.store import SqliteStore
 from deploy.broker import MosquittoBroker
 from deploy.testnet import TestnetConfig as NetConfig  # not a test class
 from protocol.events import Publish
-from protocol.messages import BidReceipt, BidReceipts, FailureRules, SettlementNotice
+from protocol.messages import BidReceipt, BidReceipts, FailureRules, Notices, SettlementNotice
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
@@ -166,7 +166,10 @@ class LedgerView:
 
     def note(self, to: str, message: object) -> None:
         counts = self.parties.setdefault(to, Counter())
-        if isinstance(message, BidReceipt):
+        if isinstance(message, Notices):
+            for notice in message.notices:
+                self.note(to, notice)
+        elif isinstance(message, BidReceipt):
             counts["bids_accepted"] += 1
         elif isinstance(message, BidReceipts):
             counts["bids_accepted"] += len(message.receipts)
