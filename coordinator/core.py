@@ -650,6 +650,8 @@ class Coordinator(MarketState):
             self.slashes[batch.prover] = self.slashes.get(batch.prover, 0) + 1
         prover = self._provers[batch.prover]
         note_settled(prover.record, batch, proven=plan.proven, window=self.params.suspend_window)
+        # Its proofs went out with the notices; a settled batch takes no more (coordinator.proofs).
+        batch.proofs.clear()
         effects += [
             Publish(n, to=batch.prover)
             for n in notices.batch_notices(self.params.market, r.number, plan)

@@ -86,9 +86,14 @@ class TaskState:
         self.rescued_from, self.failed_by, self.round = failed_in, failed_by, into
 
     def close(self, status: TaskStatus) -> None:
-        """Settled for good: charged, refunded or released (the invariants count these)."""
+        """Settled for good: charged, refunded or released (the invariants count these).
+
+        Its input goes: no proof of it will be checked again, and a closed task stays in
+        the working state for the duplicate horizon, 64 rounds of a market's tasks.
+        """
         self.status = status
         self.settlements += 1
+        self.task_input = b""
 
 
 @dataclass(slots=True)

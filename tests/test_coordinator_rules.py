@@ -496,6 +496,17 @@ def test_nothing_settled_twice() -> None:
     assert all(t.settlements <= 1 for t in market.coordinator.tasks())
 
 
+def test_a_settled_batch_keeps_neither_its_proofs_nor_its_tasks_inputs() -> None:
+    """Settled, a batch drops its proofs and its closed tasks their inputs; late proofs bounce."""
+    market, assignment = cleared_market()
+    market.prove(P0, assignment, BID_DEADLINE + 10)
+    c = market.coordinator
+    batch = c._rounds[0].batches[P0]
+    closed = [c.task(*key) for key in batch.tasks]
+    assert (True, {}, {b""}) == (batch.settled, batch.proofs, {t.task_input for t in closed})  # type: ignore[union-attr]
+    assert ["late_proof"] == reject_codes(market.prove(P0, assignment, BID_DEADLINE + 11))
+
+
 def test_slashed_prover_must_relock_before_bidding_again() -> None:
     """After a slash the prover's next cost bid locks fresh deposit, or is refused."""
     coordinator = Coordinator(params(prove_window_ms=50), genesis(deposit=25), COORD, START)
