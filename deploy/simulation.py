@@ -100,10 +100,18 @@ def sim_config_from_market(rules: MarketParams, **sizes: Any) -> SimConfig:
 
 @dataclass
 class _Observed:
-    """The market's mechanism, recording each round's welfare and the optimum's on its bids."""
+    """The market's mechanism, recording each round's welfare and the optimum's on its bids.
+
+    With `keep`, only the newest `keep` rounds' rows are held (a tally with a window
+    reports no more than that); without, every round's.
+    """
 
     inner: Mechanism
-    rows: list[tuple[int, int]] = field(default_factory=list)
+    keep: int | None = None
+    rows: deque[tuple[int, int]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.rows = deque(maxlen=self.keep)
 
     @property
     def name(self) -> str:
@@ -164,8 +172,9 @@ def run_simulation(config: SimConfig, *, keep_inputs: bool = False) -> SimResult
 class Simulation:
     """The market of `config`, advanced one timer at a time (`step`) or a round at a time.
 
-    What it remembers beyond the parties' own state is the report's tally (one row per
-    round, or a window of rows with `tally`) and, with `keep_inputs`, every input.
+    What it remembers beyond the parties' own state is the report's tally and each
+    round's welfare (one row per round, or a window of rows with a windowed `tally`) and,
+    with `keep_inputs`, every input.
     """
 
     proving_us_per_task = 1_000  # a market built another way (a scenario's) proves at this
@@ -220,9 +229,11 @@ class Simulation:
         """
         self._everyone = list(self.parties)
         self.coordinator = coordinator
-        self._observed = _Observed(self.coordinator.mechanism)
-        self.coordinator.mechanism = self._observed
         self.result = SimResult(coordinator=self.coordinator, tally=tally or RoundTally())
+        # Welfare rows for the rounds the tally reports: with a windowed tally (the soak's),
+        # a window as wide, so a long market holds what it reports, not its whole history.
+        self._observed = _Observed(self.coordinator.mechanism, self.result.tally.keep_rounds)
+        self.coordinator.mechanism = self._observed
         self.now = 0
         self._seq = 0
         # Timers: (time, order, party key or "" for the coordinator, proving result or None).
@@ -381,12 +392,13 @@ def _users(
     return users, balances
 
 
-def _add_welfare(report: dict[str, object], rows: list[tuple[int, int]]) -> None:
+def _add_welfare(report: dict[str, object], rows: Sequence[tuple[int, int]]) -> None:
     """Each round's welfare, the optimum's on the same bids, and their ratio (None at 0)."""
     rounds = report["rounds"]
     assert isinstance(rounds, list)
     # A tally that keeps a window of rounds holds the last of them.
-    for row, (welfare, best) in zip(rounds, rows[len(rows) - len(rounds) :], strict=True):
+    newest = list(rows)[len(rows) - len(rounds) :]
+    for row, (welfare, best) in zip(rounds, newest, strict=True):
         row["welfare"] = welfare
         row["optimum_welfare"] = best
         row["efficiency"] = round(welfare / best, 4) if best else None

@@ -159,3 +159,21 @@ def test_a_prove_window_shorter_than_the_bid_window_still_runs_every_round() -> 
     sim.run()
     report = sim.finish().report
     assert [0, 1, 2, 3, 4] == [row["round"] for row in report["rounds"]]  # type: ignore[attr-defined]
+
+
+def test_a_windowed_tally_bounds_the_welfare_rows_too() -> None:
+    """With a windowed tally the harness keeps that many welfare rows, not one per round."""
+    from coordinator.report import RoundTally
+    from deploy.simulation import Simulation
+
+    market = Simulation(
+        SimConfig(rounds=60, provers=3, users=10, seed=5), tally=RoundTally(keep_rounds=4)
+    )
+    held = []
+    while not market.done:
+        market.run_round()
+        held.append(len(market._observed.rows))
+    assert len(held) >= 60 and 4 == max(held)
+    rounds = market.finish().report["rounds"]
+    assert isinstance(rounds, list) and [56, 57, 58, 59] == [r["round"] for r in rounds]
+    assert all("efficiency" in r for r in rounds)
