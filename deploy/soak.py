@@ -184,14 +184,20 @@ def _restart(log: RecordLog, config: SoakConfig, market: Simulation) -> dict[str
     return restart
 
 
-def _windows(times: list[float]) -> dict[str, object]:
-    """Median per-round time (CPU or wall) of the first window after warm-up and the last."""
+def _windows(times: list[float], fit_from: int) -> dict[str, object]:
+    """Median per-round time (CPU or wall) of the first window after warm-up and the last.
+
+    The first window starts after a short warm-up (100 rounds), while the parties'
+    memory horizons are still filling; `after_warmup` compares the last window with the
+    first one from round `fit_from` on (where the slopes are fitted), when they do not
+    overlap: the figure for "as fast at the end as once the market was full".
+    """
     n = len(times)
     width = min(1000, max(1, n // 4))
     warmup = min(100, n // 10)
     first = statistics.median(times[warmup : warmup + width])
     last = statistics.median(times[n - width :])
-    return {
+    windows: dict[str, object] = {
         "window_rounds": width,
         "warmup_rounds": warmup,
         "first_ms": round(first * 1000, 3),
@@ -199,6 +205,15 @@ def _windows(times: list[float]) -> dict[str, object]:
         "ratio": round(last / first, 3) if first else None,
         "mean_ms": round(statistics.fmean(times) * 1000, 3),
     }
+    start = max(fit_from - 1, 0)  # round `fit_from` is times[fit_from - 1]
+    if start + width <= n - width:
+        full = statistics.median(times[start : start + width])
+        windows["after_warmup"] = {
+            "from_round": start + 1,
+            "first_ms": round(full * 1000, 3),
+            "ratio": round(last / full, 3) if full else None,
+        }
+    return windows
 
 
 def _honest(market: Simulation) -> dict[str, object]:
@@ -237,7 +252,7 @@ def _document(
     times, wall = curves
     fit_from = min(WARMUP_ROUNDS, len(times) // 2)
     fitted = [s for s in samples if _int(s["round"]) >= fit_from]
-    per_round = _windows(times)
+    per_round = _windows(times, fit_from)
     rss_slope = slope_per_1000([(_int(s["round"]), _float(s["rss_mb"])) for s in fitted])
     parties = ("coordinator", "provers", "users")
     entry_slopes = {
@@ -268,7 +283,7 @@ def _document(
         "fit_from_round": fit_from,
         "per_round": per_round
         | {"slope_ms_per_1000": round(slope_per_1000(_ms_points(times, fit_from)), 4)},
-        "per_round_wall": _windows(wall)
+        "per_round_wall": _windows(wall, fit_from)
         | {"slope_ms_per_1000": round(slope_per_1000(_ms_points(wall, fit_from)), 4)},
         "rss_mb": {
             "first": samples[0]["rss_mb"],

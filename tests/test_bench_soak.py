@@ -30,6 +30,21 @@ def test_slope_is_per_thousand_rounds() -> None:
     assert 0.0 == slope_per_1000([(r, 5.0) for r in range(10)])
 
 
+def test_the_windows_compare_the_end_with_the_start_and_with_the_full_market() -> None:
+    """`first_ms` is read after 100 rounds; `after_warmup` from the fitted rounds on."""
+    from deploy.soak import _windows
+
+    # 10 ms a round while filling (rounds 1-2,199), 20 ms once full.
+    times = [0.010] * 2199 + [0.020] * 7801
+    windows = _windows(times, 2200)
+    assert (1000, 10.0, 20.0, 2.0) == tuple(
+        windows[k] for k in ("window_rounds", "first_ms", "last_ms", "ratio")
+    )
+    assert {"from_round": 2200, "first_ms": 20.0, "ratio": 1.0} == windows["after_warmup"]
+    # Too short for a window after the fitted start that stays clear of the last one.
+    assert "after_warmup" not in _windows(times[:2500], 2200)
+
+
 def test_a_tiny_soak_reports_its_curves_restart_and_verdict() -> None:
     """Fields are all there, the restart starts from a snapshot, the verdict follows the figures."""
     config = SoakConfig(
@@ -50,6 +65,7 @@ def test_a_tiny_soak_reports_its_curves_restart_and_verdict() -> None:
     assert isinstance(per_round, dict) and isinstance(rss, dict) and isinstance(restart, dict)
     assert isinstance(verdict, dict) and isinstance(honest, dict)
     assert (per_round["ratio"] <= TIME_TOLERANCE) == verdict["time_flat"]
+    assert result["fit_from_round"] == per_round["after_warmup"]["from_round"]
     assert (rss["slope_per_1000"] <= RSS_SLOPE_MB) == verdict["rss_flat"]
     assert (True, True, True) == (honest["ok"], restart["same_state"], verdict["restart_ok"])
     assert restart["snapshot"] is not None and 0 < restart["replayed"] < 100

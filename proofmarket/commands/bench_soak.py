@@ -153,12 +153,20 @@ def _print(result: dict[str, object]) -> None:
     click.echo(
         f"{result['rounds']} rounds, {result['provers']} provers x {result['users']} users: "
         f"CPU per round {per_round['first_ms']} ms first, {per_round['last_ms']} ms last "
-        f"(ratio {per_round['ratio']}); RSS {rss['first']} -> {rss['last']} MB "
+        f"(ratio {per_round['ratio']}{_after_warmup(per_round)}); "
+        f"RSS {rss['first']} -> {rss['last']} MB "
         f"({rss['slope_per_1000']} MB per 1,000 rounds); restart: "
         f"{_process_restart(restart)}fold {restart['seconds']} s "
         f"over {restart['replayed']} of {restart['records']} records; "
         f"{'ok' if verdict['ok'] else 'NOT ok: ' + str(verdict)}"
     )
+
+
+def _after_warmup(per_round: dict[str, object]) -> str:
+    full = per_round.get("after_warmup")
+    if not isinstance(full, dict):
+        return ""
+    return f"; from round {full['from_round']}: {full['first_ms']} ms first, ratio {full['ratio']}"
 
 
 def _process_restart(restart: dict[str, object]) -> str:
