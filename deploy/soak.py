@@ -7,6 +7,12 @@ every few rounds: the time the round took, the process's resident memory, and ho
 entries each party's working state holds. Slopes are fitted (least squares, per 1,000
 rounds) over the rounds after the parties' memory horizons have filled (WARMUP_ROUNDS,
 or the second half of a shorter run).
+
+After every round the soak also times a fixed piece of work (`reference_cpu`): on a
+shared machine the CPU time a round takes follows what else runs beside it (caches,
+memory bandwidth, the hypervisor), by 20-30% over a few minutes, and the reference
+moves with it. The verdict compares windows of rounds relative to the reference in the
+same rounds, so it reads the market's cost, not the machine's load.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from coordinator.report import RoundTally
 from coordinator.retention import KEEP_ALL, Retention, archive_dir
 from deploy.simulation import SimConfig, Simulation
 from deploy.soak_restart import soak_identity, time_restarts, write_run_files
+from protocol.workload import prove_batch
 
 WARMUP_ROUNDS: Final = 2200
 """Rounds before the slopes are fitted: twice the longest memory horizon (1,024 rounds),
@@ -35,6 +42,20 @@ TIME_TOLERANCE: Final = 1.25
 """The last window's median round may take this many times the first's and still be flat."""
 RSS_SLOPE_MB: Final = 2.0
 """Most resident-memory growth per 1,000 rounds that still counts as flat."""
+_REFERENCE_INPUTS: Final = tuple(bytes([i]) * 32 for i in range(2))
+
+
+def reference_cpu() -> float:
+    """CPU seconds a fixed piece of work takes now (about 1 ms): the machine's speed.
+
+    The same mix as a round, on a small scale: proving (big-integer arithmetic), a table
+    built and sorted (allocation, hashing, the interpreter). Nothing is kept.
+    """
+    started = time.process_time()
+    prove_batch(_REFERENCE_INPUTS, difficulty=1, setup=1)
+    table = {i: (i, str(i)) for i in range(1500)}
+    sorted(table.values(), reverse=True)
+    return time.process_time() - started
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +140,7 @@ def _soak(config: SoakConfig, ledger: str, scratch: Path) -> dict[str, object]:
     )
     try:
         log.attach(c)
-        (times, wall), samples = _drive(market, log, pending, config)
+        curves, samples = _drive(market, log, pending, config)
         restart = _restart(log, config, market)
     finally:
         log.close()
@@ -130,20 +151,26 @@ def _soak(config: SoakConfig, ledger: str, scratch: Path) -> dict[str, object]:
         )
         cache = scratch / "pycache" if config.bytecode_restart else None
         restart["process"] = asyncio.run(time_restarts(files, ledger, config.rounds, cache))
-    return _document(config, market, (times, wall), samples, restart, ledger)
+    return _document(config, market, curves, samples, restart, ledger)
+
+
+Curves = tuple[list[float], list[float], list[float]]
+"""Per round: CPU time, wall time, and the reference work's CPU time right after it."""
 
 
 def _drive(
     market: Simulation, log: RecordLog, pending: list[bytes], config: SoakConfig
-) -> tuple[tuple[list[float], list[float]], list[dict[str, object]]]:
+) -> tuple[Curves, list[dict[str, object]]]:
     """Run round by round, one durable write each; per-round CPU and wall times, samples.
 
     CPU time is what the verdict reads: on a shared machine the wall clock also counts
-    the time other processes had the core.
+    the time other processes had the core. After each round the reference work is timed
+    (outside the round's own times).
     """
     every = max(1, config.rounds // config.samples)
     times: list[float] = []
     wall: list[float] = []
+    reference: list[float] = []
     samples: list[dict[str, object]] = []
     while not market.done:
         started, cpu = time.perf_counter(), time.process_time()
@@ -153,6 +180,7 @@ def _drive(
             pending.clear()
         times.append(time.process_time() - cpu)
         wall.append(time.perf_counter() - started)
+        reference.append(reference_cpu())
         if len(times) % every == 0 or market.done:
             samples.append(
                 {
@@ -163,7 +191,7 @@ def _drive(
                     "entries": _entries(market),
                 }
             )
-    return (times, wall), samples
+    return (times, wall, reference), samples
 
 
 def _restart(log: RecordLog, config: SoakConfig, market: Simulation) -> dict[str, object]:
@@ -184,36 +212,61 @@ def _restart(log: RecordLog, config: SoakConfig, market: Simulation) -> dict[str
     return restart
 
 
-def _windows(times: list[float], fit_from: int) -> dict[str, object]:
+def _windows(
+    times: list[float], fit_from: int, reference: list[float] | None = None
+) -> dict[str, object]:
     """Median per-round time (CPU or wall) of the first window after warm-up and the last.
 
     The first window starts after a short warm-up (100 rounds), while the parties'
     memory horizons are still filling; `after_warmup` compares the last window with the
     first one from round `fit_from` on (where the slopes are fitted), when they do not
-    overlap: the figure for "as fast at the end as once the market was full".
+    overlap: the figure for "as fast at the end as once the market was full". With the
+    `reference` work's times, each ratio also comes relative to the reference's ratio
+    over the same rounds (`relative_ratio`): above 1, the rounds got dearer than the
+    machine got slower.
     """
     n = len(times)
     width = min(1000, max(1, n // 4))
     warmup = min(100, n // 10)
-    first = statistics.median(times[warmup : warmup + width])
-    last = statistics.median(times[n - width :])
+    first_rounds = slice(warmup, warmup + width)
+    last_rounds = slice(n - width, n)
     windows: dict[str, object] = {
         "window_rounds": width,
         "warmup_rounds": warmup,
-        "first_ms": round(first * 1000, 3),
-        "last_ms": round(last * 1000, 3),
-        "ratio": round(last / first, 3) if first else None,
-        "mean_ms": round(statistics.fmean(times) * 1000, 3),
-    }
+    } | _compare(times, reference, first_rounds, last_rounds)
+    windows["mean_ms"] = round(statistics.fmean(times) * 1000, 3)
     start = max(fit_from - 1, 0)  # round `fit_from` is times[fit_from - 1]
     if start + width <= n - width:
-        full = statistics.median(times[start : start + width])
-        windows["after_warmup"] = {
-            "from_round": start + 1,
-            "first_ms": round(full * 1000, 3),
-            "ratio": round(last / full, 3) if full else None,
-        }
+        full = _compare(times, reference, slice(start, start + width), last_rounds)
+        full.pop("last_ms")
+        full.pop("reference_last_ms", None)
+        windows["after_warmup"] = {"from_round": start + 1} | full
     return windows
+
+
+def _compare(
+    times: list[float], reference: list[float] | None, first: slice, last: slice
+) -> dict[str, object]:
+    """Medians of two windows of `times`, their ratio, and the same of the reference."""
+    a, b = statistics.median(times[first]), statistics.median(times[last])
+    ratio = b / a if a else None
+    figures: dict[str, object] = {
+        "first_ms": round(a * 1000, 3),
+        "last_ms": round(b * 1000, 3),
+        "ratio": round(ratio, 3) if ratio is not None else None,
+    }
+    if reference:
+        ra, rb = statistics.median(reference[first]), statistics.median(reference[last])
+        machine = rb / ra if ra else None
+        figures |= {
+            "reference_first_ms": round(ra * 1000, 4),
+            "reference_last_ms": round(rb * 1000, 4),
+            "reference_ratio": round(machine, 3) if machine is not None else None,
+            "relative_ratio": (
+                round(ratio / machine, 3) if ratio is not None and machine else None
+            ),
+        }
+    return figures
 
 
 def _honest(market: Simulation) -> dict[str, object]:
@@ -244,15 +297,15 @@ def _store_bytes(ledger: str) -> int:
 def _document(
     config: SoakConfig,
     market: Simulation,
-    curves: tuple[list[float], list[float]],
+    curves: Curves,
     samples: list[dict[str, object]],
     restart: dict[str, object],
     ledger: str,
 ) -> dict[str, object]:
-    times, wall = curves
+    times, wall, reference = curves
     fit_from = min(WARMUP_ROUNDS, len(times) // 2)
     fitted = [s for s in samples if _int(s["round"]) >= fit_from]
-    per_round = _windows(times, fit_from)
+    per_round = _windows(times, fit_from, reference)
     rss_slope = slope_per_1000([(_int(s["round"]), _float(s["rss_mb"])) for s in fitted])
     parties = ("coordinator", "provers", "users")
     entry_slopes = {
@@ -264,7 +317,9 @@ def _document(
     entry_means = {p: statistics.fmean(_entry(s, p) for s in fitted or samples) for p in parties}
     honest = _honest(market)
     store = _store_bytes(ledger)
-    ratio = per_round["ratio"]
+    # Relative to the reference: a machine that got busier is not a market that got dearer.
+    relative = per_round.get("relative_ratio")
+    ratio = relative if isinstance(relative, float) else per_round["ratio"]
     verdict = {
         "time_flat": isinstance(ratio, float) and ratio <= TIME_TOLERANCE,
         "rss_flat": rss_slope <= RSS_SLOPE_MB,

@@ -45,6 +45,21 @@ def test_the_windows_compare_the_end_with_the_start_and_with_the_full_market() -
     assert "after_warmup" not in _windows(times[:2500], 2200)
 
 
+def test_the_windows_read_the_rounds_relative_to_the_reference_work() -> None:
+    """Rounds 1.5x dearer on a machine 1.5x slower are flat relative to the reference."""
+    from deploy.soak import _windows
+
+    times = [0.020] * 5000 + [0.030] * 5000
+    slower = [0.001] * 5000 + [0.0015] * 5000
+    windows = _windows(times, 2200, slower)
+    assert (1.5, 1.5, 1.0) == tuple(
+        windows[k] for k in ("ratio", "reference_ratio", "relative_ratio")
+    )
+    assert (1.5, 1.0) == tuple(windows["after_warmup"][k] for k in ("ratio", "relative_ratio"))
+    # The same rounds on a steady machine: a creep of 1.5x.
+    assert 1.5 == _windows(times, 2200, [0.001] * 10000)["relative_ratio"]
+
+
 def test_a_tiny_soak_reports_its_curves_restart_and_verdict() -> None:
     """Fields are all there, the restart starts from a snapshot, the verdict follows the figures."""
     config = SoakConfig(
@@ -64,7 +79,8 @@ def test_a_tiny_soak_reports_its_curves_restart_and_verdict() -> None:
     verdict, honest = result["verdict"], result["honest"]
     assert isinstance(per_round, dict) and isinstance(rss, dict) and isinstance(restart, dict)
     assert isinstance(verdict, dict) and isinstance(honest, dict)
-    assert (per_round["ratio"] <= TIME_TOLERANCE) == verdict["time_flat"]
+    assert (per_round["relative_ratio"] <= TIME_TOLERANCE) == verdict["time_flat"]
+    assert per_round["reference_first_ms"] > 0 and per_round["reference_last_ms"] > 0
     assert result["fit_from_round"] == per_round["after_warmup"]["from_round"]
     assert (rss["slope_per_1000"] <= RSS_SLOPE_MB) == verdict["rss_flat"]
     assert (True, True, True) == (honest["ok"], restart["same_state"], verdict["restart_ok"])

@@ -153,7 +153,8 @@ def _print(result: dict[str, object]) -> None:
     click.echo(
         f"{result['rounds']} rounds, {result['provers']} provers x {result['users']} users: "
         f"CPU per round {per_round['first_ms']} ms first, {per_round['last_ms']} ms last "
-        f"(ratio {per_round['ratio']}{_after_warmup(per_round)}); "
+        f"(ratio {per_round['ratio']}, {per_round.get('relative_ratio')} relative to the "
+        f"reference work{_after_warmup(per_round)}); "
         f"RSS {rss['first']} -> {rss['last']} MB "
         f"({rss['slope_per_1000']} MB per 1,000 rounds); restart: "
         f"{_process_restart(restart)}fold {restart['seconds']} s "
@@ -166,7 +167,10 @@ def _after_warmup(per_round: dict[str, object]) -> str:
     full = per_round.get("after_warmup")
     if not isinstance(full, dict):
         return ""
-    return f"; from round {full['from_round']}: {full['first_ms']} ms first, ratio {full['ratio']}"
+    return (
+        f"; from round {full['from_round']}: {full['first_ms']} ms first, "
+        f"ratio {full['ratio']}, {full.get('relative_ratio')} relative"
+    )
 
 
 def _process_restart(restart: dict[str, object]) -> str:
