@@ -187,6 +187,7 @@ def _drive(
                     "round": len(times),
                     "cpu_ms": round(times[-1] * 1000, 3),
                     "wall_ms": round(wall[-1] * 1000, 3),
+                    "reference_ms": round(reference[-1] * 1000, 4),
                     "rss_mb": round(rss_mb(), 2),
                     "entries": _entries(market),
                 }

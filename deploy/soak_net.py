@@ -32,7 +32,7 @@ import msgspec
 from coordinator.report import honest_losses
 from coordinator.service import CoordinatorConfig, summary_from_ledger
 from deploy.market import load_market
-from deploy.soak import RSS_SLOPE_MB, TIME_TOLERANCE, slope_per_1000
+from deploy.soak import RSS_SLOPE_MB, TIME_TOLERANCE, reference_cpu, slope_per_1000
 from deploy.testnet import (
     READY_TIMEOUT_S,
     Child,
@@ -157,6 +157,10 @@ class RoundWatch(Progress):
             self.rejected[code] = self.rejected.get(code, 0) + 1
 
 
+REFERENCE_TRIES: Final = 5
+"""Reference works timed at each sample (their median is kept): a few ms of the launcher's."""
+
+
 @dataclass
 class Sampler:
     """Samples RSS and CPU time of every party's process and its children until told to stop."""
@@ -181,6 +185,10 @@ class Sampler:
             "t_s": round(time.monotonic(), 3),
             "rss_mb": {n: round(v / 1024, 2) for n, v in rss.items() if v is not None},
             "cpu_s": {n: round(v, 3) for n, v in cpu.items() if v is not None},
+            # The machine's speed now, as the launcher's own CPU time for a fixed work.
+            "reference_ms": round(
+                statistics.median(reference_cpu() for _ in range(REFERENCE_TRIES)) * 1000, 4
+            ),
         }
         self.samples.append(sample)
         if self.keep is not None:
@@ -340,7 +348,10 @@ def _rates(samples: list[dict[str, object]]) -> list[dict[str, object]]:
         cpu_a, cpu_b = _dict(a["cpu_s"]), _dict(b["cpu_s"])
         cpu = {n: (cpu_b[n] - cpu_a[n]) * 1000 / rounds for n in cpu_b if n in cpu_a}
         wall = (_num(b["t_s"]) - _num(a["t_s"])) * 1000 / rounds
-        rates.append({"round": rb, "wall_ms": wall, "cpu_ms": cpu})
+        rate: dict[str, object] = {"round": rb, "wall_ms": wall, "cpu_ms": cpu}
+        if "reference_ms" in a and "reference_ms" in b:
+            rate["reference_ms"] = (_num(a["reference_ms"]) + _num(b["reference_ms"])) / 2
+        rates.append(rate)
     return rates
 
 
@@ -393,6 +404,20 @@ def _document(
         fitted_rates, lambda r: _dict(r["cpu_ms"]).get("coordinator", 0.0)
     )
     wall = _window_ratio(fitted_rates, lambda r: _num(r["wall_ms"]))
+    if fitted_rates and all("reference_ms" in r for r in fitted_rates):
+        # Reported beside the ratio, not judged by it: how the machine's speed moved
+        # over the same intervals, and the coordinator's CPU per round relative to it.
+        machine = _window_ratio(fitted_rates, lambda r: _num(r["reference_ms"]))
+        relative = _window_ratio(
+            fitted_rates,
+            lambda r: (
+                _dict(r["cpu_ms"]).get("coordinator", 0.0) / max(_num(r["reference_ms"]), 1e-6)
+            ),
+        )
+        coordinator_cpu = coordinator_cpu | {
+            "reference_ratio": machine["ratio"],
+            "relative_ratio": relative["ratio"],
+        }
     problems = list(_list(report["problems"]))
     crashed = {n: c for n, c in codes.items() if c != 0}
     if crashed:

@@ -92,7 +92,7 @@ def test_a_tiny_soak_reports_its_curves_restart_and_verdict() -> None:
     assert process["exec_to_serving_s"] is not None and process["cpu_ms"] is not None
     samples = result["samples"]
     assert isinstance(samples, list) and len(samples) >= 8
-    assert {"round", "cpu_ms", "wall_ms", "rss_mb", "entries"} == set(samples[0])
+    assert {"round", "cpu_ms", "wall_ms", "reference_ms", "rss_mb", "entries"} == set(samples[0])
     ok = all(v for k, v in verdict.items() if k != "ok")
     assert ok == verdict["ok"]
 
@@ -146,6 +146,19 @@ def test_broker_soak_fits_past_the_memory_horizon() -> None:
     assert (1124, 300, 1124) == (fit_start(1800), fit_start(600), fit_start(50_000))
 
 
+def test_broker_rates_carry_the_machine_reference_of_their_interval() -> None:
+    """Each interval's rate has its CPU per round and the mean reference of its two samples."""
+    from deploy.soak_net import _rates
+
+    samples: list[dict[str, object]] = [
+        {"round": r, "t_s": r, "cpu_s": {"coordinator": 0.1 * r}, "reference_ms": ms}
+        for r, ms in ((10, 1.0), (20, 2.0))
+    ]
+    (rate,) = _rates(samples)
+    assert (20, 1.5) == (rate["round"], rate["reference_ms"])
+    assert 100.0 == pytest.approx(rate["cpu_ms"]["coordinator"])  # type: ignore[index]
+
+
 def test_minutes_need_a_broker() -> None:
     """`--minutes` bounds a soak over a broker; in memory it is refused, not ignored."""
     outcome = CliRunner().invoke(cli, ["bench", "soak", "--rounds", "4", "--minutes", "1"])
@@ -174,3 +187,4 @@ async def test_a_short_soak_over_mosquitto_samples_every_process(mosquitto: Runn
     assert flat == verdict["rss_flat"]
     assert all(v for k, v in verdict.items() if k != "ok") == verdict["ok"]
     assert {0} == set(result["exit_codes"].values())  # type: ignore[attr-defined]
+    assert all(s["reference_ms"] > 0 for s in result["samples"])  # type: ignore[attr-defined]
