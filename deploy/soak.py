@@ -42,7 +42,7 @@ TIME_TOLERANCE: Final = 1.25
 """The last window's median round may take this many times the first's and still be flat."""
 RSS_SLOPE_MB: Final = 2.0
 """Most resident-memory growth per 1,000 rounds that still counts as flat."""
-_REFERENCE_INPUTS: Final = tuple(bytes([i]) * 32 for i in range(2))
+_REFERENCE_INPUTS: Final = tuple(bytes([i]) * 32 for i in range(4))
 
 
 def reference_cpu() -> float:
@@ -53,7 +53,7 @@ def reference_cpu() -> float:
     """
     started = time.process_time()
     prove_batch(_REFERENCE_INPUTS, difficulty=1, setup=1)
-    table = {i: (i, str(i)) for i in range(1500)}
+    table = {i: (i, str(i)) for i in range(4000)}
     sorted(table.values(), reverse=True)
     return time.process_time() - started
 

@@ -164,7 +164,6 @@ def test_a_prove_window_shorter_than_the_bid_window_still_runs_every_round() -> 
 def test_a_windowed_tally_bounds_the_welfare_rows_too() -> None:
     """With a windowed tally the harness keeps that many welfare rows, not one per round."""
     from coordinator.report import RoundTally
-    from deploy.simulation import Simulation
 
     market = Simulation(
         SimConfig(rounds=60, provers=3, users=10, seed=5), tally=RoundTally(keep_rounds=4)
