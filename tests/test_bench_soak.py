@@ -79,7 +79,7 @@ def test_a_tiny_soak_reports_its_curves_restart_and_verdict() -> None:
     verdict, honest = result["verdict"], result["honest"]
     assert isinstance(per_round, dict) and isinstance(rss, dict) and isinstance(restart, dict)
     assert isinstance(verdict, dict) and isinstance(honest, dict)
-    assert (per_round["relative_ratio"] <= TIME_TOLERANCE) == verdict["time_flat"]
+    assert (per_round["ratio"] <= TIME_TOLERANCE) == verdict["time_flat"]
     assert per_round["reference_first_ms"] > 0 and per_round["reference_last_ms"] > 0
     assert result["fit_from_round"] == per_round["after_warmup"]["from_round"]
     assert (rss["slope_per_1000"] <= RSS_SLOPE_MB) == verdict["rss_flat"]
