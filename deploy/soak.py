@@ -113,7 +113,7 @@ def _entries(market: Simulation) -> dict[str, int]:
 
 
 def run_soak(config: SoakConfig) -> dict[str, object]:
-    """Run the soak and return its JSON document (see docs/benchmarks.md)."""
+    """Run the soak and return its JSON document (docs/deploy.md, "proofmarket bench soak")."""
     if config.rounds < 4:
         raise ValueError("a soak needs at least 4 rounds")
     with tempfile.TemporaryDirectory(prefix="proofmarket-soak-") as scratch:
