@@ -14,6 +14,8 @@ Service, tests and summaries all open and fold the log through here.
 from __future__ import annotations
 
 import gc
+import os
+import signal
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -67,6 +69,32 @@ def resuming(ledger: str | None) -> bool:
     return ledger is not None and meta_path(ledger).exists()
 
 
+def _write_snapshot(core: Coordinator, position: int, directory: str, name: str) -> int:
+    """In a forked child: the snapshot of `core` durably into `directory`/`name`; the
+    child's exit code. Signals go back to their defaults, so the parent's handlers (and
+    its event loop's wake-up descriptor) never run here."""
+    try:
+        signal.set_wakeup_fd(-1)
+        for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(number, signal.SIG_DFL)
+        gc.disable()  # the collector would touch, and so copy, every page of the heap
+        body = capture(core, position)
+        path = os.path.join(directory, name)
+        with open(path + ".tmp", "wb") as f:
+            f.write(body)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(path + ".tmp", path)
+        folder = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
+    except BaseException:
+        return 1
+    return 0
+
+
 def read_meta(ledger: str) -> RunMeta:
     """The run a ledger file was started for."""
     return msgspec.json.decode(meta_path(ledger).read_bytes(), type=RunMeta)
@@ -97,13 +125,78 @@ class RecordLog:
         self.retention = retention or Retention()
         self.archive = archive  # where retired records go when retention is "archive"
         self._core: Coordinator | None = None
+        self._forked = False
+        self._child: tuple[int, int, str, float] | None = None  # pid, position, file, start
         self._wrote = False  # records appended through this log since it was opened
         filed = store.snapshots()
         self._snapshot_at = filed[-1] if filed else 0
 
-    def attach(self, core: Coordinator) -> None:
-        """Snapshot `core` from now on; it must have folded every record in the store."""
+    def attach(self, core: Coordinator, *, forked: bool = False) -> None:
+        """Snapshot `core` from now on; it must have folded every record in the store.
+
+        `forked`: a write never snapshots by itself; the owner calls `snapshot_soon`
+        after its writes, which captures the core in a forked child (its copy-on-write
+        image of the heap at that moment), and files the result once the child is done,
+        so the capture costs the owner's event loop nothing. Where there is no fork or no
+        SQLite file to write beside, it snapshots at once, as a write would.
+        """
         self._core = core
+        self._forked = forked
+
+    def snapshot_soon(self) -> int | None:
+        """File a forked snapshot that has finished, then start one if one is due; the
+        position filed, if any."""
+        filed = self._collect(wait=False)
+        if self._child is None and self._due():
+            if isinstance(self.store, SqliteStore) and hasattr(os, "fork"):
+                self._fork(self.store)
+            else:
+                filed = self.snapshot()
+        return filed
+
+    def finish_snapshot(self) -> int | None:
+        """Wait for a forked snapshot still being written, and file it (a stop's first
+        step); the position filed, if any."""
+        return self._collect(wait=True)
+
+    def _due(self) -> bool:
+        return self._core is not None and len(self.store) - self._snapshot_at >= self.snapshot_every
+
+    def _fork(self, store: SqliteStore) -> None:
+        assert self._core is not None
+        position = len(self.store)
+        name = f"{position:012d}.snapshot"
+        directory = store.snapshot_dir
+        os.makedirs(directory, exist_ok=True)
+        pid = os.fork()
+        if pid == 0:  # the child: capture, write, and leave without running any cleanup
+            os._exit(_write_snapshot(self._core, position, directory, name))
+        self._child = (pid, position, name, time.perf_counter())
+
+    def _collect(self, *, wait: bool) -> int | None:
+        if self._child is None:
+            return None
+        pid, position, name, started = self._child
+        done, status = os.waitpid(pid, 0 if wait else os.WNOHANG)
+        if done == 0:
+            return None
+        self._child = None
+        if os.waitstatus_to_exitcode(status) != 0:
+            _log().warning("record_log.snapshot_failed", position=position, status=status)
+            return None
+        assert isinstance(self.store, SqliteStore)
+        self.store.save_snapshot_file(position, name, keep=SNAPSHOT_KEEP)
+        self._snapshot_at = position
+        retired = self.retire()
+        _log().info(
+            "record_log.snapshot",
+            position=position,
+            bytes=os.path.getsize(os.path.join(self.store.snapshot_dir, name)),
+            first_live=self.store.first() if retired is not None else None,
+            ms=round((time.perf_counter() - started) * 1000, 1),
+            forked=True,
+        )
+        return position
 
     def snapshot(self) -> int | None:
         """File a snapshot of the attached core now; its position, or None if detached."""
@@ -152,7 +245,7 @@ class RecordLog:
     def append_many(self, records: Sequence[bytes], *, published: int | None = None) -> int:
         last = self.store.append_many(records, published=published)
         self._wrote = self._wrote or bool(records)
-        if self._core is not None and last + 1 - self._snapshot_at >= self.snapshot_every:
+        if not self._forked and self._due():
             self.snapshot()
         return last
 
@@ -190,7 +283,10 @@ class RecordLog:
         return len(self.store)
 
     def close(self) -> None:
-        self.store.close()
+        try:
+            self._collect(wait=True)  # never leave a child behind, nor its snapshot unfiled
+        finally:
+            self.store.close()
 
 
 def open_record_log(

@@ -661,6 +661,8 @@ class CoordinatorService:
         else:
             self.stats.last_batch = time.monotonic()
         self._sending.append((sending, last))
+        if isinstance(self.store, RecordLog):
+            self.store.snapshot_soon()  # captured in a forked child, off this loop
         await self._reap(SENDS_IN_FLIGHT)
         self.stats.batches += 1
         self._applied += batch.deliveries
@@ -1046,7 +1048,7 @@ async def _serve(
         resend=len(folded.resend),
         ms=round(folded.seconds * 1000, 1),
     )
-    log.attach(folded.core)
+    log.attach(folded.core, forked=True)
     metrics = None
     if config.metrics is not None:
         from coordinator.metrics import CoordinatorMetrics
@@ -1073,6 +1075,7 @@ async def _serve(
         await service.run(stop)
     # Stopped cleanly (a bus failure raises past this): a planned restart then loads this
     # snapshot and replays nothing. One sent before the stop finished is not used.
+    log.finish_snapshot()
     log.snapshot_if_behind()
     return folded.core
 

@@ -10,6 +10,7 @@ SqliteStore (WAL, synchronous=FULL) for a real market.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import threading
@@ -20,6 +21,8 @@ from typing import Final, Protocol, runtime_checkable
 APPLICATION_ID: Final = 0x504D4B54
 SCHEMA_VERSION: Final = 1
 _REPLAY_CHUNK: Final = 512
+_FILE_MARK: Final = b"proofmarket-snapshot-file:"
+"""A snapshot row's body that names a file in the store's `snapshot_dir` instead."""
 
 
 class StoreError(Exception):
@@ -413,7 +416,22 @@ class SqliteStore:
             return self._last(self._conn()) + 1
 
     def save_snapshot(self, position: int, body: bytes, *, keep: int = 2) -> None:
-        checked = _as_record(body)
+        self._file_snapshot(position, _as_record(body), keep)
+
+    @property
+    def snapshot_dir(self) -> str:
+        """Where snapshots written beside the ledger live (`save_snapshot_file`)."""
+        return f"{self._path}.snapshots"
+
+    def save_snapshot_file(self, position: int, name: str, *, keep: int = 2) -> None:
+        """File a snapshot whose body another process wrote, durably, to `name` in
+        `snapshot_dir`: the store holds only a reference, so filing it costs no write of
+        the body. Pruned snapshots' files are removed."""
+        if os.sep in name or not os.path.isfile(os.path.join(self.snapshot_dir, name)):
+            raise ValueError(f"no snapshot file {name!r} in {self.snapshot_dir}")
+        self._file_snapshot(position, _FILE_MARK + name.encode(), keep)
+
+    def _file_snapshot(self, position: int, body: bytes, keep: int) -> None:
         with self._lock:
             db = self._conn()
             db.execute("BEGIN IMMEDIATE")
@@ -421,19 +439,35 @@ class SqliteStore:
                 _check_position(position, self._last(db) + 1, keep)
                 db.execute(
                     "INSERT OR REPLACE INTO snapshots (position, body) VALUES (?, ?)",
-                    (position, checked),
+                    (position, body),
                 )
-                db.execute(
-                    "DELETE FROM snapshots WHERE position != ? "
+                pruned = (
+                    "FROM snapshots WHERE position != ? "
                     "AND position NOT IN (SELECT position FROM pins) AND position NOT IN "
-                    "(SELECT position FROM snapshots ORDER BY position DESC LIMIT ?)",
-                    (self._first(db), keep),
+                    "(SELECT position FROM snapshots ORDER BY position DESC LIMIT ?)"
                 )
+                args = (self._first(db), keep)
+                gone = self._files(db, f"SELECT body {pruned}", args)
+                db.execute(f"DELETE {pruned}", args)
                 db.execute("COMMIT")
             except BaseException:
                 if db.in_transaction:
                     db.execute("ROLLBACK")
                 raise
+        self._remove(gone)
+
+    def _files(self, db: sqlite3.Connection, query: str, args: tuple[int, ...]) -> list[str]:
+        """The snapshot files of the rows `query` selects (their bodies), to remove."""
+        bodies = db.execute(
+            f"{query} AND substr(body, 1, {len(_FILE_MARK)}) = ?",
+            (*args, _FILE_MARK),
+        ).fetchall()
+        return [bytes(b)[len(_FILE_MARK) :].decode() for (b,) in bodies]
+
+    def _remove(self, names: list[str]) -> None:
+        for name in names:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(self.snapshot_dir, name))
 
     def snapshots(self) -> list[int]:
         with self._lock:
@@ -449,7 +483,14 @@ class SqliteStore:
             )
         if row is None:
             raise KeyError(position)
-        return bytes(row[0])
+        body = bytes(row[0])
+        if not body.startswith(_FILE_MARK):
+            return body
+        try:
+            with open(os.path.join(self.snapshot_dir, body[len(_FILE_MARK) :].decode()), "rb") as f:
+                return f.read()
+        except OSError:
+            return b""  # a lost file reads as a damaged snapshot: refused, an older one used
 
     def first(self) -> int:
         with self._lock:
@@ -464,6 +505,7 @@ class SqliteStore:
                 if not first <= position <= last + 1:
                     raise ValueError(f"cannot discard before {position}: records run {first}..")
                 db.execute("DELETE FROM records WHERE seq < ?", (position,))
+                gone = self._files(db, "SELECT body FROM snapshots WHERE position < ?", (position,))
                 db.execute("DELETE FROM snapshots WHERE position < ?", (position,))
                 self._set_mark(db, "first", position)
                 db.execute("DELETE FROM pins WHERE position < ?", (position,))
@@ -472,6 +514,7 @@ class SqliteStore:
                 if db.in_transaction:
                     db.execute("ROLLBACK")
                 raise
+        self._remove(gone)
 
     def close(self) -> None:
         with self._lock:

@@ -169,3 +169,61 @@ def test_snapshots_survive_reopening_a_ledger_file(tmp_path: Path) -> None:
         assert c.state() == folded.core.state()
     finally:
         reopened.close()
+
+
+def test_forked_snapshots_are_filed_as_files_and_fold_to_the_same_state(tmp_path: Path) -> None:
+    """Captured in forked children while the market goes on, they fold to its exact state."""
+    config = SimConfig(rounds=8, provers=3, users=6, seed=5, faulty_provers=1)
+    market = Simulation(config)
+    c = market.coordinator
+    ledger = str(tmp_path / "ledger.sqlite")
+    kwargs = {"key": c.key, "params": c.params, "genesis": c.genesis, "start_ms": c.start_ms}
+    log = open_record_log(ledger, snapshot_every=15, **kwargs)  # type: ignore[arg-type]
+    log.attach(c, forked=True)
+    filed: list[int] = []
+
+    def write(event: CoordinatorEvent) -> None:
+        log.append_many([encode_record(event)])
+        # Filing waits for a child, never the write: the first write that makes one due
+        # only starts it.
+        done = log.snapshot_soon()
+        filed.extend([] if done is None else [done])
+
+    market.on_record = write
+    market.run()
+    last = log.finish_snapshot()
+    filed.extend([] if last is None else [last])
+    log.mark_published(len(log) - 1)
+    store = log.store
+    assert isinstance(store, SqliteStore)
+    files = sorted(p.name for p in Path(store.snapshot_dir).iterdir())
+    assert filed and filed[-1] == log.snapshots()[-1]
+    assert [f"{p:012d}.snapshot" for p in log.snapshots()] == files  # pruned ones removed
+    folded = fold(log, rounds=config.rounds)
+    assert folded.snapshot == filed[-1]
+    assert c.state() == folded.core.state()
+    log.close()
+
+
+def test_a_snapshot_whose_file_is_lost_is_refused_and_an_older_one_used(tmp_path: Path) -> None:
+    """A file-backed snapshot that went missing reads as damaged; the fold falls back."""
+    store = SqliteStore(tmp_path / "ledger.sqlite")
+    try:
+        store.append_many([b"a", b"b", b"c"])
+        Path(store.snapshot_dir).mkdir()
+        for position in (1, 2, 3):
+            (Path(store.snapshot_dir) / f"{position}.snap").write_bytes(b"body %d" % position)
+            store.save_snapshot_file(position, f"{position}.snap", keep=2)
+        assert ([2, 3], ["2.snap", "3.snap"]) == (
+            store.snapshots(),
+            sorted(p.name for p in Path(store.snapshot_dir).iterdir()),
+        )
+        assert b"body 3" == store.read_snapshot(3)
+        (Path(store.snapshot_dir) / "3.snap").unlink()
+        assert b"" == store.read_snapshot(3)
+        store.discard_before(3)
+        assert [] == list(Path(store.snapshot_dir).iterdir())
+        with pytest.raises(ValueError, match="no snapshot file"):
+            store.save_snapshot_file(3, "missing.snap")
+    finally:
+        store.close()
