@@ -104,8 +104,8 @@ class RecordLog:
     """A record store with its run; once `attach`ed to the live core, it snapshots it.
 
     It is itself a record store (it passes every call through), so the service writes
-    to it as to any store; a snapshot is filed right after a write, when the core has
-    folded exactly the records in the store.
+    to it as to any store; a snapshot is taken right after a write, when the core has
+    folded exactly the records in the store (by a forked child, when attached `forked`).
     """
 
     def __init__(
@@ -186,17 +186,8 @@ class RecordLog:
             return None
         assert isinstance(self.store, SqliteStore)
         self.store.save_snapshot_file(position, name, keep=SNAPSHOT_KEEP)
-        self._snapshot_at = position
-        retired = self.retire()
-        _log().info(
-            "record_log.snapshot",
-            position=position,
-            bytes=os.path.getsize(os.path.join(self.store.snapshot_dir, name)),
-            first_live=self.store.first() if retired is not None else None,
-            ms=round((time.perf_counter() - started) * 1000, 1),
-            forked=True,
-        )
-        return position
+        size = os.path.getsize(os.path.join(self.store.snapshot_dir, name))
+        return self._filed(position, size, started, forked=True)
 
     def snapshot(self) -> int | None:
         """File a snapshot of the attached core now; its position, or None if detached."""
@@ -206,14 +197,19 @@ class RecordLog:
         started = time.perf_counter()
         body = capture(self._core, position)
         self.store.save_snapshot(position, body, keep=SNAPSHOT_KEEP)
+        return self._filed(position, len(body), started, forked=False)
+
+    def _filed(self, position: int, size: int, started: float, *, forked: bool) -> int:
+        """A snapshot at `position` is filed: the retention applies, and a line says so."""
         self._snapshot_at = position
         retired = self.retire()
         _log().info(
             "record_log.snapshot",
             position=position,
-            bytes=len(body),
+            bytes=size,
             first_live=self.store.first() if retired is not None else None,
             ms=round((time.perf_counter() - started) * 1000, 1),
+            forked=forked,
         )
         return position
 
